@@ -1,0 +1,1 @@
+//! Shared helpers for Tally's multi-node tests.
