@@ -1,0 +1,216 @@
+//! The small value types every part of the ledger speaks in.
+//!
+//! They are plain data with a canonical serde encoding (see `codec`), so two validators that hold
+//! equal values produce equal bytes and equal hashes.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A sha2-256 digest.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Hash(pub [u8; 32]);
+
+impl Hash {
+    /// The all-zero digest, used as the parent of the first block.
+    pub const ZERO: Hash = Hash([0; 32]);
+
+    /// Lower-case hex, as used in the API and in logs.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses 64 hex characters.
+    pub fn from_hex(s: &str) -> Option<Hash> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(Hash(out))
+    }
+}
+
+impl fmt::Debug for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", &self.to_hex()[..12])
+    }
+}
+
+impl fmt::Display for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// An account: the 32-byte ed25519 public key that signs for it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AccountId(pub [u8; 32]);
+
+impl AccountId {
+    /// Lower-case hex of the public key.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses 64 hex characters.
+    pub fn from_hex(s: &str) -> Option<AccountId> {
+        Hash::from_hex(s).map(|h| AccountId(h.0))
+    }
+}
+
+impl fmt::Debug for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "acct:{}", &self.to_hex()[..12])
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// An asset code such as `USD` or `EURC`: 1 to 12 upper-case ASCII letters or digits.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AssetCode(String);
+
+impl AssetCode {
+    /// Longest accepted code.
+    pub const MAX_LEN: usize = 12;
+
+    /// Checks the shape of a code; `None` if it is empty, too long or not `[A-Z0-9]`.
+    pub fn new(code: &str) -> Option<AssetCode> {
+        let ok = !code.is_empty()
+            && code.len() <= Self::MAX_LEN
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+        ok.then(|| AssetCode(code.to_owned()))
+    }
+
+    /// The code as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AssetCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for AssetCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An ISO 3166-1 alpha-2 jurisdiction code, e.g. `DE`, `SG`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Jurisdiction([u8; 2]);
+
+impl Jurisdiction {
+    /// Two upper-case ASCII letters, or `None`.
+    pub fn new(code: &str) -> Option<Jurisdiction> {
+        let b = code.as_bytes();
+        (b.len() == 2 && b.iter().all(u8::is_ascii_uppercase)).then(|| Jurisdiction([b[0], b[1]]))
+    }
+
+    /// The code as text.
+    pub fn as_str(&self) -> &str {
+        // Constructed only from two ASCII upper-case letters.
+        std::str::from_utf8(&self.0).unwrap_or("??")
+    }
+}
+
+impl fmt::Debug for Jurisdiction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Jurisdiction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An amount in an asset's minor units (e.g. millionths of a dollar for a 6-decimal asset).
+/// Arithmetic on amounts is always checked; overflow rejects the transaction.
+pub type Amount = u64;
+
+/// A block height; the genesis state is height 0 and the first block is height 1.
+pub type Height = u64;
+
+/// Milliseconds since the Unix epoch, as agreed by consensus for a block. Never a local clock
+/// reading inside execution.
+pub type TimestampMs = u64;
+
+/// Identifier of a KYC'd identity, chosen by the KYC provider that registered it.
+pub type IdentityId = String;
+
+/// 32-byte values are hex strings in human-readable formats (JSON, TOML) and raw bytes in the
+/// canonical binary encoding.
+macro_rules! bytes32_serde {
+    ($t:ident) => {
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() {
+                    s.serialize_str(&hex::encode(self.0))
+                } else {
+                    self.0.serialize(s)
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                if d.is_human_readable() {
+                    let s = String::deserialize(d)?;
+                    let mut out = [0u8; 32];
+                    hex::decode_to_slice(&s, &mut out).map_err(|_| {
+                        serde::de::Error::custom(concat!(
+                            stringify!($t),
+                            ": expected 64 hex characters"
+                        ))
+                    })?;
+                    Ok($t(out))
+                } else {
+                    <[u8; 32]>::deserialize(d).map($t)
+                }
+            }
+        }
+    };
+}
+
+bytes32_serde!(Hash);
+bytes32_serde!(AccountId);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_checked() {
+        assert!(AssetCode::new("USD").is_some());
+        assert!(AssetCode::new("usd").is_none());
+        assert!(AssetCode::new("").is_none());
+        assert!(AssetCode::new("ABCDEFGHIJKLM").is_none());
+        assert_eq!(
+            Jurisdiction::new("SG").map(|j| j.to_string()),
+            Some("SG".into())
+        );
+        assert!(Jurisdiction::new("S1").is_none());
+        assert!(Jurisdiction::new("SGP").is_none());
+    }
+
+    #[test]
+    fn hashes_are_hex_in_json_and_bytes_in_binary() {
+        let h = Hash([7; 32]);
+        let json = serde_json::to_string(&h).unwrap();
+        assert_eq!(json, format!("\"{}\"", "07".repeat(32)));
+        assert_eq!(serde_json::from_str::<Hash>(&json).unwrap(), h);
+        assert!(serde_json::from_str::<Hash>("\"zz\"").is_err());
+        let bin = postcard::to_allocvec(&h).unwrap();
+        assert_eq!(bin.len(), 32);
+        assert_eq!(postcard::from_bytes::<Hash>(&bin).unwrap(), h);
+    }
+}
