@@ -27,7 +27,7 @@ use tokio::{
 
 use crate::{
     behaviour::{TallyBehaviour, TallyBehaviourEvent, DIRECT_PROTOCOL, SYNC_PROTOCOL},
-    codec::is_oversized,
+    codec::{is_oversized, Frame},
     config::{NetworkConfig, SizeLimits},
     error::{NetworkError, Result},
     gate::MembershipGate,
@@ -211,7 +211,10 @@ impl Actor {
             Command::Send { peer, data, reply } => {
                 let result = if self.is_member(&peer) {
                     self.metrics.message(OUT, DIRECT, data.len());
-                    self.swarm.behaviour_mut().direct.send_request(&peer, data);
+                    self.swarm
+                        .behaviour_mut()
+                        .direct
+                        .send_request(&peer, Frame::Data(data));
                     Ok(())
                 } else {
                     Err(NetworkError::NotMember(peer))
@@ -221,7 +224,11 @@ impl Actor {
             Command::Request { peer, data, reply } => {
                 if self.is_member(&peer) {
                     self.metrics.message(OUT, SYNC, data.len());
-                    let id = self.swarm.behaviour_mut().sync.send_request(&peer, data);
+                    let id = self
+                        .swarm
+                        .behaviour_mut()
+                        .sync
+                        .send_request(&peer, Frame::Data(data));
                     self.pending_requests.insert(id, (peer, reply));
                 } else {
                     let _ = reply.send(Err(NetworkError::NotMember(peer)));
@@ -472,7 +479,7 @@ impl Actor {
             .report_message_validation_result(id, source, MessageAcceptance::Reject);
     }
 
-    fn on_direct(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+    fn on_direct(&mut self, event: request_response::Event<Frame, Vec<u8>>) {
         match event {
             request_response::Event::Message {
                 peer,
@@ -482,6 +489,9 @@ impl Actor {
                     },
                 ..
             } => {
+                let Some(request) = self.accept_frame(peer, request) else {
+                    return;
+                };
                 self.metrics.message(IN, DIRECT, request.len());
                 // The acknowledgement only says "received"; the receiver may be closing.
                 let _ = self
@@ -504,7 +514,7 @@ impl Actor {
         }
     }
 
-    fn on_sync(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+    fn on_sync(&mut self, event: request_response::Event<Frame, Vec<u8>>) {
         match event {
             request_response::Event::Message {
                 peer,
@@ -514,6 +524,9 @@ impl Actor {
                     },
                 ..
             } => {
+                let Some(request) = self.accept_frame(peer, request) else {
+                    return;
+                };
                 self.metrics.message(IN, SYNC, request.len());
                 let (tx, rx) = oneshot::channel();
                 let delivered = self.emit(NetworkEvent::Request {
@@ -565,6 +578,24 @@ impl Actor {
         }
     }
 
+    /// The payload of a well-formed request; a bad frame is counted, penalised and dropped
+    /// (its response channel closes, so the sender sees a failure).
+    fn accept_frame(&mut self, peer: PeerId, frame: Frame) -> Option<Vec<u8>> {
+        match frame {
+            Frame::Data(data) => Some(data),
+            Frame::Oversized(len) => {
+                tracing::debug!(%peer, len, "oversized request frame");
+                self.penalise(peer, "oversized");
+                None
+            }
+            Frame::Truncated => {
+                tracing::debug!(%peer, "truncated request frame");
+                self.penalise(peer, "malformed");
+                None
+            }
+        }
+    }
+
     fn on_inbound_failure(&mut self, peer: PeerId, error: InboundFailure) {
         match error {
             InboundFailure::Io(e) => self.penalise_bad_frame(peer, &e),
@@ -572,16 +603,11 @@ impl Actor {
         }
     }
 
-    /// A frame from `peer` that broke the wire format: oversized or undecodable. Counted and
-    /// penalised; other I/O errors (resets) are the network's fault, not the peer's.
+    /// A response from `peer` over our limit is its fault; other I/O errors (resets, a
+    /// request the remote chose not to answer) are not.
     fn penalise_bad_frame(&mut self, peer: PeerId, error: &std::io::Error) {
         if is_oversized(error) {
             self.penalise(peer, "oversized");
-        } else if matches!(
-            error.kind(),
-            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
-        ) {
-            self.penalise(peer, "malformed");
         } else {
             tracing::debug!(%peer, %error, "stream error");
         }

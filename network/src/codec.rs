@@ -15,6 +15,18 @@ pub(crate) struct FrameCodec {
     pub max_response: usize,
 }
 
+/// An inbound request as read off the wire. Bad requests are surfaced (not turned into I/O
+/// errors, which libp2p would swallow) so the event loop can count and penalise the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Frame {
+    /// A well-formed request within the limit.
+    Data(Vec<u8>),
+    /// The length prefix announced this many bytes, over the limit; the body was not read.
+    Oversized(usize),
+    /// The stream ended before the announced body did.
+    Truncated,
+}
+
 /// Marker carried in the `io::Error` of a frame over its limit, so the event loop can count it
 /// apart from other I/O failures.
 pub(crate) const OVERSIZED: &str = "frame exceeds size limit";
@@ -29,6 +41,24 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, limit: usize) -> io
     let mut buf = vec![0u8; len];
     io.read_exact(&mut buf).await?;
     Ok(buf)
+}
+
+async fn read_request_frame<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    limit: usize,
+) -> io::Result<Frame> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > limit {
+        return Ok(Frame::Oversized(len));
+    }
+    let mut buf = vec![0u8; len];
+    match io.read_exact(&mut buf).await {
+        Ok(()) => Ok(Frame::Data(buf)),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(Frame::Truncated),
+        Err(e) => Err(e),
+    }
 }
 
 async fn write_frame<T: AsyncWrite + Unpin + Send>(
@@ -47,14 +77,14 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(
 
 impl request_response::Codec for FrameCodec {
     type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
+    type Request = Frame;
     type Response = Vec<u8>;
 
-    async fn read_request<T>(&mut self, _: &Self::Protocol, io: &mut T) -> io::Result<Vec<u8>>
+    async fn read_request<T>(&mut self, _: &Self::Protocol, io: &mut T) -> io::Result<Frame>
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io, self.max_request).await
+        read_request_frame(io, self.max_request).await
     }
 
     async fn read_response<T>(&mut self, _: &Self::Protocol, io: &mut T) -> io::Result<Vec<u8>>
@@ -68,12 +98,18 @@ impl request_response::Codec for FrameCodec {
         &mut self,
         _: &Self::Protocol,
         io: &mut T,
-        req: Vec<u8>,
+        req: Frame,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &req, self.max_request).await
+        match req {
+            Frame::Data(data) => write_frame(io, &data, self.max_request).await,
+            Frame::Oversized(_) | Frame::Truncated => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "only data frames are sent",
+            )),
+        }
     }
 
     async fn write_response<T>(

@@ -19,4 +19,4 @@ pub use error::{NetworkError, Result};
 pub use gate::NotMember;
 pub use handle::{Acceptance, NetworkEvent, NetworkHandle, Responder};
 pub use identity::{keypair_from_secret, peer_id_from_public_key, peer_id_from_secret};
-pub use libp2p::{gossipsub::MessageId, Multiaddr, PeerId};
+pub use libp2p::{gossipsub::MessageId, multiaddr, Multiaddr, PeerId};
