@@ -640,7 +640,7 @@ impl Actor {
     }
 }
 
-/// The listen address a handle reports for `ip`, e.g. `/ip4/127.0.0.1/tcp/0`.
+/// The TCP multiaddr of `ip` and `port`, e.g. `/ip4/127.0.0.1/tcp/0` (port 0: any free port).
 pub fn tcp_addr(ip: std::net::Ipv4Addr, port: u16) -> Multiaddr {
     Multiaddr::empty()
         .with(libp2p::multiaddr::Protocol::Ip4(ip))
