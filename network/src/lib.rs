@@ -1,2 +1,22 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
+
+mod actor;
+mod behaviour;
+mod codec;
+mod config;
+mod error;
+mod gate;
+mod handle;
+mod identity;
+mod metrics;
+mod redial;
+
+pub use actor::{tcp_addr, Network};
+pub use behaviour::{DIRECT_PROTOCOL, IDENTIFY_PROTOCOL, SYNC_PROTOCOL};
+pub use config::{BootstrapPeer, NetworkConfig, SizeLimits};
+pub use error::{NetworkError, Result};
+pub use gate::NotMember;
+pub use handle::{Acceptance, NetworkEvent, NetworkHandle, Responder};
+pub use identity::{keypair_from_secret, peer_id_from_public_key, peer_id_from_secret};
+pub use libp2p::{gossipsub::MessageId, multiaddr, Multiaddr, PeerId};

@@ -1,0 +1,121 @@
+//! Configuration of one node's network.
+
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+
+/// A peer to dial at start: its ed25519 public key and an address it listens on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapPeer {
+    /// The peer's 32-byte ed25519 public key (its identity key).
+    pub public_key: [u8; 32],
+    /// Where it listens, e.g. `/ip4/10.0.0.2/tcp/7000`.
+    pub addr: Multiaddr,
+}
+
+/// Size limits on everything that crosses the wire. Inbound payloads over a limit are dropped,
+/// counted and penalised; outbound ones are refused with [`crate::NetworkError::TooLarge`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeLimits {
+    /// Largest gossip payload (a transaction batch), in bytes.
+    pub gossip: usize,
+    /// Largest direct message (e.g. a consensus vote or proposal), in bytes.
+    pub direct: usize,
+    /// Largest sync request, in bytes.
+    pub request: usize,
+    /// Largest sync response (e.g. a block with its batches), in bytes.
+    pub response: usize,
+}
+
+impl Default for SizeLimits {
+    fn default() -> Self {
+        Self {
+            gossip: 4 << 20,
+            direct: 4 << 20,
+            request: 1 << 20,
+            response: 16 << 20,
+        }
+    }
+}
+
+/// Everything [`crate::Network::spawn`] needs.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// The node's 32-byte ed25519 secret key; the libp2p identity is derived from it.
+    pub secret_key: [u8; 32],
+    /// Addresses to listen on, e.g. `/ip4/0.0.0.0/tcp/7000` (`tcp/0` picks a free port).
+    pub listen_addrs: Vec<Multiaddr>,
+    /// Peers to dial at start (and to redial, with backoff, whenever disconnected).
+    pub bootstrap: Vec<BootstrapPeer>,
+    /// ed25519 public keys of every member allowed to connect. The node's own key may be
+    /// included; it is ignored.
+    pub members: Vec<[u8; 32]>,
+    /// Gossip topics to subscribe to, e.g. `tally/batches/1`.
+    pub topics: Vec<String>,
+    /// Size limits.
+    pub limits: SizeLimits,
+    /// Most connections kept to one peer (2 lets simultaneous dials from both sides succeed).
+    pub max_connections_per_peer: u32,
+    /// Most established connections in total.
+    pub max_connections: u32,
+    /// First redial delay after a disconnect or failed dial; doubles on each failure.
+    pub redial_initial: Duration,
+    /// Upper bound of the redial delay.
+    pub redial_max: Duration,
+    /// How long a direct message or sync request waits for its answer.
+    pub request_timeout: Duration,
+    /// Gossipsub heartbeat (mesh maintenance, gossip emission, score decay).
+    pub heartbeat: Duration,
+    /// Capacity of the inbound event channel. When the node falls this far behind, further
+    /// inbound messages are dropped and counted (`reason="event_queue_full"`) rather than
+    /// stalling the network task.
+    pub event_queue: usize,
+}
+
+impl NetworkConfig {
+    /// A config with the defaults of a 4..20 member consortium; set members, bootstrap peers
+    /// and topics on the result.
+    pub fn new(secret_key: [u8; 32], listen_addrs: Vec<Multiaddr>) -> Self {
+        Self {
+            secret_key,
+            listen_addrs,
+            bootstrap: Vec::new(),
+            members: Vec::new(),
+            topics: Vec::new(),
+            limits: SizeLimits::default(),
+            max_connections_per_peer: 2,
+            max_connections: 128,
+            redial_initial: Duration::from_millis(500),
+            redial_max: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(10),
+            heartbeat: Duration::from_millis(500),
+            event_queue: 16_384,
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.listen_addrs.is_empty() {
+            return Err("listen_addrs: at least one address is needed".into());
+        }
+        if self.max_connections_per_peer == 0 || self.max_connections == 0 {
+            return Err("max_connections_per_peer / max_connections: must be positive".into());
+        }
+        if self.redial_initial.is_zero() || self.redial_max < self.redial_initial {
+            return Err("redial_initial / redial_max: need 0 < initial <= max".into());
+        }
+        if self.heartbeat.is_zero() {
+            return Err("heartbeat: must be positive".into());
+        }
+        if self.event_queue == 0 {
+            return Err("event_queue: must be positive".into());
+        }
+        let l = &self.limits;
+        if [l.gossip, l.direct, l.request, l.response]
+            .iter()
+            .any(|&n| n == 0 || n > u32::MAX as usize / 2)
+        {
+            return Err("limits: every limit must be between 1 byte and 2 GiB".into());
+        }
+        Ok(())
+    }
+}
