@@ -1,5 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod codec;
 pub mod metrics;
 pub mod primitives;
+pub mod tx;
