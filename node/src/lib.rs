@@ -2,6 +2,8 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod codec;
+pub mod ledger;
+pub mod merkle;
 pub mod metrics;
 pub mod primitives;
 pub mod tx;

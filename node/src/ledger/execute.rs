@@ -1,0 +1,235 @@
+//! Deterministic execution of a committed block's transactions, in order.
+//!
+//! Time is the block's timestamp and height, never a clock. Each transaction runs in its own
+//! overlay: a rejected transaction leaves no trace, not even on the sender's sequence number.
+
+use super::accounts::{account_key, asset_key, AccountState, AssetInfo};
+use super::receipt::{receipt_root, Event, Flag, Receipt, RejectCode, Rejection};
+use super::state::{Overlay, State, StateError, WriteSet};
+use crate::primitives::{AccountId, Amount, AssetCode, Hash, Height, TimestampMs};
+use crate::tx::{Payload, Transfer, VerifiedTransaction};
+
+/// What execution knows about the block it runs in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockContext {
+    /// Height of the block being executed.
+    pub height: Height,
+    /// The block's agreed timestamp.
+    pub timestamp_ms: TimestampMs,
+}
+
+/// The effects of one block.
+#[derive(Debug, Clone)]
+pub struct BlockOutput {
+    /// One receipt per transaction, in block order.
+    pub receipts: Vec<Receipt>,
+    /// Merkle root over the receipts.
+    pub receipt_root: Hash,
+    /// Every state key the block changed.
+    pub writes: WriteSet,
+}
+
+/// Executes `txs` against `state` without changing it; apply `writes` to commit.
+pub fn execute_block(
+    state: &State,
+    ctx: &BlockContext,
+    txs: &[VerifiedTransaction],
+) -> Result<BlockOutput, StateError> {
+    let mut overlay = Overlay::new(state);
+    let mut receipts = Vec::with_capacity(txs.len());
+    for tx in txs {
+        let receipt = match execute_tx(&mut overlay, ctx, tx)? {
+            Ok((events, flags)) => {
+                overlay.commit_tx();
+                Receipt::applied(tx.hash, events, flags)
+            }
+            Err(rejection) => {
+                overlay.discard_tx();
+                Receipt::rejected(tx.hash, rejection, Vec::new())
+            }
+        };
+        receipts.push(receipt);
+    }
+    Ok(BlockOutput {
+        receipt_root: receipt_root(&receipts),
+        receipts,
+        writes: overlay.into_writes(),
+    })
+}
+
+type Applied = Result<(Vec<Event>, Vec<Flag>), Rejection>;
+
+fn execute_tx(
+    o: &mut Overlay<'_>,
+    ctx: &BlockContext,
+    vtx: &VerifiedTransaction,
+) -> Result<Applied, StateError> {
+    let tx = &vtx.tx;
+    if ctx.height > tx.expiry_height {
+        return Ok(Err(Rejection::new(
+            RejectCode::Expired,
+            format!(
+                "expired at height {}, block is {}",
+                tx.expiry_height, ctx.height
+            ),
+        )));
+    }
+    let mut sender = account(o, &tx.sender)?;
+    if sender.sequence != tx.sequence {
+        return Ok(Err(Rejection::new(
+            RejectCode::BadSequence,
+            format!(
+                "sequence {} but the account's next is {}",
+                tx.sequence, sender.sequence
+            ),
+        )));
+    }
+    sender.sequence += 1;
+    o.put(account_key(&tx.sender), &sender);
+    let result = match &tx.payload {
+        Payload::Transfer(t) => transfer(o, &tx.sender, t)?,
+        Payload::Issue { to, asset, amount } => issue(o, &tx.sender, to, asset, *amount)?,
+        Payload::Redeem { asset, amount } => redeem(o, &tx.sender, asset, *amount)?,
+    };
+    Ok(result.map(|events| (events, Vec::new())))
+}
+
+fn account(o: &Overlay<'_>, id: &AccountId) -> Result<AccountState, StateError> {
+    Ok(o.get(&account_key(id))?.unwrap_or_default())
+}
+
+fn asset(o: &Overlay<'_>, code: &AssetCode) -> Result<Result<AssetInfo, Rejection>, StateError> {
+    Ok(o.get(&asset_key(code))?.ok_or_else(|| {
+        Rejection::new(
+            RejectCode::UnknownAsset,
+            format!("asset {code} is not registered"),
+        )
+    }))
+}
+
+fn overflow(what: &str) -> Rejection {
+    Rejection::new(RejectCode::AmountOverflow, format!("{what} would overflow"))
+}
+
+/// Adds to a balance, refusing overflow.
+fn credit(acct: &mut AccountState, asset: &AssetCode, amount: Amount) -> Result<(), Rejection> {
+    let new = acct
+        .balance(asset)
+        .checked_add(amount)
+        .ok_or_else(|| overflow("the receiving balance"))?;
+    acct.balances.insert(asset.clone(), new);
+    Ok(())
+}
+
+/// Takes from a balance, refusing to go below zero.
+fn debit(acct: &mut AccountState, asset: &AssetCode, amount: Amount) -> Result<(), Rejection> {
+    let have = acct.balance(asset);
+    let new = have.checked_sub(amount).ok_or_else(|| {
+        Rejection::new(
+            RejectCode::InsufficientFunds,
+            format!("balance {have} {asset} is less than {amount}"),
+        )
+    })?;
+    if new == 0 {
+        acct.balances.remove(asset);
+    } else {
+        acct.balances.insert(asset.clone(), new);
+    }
+    Ok(())
+}
+
+fn transfer(
+    o: &mut Overlay<'_>,
+    from: &AccountId,
+    t: &Transfer,
+) -> Result<Result<Vec<Event>, Rejection>, StateError> {
+    if let Err(r) = asset(o, &t.asset)? {
+        return Ok(Err(r));
+    }
+    // compliance hook: identity and rule checks of payer and payee go here.
+    let mut payer = account(o, from)?;
+    if let Err(r) = debit(&mut payer, &t.asset, t.amount) {
+        return Ok(Err(r));
+    }
+    o.put(account_key(from), &payer);
+    let mut payee = account(o, &t.to)?;
+    if let Err(r) = credit(&mut payee, &t.asset, t.amount) {
+        return Ok(Err(r));
+    }
+    o.put(account_key(&t.to), &payee);
+    Ok(Ok(vec![Event::Transferred {
+        from: *from,
+        to: t.to,
+        asset: t.asset.clone(),
+        amount: t.amount,
+    }]))
+}
+
+fn issuer_asset(
+    o: &Overlay<'_>,
+    sender: &AccountId,
+    code: &AssetCode,
+) -> Result<Result<AssetInfo, Rejection>, StateError> {
+    Ok(asset(o, code)?.and_then(|info| {
+        if info.issuer == *sender {
+            Ok(info)
+        } else {
+            Err(Rejection::new(
+                RejectCode::UnauthorizedIssuer,
+                format!("only the issuer of {code} may issue or redeem it"),
+            ))
+        }
+    }))
+}
+
+fn issue(
+    o: &mut Overlay<'_>,
+    sender: &AccountId,
+    to: &AccountId,
+    code: &AssetCode,
+    amount: Amount,
+) -> Result<Result<Vec<Event>, Rejection>, StateError> {
+    let mut info = match issuer_asset(o, sender, code)? {
+        Ok(info) => info,
+        Err(r) => return Ok(Err(r)),
+    };
+    let Some(supply) = info.supply.checked_add(amount) else {
+        return Ok(Err(overflow("the supply")));
+    };
+    info.supply = supply;
+    let mut acct = account(o, to)?;
+    if let Err(r) = credit(&mut acct, code, amount) {
+        return Ok(Err(r));
+    }
+    o.put(asset_key(code), &info);
+    o.put(account_key(to), &acct);
+    Ok(Ok(vec![Event::Issued {
+        to: *to,
+        asset: code.clone(),
+        amount,
+    }]))
+}
+
+fn redeem(
+    o: &mut Overlay<'_>,
+    sender: &AccountId,
+    code: &AssetCode,
+    amount: Amount,
+) -> Result<Result<Vec<Event>, Rejection>, StateError> {
+    let mut info = match issuer_asset(o, sender, code)? {
+        Ok(info) => info,
+        Err(r) => return Ok(Err(r)),
+    };
+    let mut acct = account(o, sender)?;
+    if let Err(r) = debit(&mut acct, code, amount) {
+        return Ok(Err(r));
+    }
+    // Supply >= any balance, because balances only come from issue.
+    info.supply = info.supply.saturating_sub(amount);
+    o.put(asset_key(code), &info);
+    o.put(account_key(sender), &acct);
+    Ok(Ok(vec![Event::Redeemed {
+        asset: code.clone(),
+        amount,
+    }]))
+}
