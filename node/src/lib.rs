@@ -1,9 +1,13 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod block;
 pub mod codec;
+pub mod genesis;
+pub mod keys;
 pub mod ledger;
 pub mod merkle;
 pub mod metrics;
 pub mod primitives;
+pub mod storage;
 pub mod tx;

@@ -1,0 +1,292 @@
+//! Durable storage on sled.
+//!
+//! One sled tree per kind of record: `state` (the ledger key space), `blocks` (header and commit
+//! certificate by height), `receipts` (a block's receipts by height), `txindex` (tx hash →
+//! height and position), `batches` (transaction batches by digest), `meta` (committed height,
+//! genesis hash) and `safety` (the consensus safety state). Committing a block is one sled
+//! transaction over the trees it touches, followed by one flush (fsync): after a crash at any
+//! moment, reopening gives exactly the last committed block's state.
+
+use crate::block::{BlockHeader, CommitCertificate};
+use crate::codec::{self, CodecError};
+use crate::ledger::{Receipt, State, WriteSet};
+use crate::primitives::{Hash, Height};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use std::path::Path;
+
+/// Largest record the store decodes.
+const MAX_RECORD_BYTES: usize = 256 << 20;
+
+const COMMITTED_HEIGHT: &[u8] = b"committed_height";
+const GENESIS_HASH: &[u8] = b"genesis_hash";
+const SAFETY: &[u8] = b"safety";
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// sled reported an I/O or corruption error.
+    #[error("storage: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored record does not decode.
+    #[error("stored record {what} does not decode: {source}")]
+    Corrupt {
+        /// Which record.
+        what: String,
+        /// Why.
+        source: CodecError,
+    },
+    /// The block does not follow the committed height.
+    #[error("block {got} does not follow committed height {committed}")]
+    OutOfOrder {
+        /// Committed height.
+        committed: Height,
+        /// Height offered.
+        got: Height,
+    },
+    /// The data directory belongs to another network.
+    #[error("the store was created from genesis {stored}, not {given}")]
+    GenesisMismatch {
+        /// Genesis hash in the store.
+        stored: Hash,
+        /// Genesis hash given.
+        given: Hash,
+    },
+}
+
+/// A committed block as stored: its header and, once a quorum has signed it, its certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredBlock {
+    /// The executed header.
+    pub header: BlockHeader,
+    /// The quorum's signatures over the header, when collected.
+    pub certificate: Option<CommitCertificate>,
+}
+
+/// Where a transaction ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxLocation {
+    /// Block height.
+    pub height: Height,
+    /// Position in the block.
+    pub index: u32,
+}
+
+/// The node's sled database.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    state: sled::Tree,
+    blocks: sled::Tree,
+    receipts: sled::Tree,
+    txindex: sled::Tree,
+    batches: sled::Tree,
+    meta: sled::Tree,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StorageError> {
+    codec::decode(bytes, MAX_RECORD_BYTES).map_err(|source| StorageError::Corrupt {
+        what: what.to_owned(),
+        source,
+    })
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StorageError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(256 << 20)
+            .flush_every_ms(None)
+            .open()?;
+        Ok(Store {
+            state: db.open_tree("state")?,
+            blocks: db.open_tree("blocks")?,
+            receipts: db.open_tree("receipts")?,
+            txindex: db.open_tree("txindex")?,
+            batches: db.open_tree("batches")?,
+            meta: db.open_tree("meta")?,
+            db,
+        })
+    }
+
+    /// Writes the genesis state once; on later opens checks that the genesis is the same.
+    /// Returns true if the store was new.
+    pub fn init_genesis(&self, genesis_hash: Hash, state: &State) -> Result<bool, StorageError> {
+        if let Some(stored) = self.meta.get(GENESIS_HASH)? {
+            let stored: Hash = decode("genesis hash", &stored)?;
+            if stored != genesis_hash {
+                return Err(StorageError::GenesisMismatch {
+                    stored,
+                    given: genesis_hash,
+                });
+            }
+            return Ok(false);
+        }
+        let mut batch = sled::Batch::default();
+        for (k, v) in state.entries() {
+            batch.insert(k.as_slice(), v.as_slice());
+        }
+        (&self.state, &self.meta)
+            .transaction(|(st, meta)| {
+                st.apply_batch(&batch)?;
+                meta.insert(COMMITTED_HEIGHT, codec::encode(&0u64))?;
+                meta.insert(GENESIS_HASH, codec::encode(&genesis_hash))?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(flatten)?;
+        self.db.flush()?;
+        Ok(true)
+    }
+
+    /// The last committed height (0 before the first block).
+    pub fn committed_height(&self) -> Result<Height, StorageError> {
+        match self.meta.get(COMMITTED_HEIGHT)? {
+            Some(b) => decode("committed height", &b),
+            None => Ok(0),
+        }
+    }
+
+    /// The committed state, loaded into memory.
+    pub fn load_state(&self) -> Result<State, StorageError> {
+        let mut entries = Vec::new();
+        for item in self.state.iter() {
+            let (k, v) = item?;
+            entries.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(State::from_entries(entries))
+    }
+
+    /// Commits an executed block atomically — state writes, header, receipts, tx index and the
+    /// committed height — then flushes once.
+    pub fn commit_block(
+        &self,
+        header: &BlockHeader,
+        receipts: &[Receipt],
+        writes: &WriteSet,
+    ) -> Result<(), StorageError> {
+        let committed = self.committed_height()?;
+        if header.height != committed + 1 {
+            return Err(StorageError::OutOfOrder {
+                committed,
+                got: header.height,
+            });
+        }
+        let key = header.height.to_be_bytes();
+        let mut state_batch = sled::Batch::default();
+        for (k, v) in writes {
+            match v {
+                Some(v) => state_batch.insert(k.as_slice(), v.as_slice()),
+                None => state_batch.remove(k.as_slice()),
+            }
+        }
+        let mut index_batch = sled::Batch::default();
+        for (i, r) in receipts.iter().enumerate() {
+            let loc = TxLocation {
+                height: header.height,
+                index: i as u32,
+            };
+            index_batch.insert(&r.tx_hash.0[..], codec::encode(&loc));
+        }
+        let block = codec::encode(&StoredBlock {
+            header: header.clone(),
+            certificate: None,
+        });
+        let receipts = codec::encode(receipts);
+        let height = codec::encode(&header.height);
+        (
+            &self.state,
+            &self.blocks,
+            &self.receipts,
+            &self.txindex,
+            &self.meta,
+        )
+            .transaction(|(st, bl, rc, ix, meta)| {
+                st.apply_batch(&state_batch)?;
+                ix.apply_batch(&index_batch)?;
+                bl.insert(&key, block.as_slice())?;
+                rc.insert(&key, receipts.as_slice())?;
+                meta.insert(COMMITTED_HEIGHT, height.as_slice())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(flatten)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// A committed block.
+    pub fn block(&self, height: Height) -> Result<Option<StoredBlock>, StorageError> {
+        self.blocks
+            .get(height.to_be_bytes())?
+            .map(|b| decode("block", &b))
+            .transpose()
+    }
+
+    /// Attaches the quorum's certificate to a committed block.
+    pub fn put_certificate(
+        &self,
+        height: Height,
+        certificate: &CommitCertificate,
+    ) -> Result<(), StorageError> {
+        if let Some(mut block) = self.block(height)? {
+            block.certificate = Some(certificate.clone());
+            self.blocks
+                .insert(height.to_be_bytes(), codec::encode(&block))?;
+        }
+        Ok(())
+    }
+
+    /// A committed block's receipts.
+    pub fn receipts(&self, height: Height) -> Result<Option<Vec<Receipt>>, StorageError> {
+        self.receipts
+            .get(height.to_be_bytes())?
+            .map(|b| decode("receipts", &b))
+            .transpose()
+    }
+
+    /// Where a committed transaction is.
+    pub fn tx_location(&self, hash: &Hash) -> Result<Option<TxLocation>, StorageError> {
+        self.txindex
+            .get(hash.0)?
+            .map(|b| decode("tx location", &b))
+            .transpose()
+    }
+
+    /// Stores a transaction batch by digest (not flushed: batches can be fetched again).
+    pub fn put_batch(&self, digest: &Hash, bytes: &[u8]) -> Result<(), StorageError> {
+        self.batches.insert(digest.0, bytes)?;
+        Ok(())
+    }
+
+    /// A stored batch.
+    pub fn batch(&self, digest: &Hash) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.batches.get(digest.0)?.map(|v| v.to_vec()))
+    }
+
+    /// Durably stores the consensus safety state: returns only after fsync.
+    pub fn put_safety_state(&self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.meta.insert(SAFETY, bytes)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The last persisted consensus safety state.
+    pub fn safety_state(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.meta.get(SAFETY)?.map(|v| v.to_vec()))
+    }
+
+    /// Bytes the database occupies on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+fn flatten(e: TransactionError<()>) -> StorageError {
+    match e {
+        TransactionError::Storage(e) => StorageError::Sled(e),
+        // No closure above aborts.
+        TransactionError::Abort(()) => {
+            StorageError::Sled(sled::Error::Unsupported("transaction aborted".into()))
+        }
+    }
+}
