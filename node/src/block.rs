@@ -144,7 +144,7 @@ impl CommitCertificate {
             .filter(|v| v.header_hash == header_hash && validators.contains(&v.validator))
             .map(|v| (v.validator, v.signature))
             .collect();
-        signatures.sort_by(|a, b| a.0.cmp(&b.0));
+        signatures.sort_by_key(|s| s.0);
         signatures.dedup_by(|a, b| a.0 == b.0);
         (signatures.len() >= quorum(validators.len())).then_some(CommitCertificate {
             header_hash,
