@@ -3,6 +3,7 @@
 
 pub mod block;
 pub mod codec;
+pub mod config;
 pub mod genesis;
 pub mod keys;
 pub mod ledger;
