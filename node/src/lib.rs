@@ -2,6 +2,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod block;
+pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod genesis;
@@ -11,4 +12,5 @@ pub mod merkle;
 pub mod metrics;
 pub mod primitives;
 pub mod storage;
+pub mod testnet;
 pub mod tx;

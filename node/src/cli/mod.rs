@@ -1,0 +1,41 @@
+//! The `tally` command line. One file per command family; `main.rs` only dispatches.
+
+mod keys;
+mod proof;
+mod testnet;
+
+use clap::{Parser, Subcommand};
+
+/// Tally: a permissioned settlement network for regulated cross-border micro-payments.
+#[derive(Debug, Parser)]
+#[command(name = "tally", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every `tally` command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate an ed25519 key file (mode 0600) and print its public key.
+    Keygen(keys::KeygenArgs),
+    /// Local test networks.
+    #[command(subcommand)]
+    Testnet(testnet::TestnetCommand),
+    /// Node configuration files.
+    #[command(subcommand)]
+    Config(testnet::ConfigCommand),
+    /// Check an inclusion proof offline against a genesis validator set.
+    VerifyProof(proof::VerifyProofArgs),
+}
+
+/// Runs a parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Keygen(args) => keys::keygen(args),
+        Command::Testnet(cmd) => testnet::run(cmd),
+        Command::Config(cmd) => testnet::run_config(cmd),
+        Command::VerifyProof(args) => proof::verify(args),
+    }
+}

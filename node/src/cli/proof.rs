@@ -1,0 +1,60 @@
+//! `tally verify-proof`: checks an inclusion proof offline.
+
+use crate::block::InclusionProof;
+use crate::genesis::Genesis;
+use anyhow::Context;
+use std::path::PathBuf;
+
+/// Arguments of `tally verify-proof`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyProofArgs {
+    /// The proof, as JSON (the `proof` object of `GET /v1/transactions/{hash}`).
+    pub file: PathBuf,
+    /// The network's genesis file: the validator set the certificate must come from.
+    #[arg(long)]
+    pub genesis: PathBuf,
+}
+
+pub fn verify(args: VerifyProofArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let proof: InclusionProof = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not an inclusion proof", args.file.display()))?;
+    let genesis = Genesis::load(&args.genesis)?;
+    let validators = genesis.validator_keys();
+    proof
+        .verify(&validators)
+        .with_context(|| format!("proof in {} does NOT verify", args.file.display()))?;
+    let h = &proof.header;
+    if h.chain_id != genesis.chain_id {
+        anyhow::bail!(
+            "the header is for chain {:?} but the genesis is {:?}",
+            h.chain_id,
+            genesis.chain_id
+        );
+    }
+    println!("proof verifies:");
+    println!(
+        "  receipt of tx {} ({}: {}) is leaf {} of {} under receipt root {}",
+        proof.receipt.tx_hash,
+        proof.receipt.code,
+        proof.receipt.reason,
+        proof.path.index,
+        proof.path.leaf_count,
+        h.receipt_root
+    );
+    println!(
+        "  block {} of chain {} (header {}, state root {})",
+        h.height,
+        h.chain_id,
+        h.hash(),
+        h.state_root
+    );
+    println!(
+        "  certified by {} of {} genesis validators (quorum {})",
+        proof.certificate.signatures.len(),
+        validators.len(),
+        crate::block::quorum(validators.len())
+    );
+    Ok(())
+}

@@ -1,0 +1,278 @@
+//! A local test network on one machine: genesis, validator keys and commented node configs,
+//! and demo accounts with their keys so a load generator can sign. Used by `tally testnet init`
+//! and `tally devnet`.
+
+use crate::genesis::{Genesis, GenesisAccount, GenesisAsset, GenesisValidator};
+use crate::keys;
+use crate::primitives::{AccountId, AssetCode};
+use ed25519_dalek::SigningKey;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Shape of a local network.
+#[derive(Debug, Clone)]
+pub struct TestnetSpec {
+    /// Chain id.
+    pub chain_id: String,
+    /// Number of validators.
+    pub validators: usize,
+    /// Number of demo payment accounts.
+    pub accounts: usize,
+    /// Validator i's HTTP API listens on 127.0.0.1:(api_base_port + i).
+    pub api_base_port: u16,
+    /// Validator i's libp2p listens on 127.0.0.1:(p2p_base_port + i).
+    pub p2p_base_port: u16,
+    /// Genesis time.
+    pub genesis_time_ms: u64,
+}
+
+impl Default for TestnetSpec {
+    fn default() -> Self {
+        TestnetSpec {
+            chain_id: "tally-devnet".into(),
+            validators: 4,
+            accounts: 200,
+            api_base_port: 8700,
+            p2p_base_port: 7700,
+            genesis_time_ms: 0,
+        }
+    }
+}
+
+/// Demo assets: code, and opening balance of each demo account in minor units (6 decimals).
+pub const DEMO_ASSETS: &[(&str, u64)] = &[
+    ("USD", 1_000_000_000_000),
+    ("EUR", 1_000_000_000_000),
+    ("SGD", 1_000_000_000_000),
+];
+
+/// Everything generated, with keys in memory.
+pub struct Testnet {
+    /// The genesis.
+    pub genesis: Genesis,
+    /// Validator keys, in genesis order.
+    pub validator_keys: Vec<SigningKey>,
+    /// Issuer key per demo asset.
+    pub issuer_keys: BTreeMap<AssetCode, SigningKey>,
+    /// Demo payment account keys.
+    pub account_keys: Vec<SigningKey>,
+    /// The spec it was made from.
+    pub spec: TestnetSpec,
+}
+
+/// A failure writing the testnet files.
+#[derive(Debug, thiserror::Error)]
+pub enum TestnetError {
+    /// A file could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A key file could not be written.
+    #[error(transparent)]
+    Key(#[from] keys::KeyError),
+    /// The spec is unusable.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Testnet {
+    /// Generates fresh keys and the genesis for `spec`.
+    pub fn generate(spec: TestnetSpec) -> Result<Testnet, TestnetError> {
+        if spec.validators == 0 || spec.validators > 100 {
+            return Err(TestnetError::Invalid(
+                "--validators must be between 1 and 100".into(),
+            ));
+        }
+        let validator_keys: Vec<SigningKey> =
+            (0..spec.validators).map(|_| keys::generate()).collect();
+        let account_keys: Vec<SigningKey> = (0..spec.accounts).map(|_| keys::generate()).collect();
+        let mut issuer_keys = BTreeMap::new();
+        let mut assets = Vec::new();
+        for (code, _) in DEMO_ASSETS {
+            let code = AssetCode::new(code)
+                .ok_or_else(|| TestnetError::Invalid(format!("bad asset {code}")))?;
+            let key = keys::generate();
+            assets.push(GenesisAsset {
+                code: code.clone(),
+                decimals: 6,
+                issuer: keys::account_id(&key),
+            });
+            issuer_keys.insert(code, key);
+        }
+        let accounts = account_keys
+            .iter()
+            .map(|k| GenesisAccount {
+                id: keys::account_id(k),
+                balances: DEMO_ASSETS
+                    .iter()
+                    .filter_map(|(c, amount)| Some((AssetCode::new(c)?, *amount)))
+                    .collect(),
+            })
+            .collect();
+        let validators = validator_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| GenesisValidator {
+                name: format!("validator-{i}"),
+                public_key: keys::account_id(k),
+                p2p_addr: format!("/ip4/127.0.0.1/tcp/{}", spec.p2p_base_port as usize + i),
+                api_addr: format!("127.0.0.1:{}", spec.api_base_port as usize + i),
+            })
+            .collect();
+        let genesis = Genesis {
+            chain_id: spec.chain_id.clone(),
+            genesis_time_ms: spec.genesis_time_ms,
+            validators,
+            members: Vec::new(),
+            assets,
+            accounts,
+        };
+        Ok(Testnet {
+            genesis,
+            validator_keys,
+            issuer_keys,
+            account_keys,
+            spec,
+        })
+    }
+
+    /// Writes `genesis.json`, `validator-i/{node.toml,validator.key}`, `issuers/<CODE>.key` and
+    /// `accounts/account-j.key` under `dir`.
+    pub fn write(&self, dir: &Path) -> Result<(), TestnetError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| TestnetError::Io { path, source }
+        };
+        for sub in ["issuers", "accounts"] {
+            std::fs::create_dir_all(dir.join(sub)).map_err(io(&dir.join(sub)))?;
+        }
+        let genesis_path = dir.join("genesis.json");
+        let text = serde_json::to_string_pretty(&self.genesis)
+            .map_err(|e| TestnetError::Invalid(e.to_string()))?;
+        std::fs::write(&genesis_path, text + "\n").map_err(io(&genesis_path))?;
+        for (i, key) in self.validator_keys.iter().enumerate() {
+            let vdir = dir.join(format!("validator-{i}"));
+            std::fs::create_dir_all(&vdir).map_err(io(&vdir))?;
+            keys::write_key_file(&vdir.join("validator.key"), key)?;
+            let cfg = vdir.join("node.toml");
+            std::fs::write(&cfg, self.node_config(i)).map_err(io(&cfg))?;
+        }
+        for (code, key) in &self.issuer_keys {
+            keys::write_key_file(&dir.join("issuers").join(format!("{code}.key")), key)?;
+        }
+        for (j, key) in self.account_keys.iter().enumerate() {
+            keys::write_key_file(&dir.join("accounts").join(format!("account-{j}.key")), key)?;
+        }
+        Ok(())
+    }
+
+    /// The commented node config of validator `i` (paths relative to its directory).
+    pub fn node_config(&self, i: usize) -> String {
+        let bootstrap: Vec<String> = self
+            .genesis
+            .validators
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, v)| format!("\"{}@{}\"", v.public_key, v.p2p_addr))
+            .collect();
+        let v = &self.genesis.validators[i];
+        format!(
+            r#"# Tally node configuration for {name}. Every field is described in docs/config.md.
+# Relative paths are resolved against the directory of this file.
+
+[node]
+# Name used in logs and metrics.
+name = "{name}"
+# Directory of the node's database (created if missing). Keep it on durable storage.
+data_dir = "data"
+# This validator's ed25519 key file (mode 0600): consensus key and libp2p identity.
+key_file = "validator.key"
+# The network's genesis file; every validator must use the same one.
+genesis_file = "../genesis.json"
+
+[network]
+# libp2p listen address (TCP, Noise, Yamux).
+listen = "{p2p}"
+# Peers dialled at start, as "<hex public key>@<multiaddr>". Only consortium members may connect.
+bootstrap = [{bootstrap}]
+
+[api]
+# HTTP API listen address (/v1/..., /health, /metrics).
+listen = "{api}"
+# Largest accepted request body, in bytes.
+max_body_bytes = 4194304
+# Most transactions accepted in one POST /v1/transactions/batch.
+max_batch_submit = 1000
+
+[mempool]
+# Most pending transactions held; beyond this, submissions get 429 mempool_full.
+max_txs = 100000
+# Most pending bytes held.
+max_bytes = 67108864
+
+[batching]
+# A batch is sealed at this many transactions...
+max_txs = 1000
+# ...or when its oldest transaction has waited this many milliseconds.
+max_age_ms = 20
+
+[consensus]
+# Round timeout before a view change, in milliseconds; doubles on consecutive timeouts.
+base_timeout_ms = 1500
+# Most transaction batches named by one block.
+max_batches_per_block = 64
+
+[logging]
+# "pretty" for people, "json" for log pipelines.
+format = "pretty"
+# RUST_LOG-style filter; the RUST_LOG environment variable overrides it.
+filter = "info"
+"#,
+            name = v.name,
+            p2p = v.p2p_addr,
+            api = v.api_addr,
+            bootstrap = bootstrap.join(", "),
+        )
+    }
+
+    /// Account id of demo account `j`.
+    pub fn account(&self, j: usize) -> Option<AccountId> {
+        self.account_keys.get(j).map(keys::account_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn generated_files_load_back_and_configs_validate() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = TestnetSpec {
+            accounts: 3,
+            ..TestnetSpec::default()
+        };
+        let net = Testnet::generate(spec).unwrap();
+        net.write(dir.path()).unwrap();
+        let genesis = Genesis::load(&dir.path().join("genesis.json")).unwrap();
+        assert_eq!(genesis, net.genesis);
+        for i in 0..4 {
+            let cfg = Config::load(&dir.path().join(format!("validator-{i}/node.toml"))).unwrap();
+            assert_eq!(
+                Genesis::load(&cfg.node.genesis_file).unwrap().hash(),
+                genesis.hash()
+            );
+            let key = keys::read_key_file(&cfg.node.key_file).unwrap();
+            assert_eq!(keys::account_id(&key), genesis.validators[i].public_key);
+            assert_eq!(cfg.network.bootstrap.len(), 3);
+        }
+        let state = genesis.initial_state().unwrap();
+        assert_eq!(state.len(), 3 + 3, "three assets and three accounts");
+    }
+}
