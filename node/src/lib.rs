@@ -2,6 +2,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod block;
+pub mod chain;
 pub mod cli;
 pub mod codec;
 pub mod config;

@@ -1,0 +1,128 @@
+//! The committed chain of one node: the store, the in-memory committed state and the last
+//! header. Executing and committing the next block is one call; it is what the node runs for
+//! every final block, what sync runs for fetched blocks, and what recovery tests replay.
+
+use crate::block::BlockHeader;
+use crate::genesis::Genesis;
+use crate::ledger::{execute_block, BlockContext, Receipt, State, StateError};
+use crate::primitives::{AccountId, Hash, Height, TimestampMs};
+use crate::storage::{StorageError, Store};
+use crate::tx::VerifiedTransaction;
+use std::path::Path;
+
+/// Executing or committing a block failed. Either is fatal for the node: state must not move
+/// on without its record.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// The store failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The committed state holds an undecodable entry.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The genesis is invalid.
+    #[error(transparent)]
+    Genesis(#[from] crate::genesis::GenesisError),
+}
+
+/// What consensus decided about the next block; execution adds the rest of the header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockProposal {
+    /// Consensus round.
+    pub round: u64,
+    /// Proposer.
+    pub proposer: AccountId,
+    /// Agreed timestamp (must not go backwards; execution clamps it to the parent's).
+    pub timestamp_ms: TimestampMs,
+    /// The batches, in order.
+    pub batch_digests: Vec<Hash>,
+}
+
+/// The node's committed chain.
+pub struct Chain {
+    chain_id: String,
+    store: Store,
+    state: State,
+    last: Option<BlockHeader>,
+    genesis_time_ms: TimestampMs,
+}
+
+impl Chain {
+    /// Opens the store in `dir`, initialising it from `genesis` the first time, and loads the
+    /// committed state.
+    pub fn open(dir: &Path, genesis: &Genesis) -> Result<Chain, ChainError> {
+        let store = Store::open(dir)?;
+        store.init_genesis(genesis.hash(), &genesis.initial_state()?)?;
+        let height = store.committed_height()?;
+        let last = if height == 0 {
+            None
+        } else {
+            store.block(height)?.map(|b| b.header)
+        };
+        Ok(Chain {
+            chain_id: genesis.chain_id.clone(),
+            state: store.load_state()?,
+            store,
+            last,
+            genesis_time_ms: genesis.genesis_time_ms,
+        })
+    }
+
+    /// Last committed height.
+    pub fn height(&self) -> Height {
+        self.last.as_ref().map_or(0, |h| h.height)
+    }
+
+    /// Last committed header.
+    pub fn last_header(&self) -> Option<&BlockHeader> {
+        self.last.as_ref()
+    }
+
+    /// The committed state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Executes the next block and commits it durably (one atomic batch, one fsync).
+    pub fn commit(
+        &mut self,
+        proposal: &BlockProposal,
+        txs: &[VerifiedTransaction],
+    ) -> Result<(BlockHeader, Vec<Receipt>), ChainError> {
+        let height = self.height() + 1;
+        let parent_time = self
+            .last
+            .as_ref()
+            .map_or(self.genesis_time_ms, |h| h.timestamp_ms);
+        let timestamp_ms = proposal.timestamp_ms.max(parent_time);
+        let ctx = BlockContext {
+            height,
+            timestamp_ms,
+        };
+        let out = execute_block(&self.state, &ctx, txs)?;
+        // Applied in place: if the store then fails, the error is fatal and the node restarts
+        // from what is on disk, so memory never runs ahead of a committed record.
+        self.state.apply(&out.writes);
+        let header = BlockHeader {
+            chain_id: self.chain_id.clone(),
+            height,
+            round: proposal.round,
+            parent_hash: self.last.as_ref().map_or(Hash::ZERO, BlockHeader::hash),
+            proposer: proposal.proposer,
+            timestamp_ms,
+            batch_digests: proposal.batch_digests.clone(),
+            tx_count: txs.len() as u64,
+            receipt_root: out.receipt_root,
+            state_root: self.state.root(),
+        };
+        self.store
+            .commit_block(&header, &out.receipts, &out.writes)?;
+        self.last = Some(header.clone());
+        Ok((header, out.receipts))
+    }
+}
