@@ -1,1 +1,3 @@
-//! Shared helpers for Tally's multi-node tests.
+//! Shared helpers for Tally's multi-node, fault and end-to-end tests.
+
+pub mod crash_workload;
