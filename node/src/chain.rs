@@ -36,6 +36,10 @@ pub struct BlockProposal {
     pub timestamp_ms: TimestampMs,
     /// The batches, in order.
     pub batch_digests: Vec<Hash>,
+    /// Consensus's own record of the block (its block and quorum certificate, encoded), stored
+    /// with the executed block so that a restarted node resumes consensus from it and serves it
+    /// to peers that sync. Opaque to the ledger.
+    pub record: Vec<u8>,
 }
 
 /// The node's committed chain.
@@ -121,7 +125,7 @@ impl Chain {
             state_root: self.state.root(),
         };
         self.store
-            .commit_block(&header, &out.receipts, &out.writes)?;
+            .commit_block(&header, &out.receipts, &out.writes, &proposal.record)?;
         self.last = Some(header.clone());
         Ok((header, out.receipts))
     }

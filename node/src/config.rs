@@ -149,6 +149,14 @@ pub struct ConsensusSection {
     pub base_timeout_ms: u64,
     /// Most batch digests one block names.
     pub max_batches_per_block: usize,
+    /// When a leader has no batch to propose, how long it waits for one before proposing an
+    /// empty block (bounds idle block production; the pipeline still commits).
+    #[serde(default = "default_empty_block_delay")]
+    pub empty_block_delay_ms: u64,
+}
+
+fn default_empty_block_delay() -> u64 {
+    100
 }
 
 impl Default for ConsensusSection {
@@ -156,6 +164,7 @@ impl Default for ConsensusSection {
         ConsensusSection {
             base_timeout_ms: 1500,
             max_batches_per_block: 64,
+            empty_block_delay_ms: default_empty_block_delay(),
         }
     }
 }

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod api;
 pub mod block;
 pub mod chain;
 pub mod cli;
@@ -9,9 +10,11 @@ pub mod config;
 pub mod genesis;
 pub mod keys;
 pub mod ledger;
+pub mod loadgen;
 pub mod merkle;
 pub mod metrics;
 pub mod primitives;
+pub mod runtime;
 pub mod storage;
 pub mod testnet;
 pub mod tx;

@@ -61,6 +61,9 @@ pub struct StoredBlock {
     pub header: BlockHeader,
     /// The quorum's signatures over the header, when collected.
     pub certificate: Option<CommitCertificate>,
+    /// Consensus's record of the block (opaque to storage).
+    #[serde(with = "serde_bytes")]
+    pub consensus: Vec<u8>,
 }
 
 /// Where a transaction ended up.
@@ -164,6 +167,7 @@ impl Store {
         header: &BlockHeader,
         receipts: &[Receipt],
         writes: &WriteSet,
+        consensus: &[u8],
     ) -> Result<(), StorageError> {
         let committed = self.committed_height()?;
         if header.height != committed + 1 {
@@ -191,6 +195,7 @@ impl Store {
         let block = codec::encode(&StoredBlock {
             header: header.clone(),
             certificate: None,
+            consensus: consensus.to_vec(),
         });
         let receipts = codec::encode(receipts);
         let height = codec::encode(&header.height);
@@ -273,6 +278,17 @@ impl Store {
     /// The last persisted consensus safety state.
     pub fn safety_state(&self) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.meta.get(SAFETY)?.map(|v| v.to_vec()))
+    }
+
+    /// Records equivocation evidence (encoded) under `kind/validator/round`.
+    pub fn put_evidence(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        self.meta.insert(format!("evidence/{key}"), bytes)?;
+        Ok(())
+    }
+
+    /// A committed value of the ledger state.
+    pub fn state_value(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.state.get(key)?.map(|v| v.to_vec()))
     }
 
     /// Bytes the database occupies on disk.

@@ -248,6 +248,7 @@ proptest! {
                     proposer: account_id(&key(50)),
                     timestamp_ms: 2_000 + height,
                     batch_digests: vec![],
+                    record: vec![height as u8],
                 };
                 headers.push(chain.commit(&proposal, &txs).unwrap().0);
                 for i in 0..ACCOUNTS {

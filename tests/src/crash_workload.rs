@@ -72,6 +72,7 @@ pub fn block(height: Height) -> (BlockProposal, Vec<VerifiedTransaction>) {
         proposer: account_id(&key(99)),
         timestamp_ms: height * 1000,
         batch_digests: vec![Hash([height as u8; 32])],
+        record: height.to_be_bytes().to_vec(),
     };
     (proposal, txs)
 }

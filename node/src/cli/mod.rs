@@ -1,7 +1,10 @@
 //! The `tally` command line. One file per command family; `main.rs` only dispatches.
 
+mod client;
+pub mod devnet;
 mod keys;
 mod proof;
+pub mod run;
 mod testnet;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +31,17 @@ pub enum Command {
     Config(testnet::ConfigCommand),
     /// Check an inclusion proof offline against a genesis validator set.
     VerifyProof(proof::VerifyProofArgs),
+    /// Run one validator until SIGINT/SIGTERM.
+    Run(run::RunArgs),
+    /// Run a local network of validators with a load of signed payments.
+    Devnet(devnet::DevnetArgs),
+    /// Run the devnet for a fixed time and print the measurements as one JSON object.
+    Bench(devnet::DevnetArgs),
+    /// Submit and inspect transactions through the HTTP API.
+    #[command(subcommand)]
+    Tx(client::TxCommand),
+    /// Show an account through the HTTP API.
+    Account(client::AccountArgs),
 }
 
 /// Runs a parsed command.
@@ -37,5 +51,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Testnet(cmd) => testnet::run(cmd),
         Command::Config(cmd) => testnet::run_config(cmd),
         Command::VerifyProof(args) => proof::verify(args),
+        Command::Run(args) => run::run(args),
+        Command::Devnet(args) => devnet::devnet(args),
+        Command::Bench(args) => devnet::bench(args),
+        Command::Tx(cmd) => client::tx(cmd),
+        Command::Account(args) => client::account(args),
     }
 }

@@ -1,0 +1,420 @@
+//! HTTP API v1 (axum). Every error is JSON `{"error": {"code", "message"}}` with a stable code;
+//! request bodies are size-limited; the routes are listed in docs/api/openapi.yaml, and a test
+//! checks that the router and the document agree.
+
+mod error;
+mod views;
+
+use crate::block::InclusionProof;
+use crate::ledger::{account_key, AccountState, Receipt};
+use crate::merkle;
+use crate::primitives::{AccountId, Hash, Height};
+use crate::runtime::mempool::AdmitError;
+use crate::runtime::NodeShared;
+use crate::tx::{verify_batch, SignedTransaction, TxError, VerifiedTransaction};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+pub use error::ApiError;
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::watch;
+pub use views::*;
+
+type Shared = Arc<NodeShared>;
+
+/// Every route of the API, as (method, path) in the router's syntax. docs/api/openapi.yaml
+/// lists the same ones.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/transactions"),
+    ("post", "/v1/transactions/batch"),
+    ("get", "/v1/transactions/{hash}"),
+    ("get", "/v1/accounts/{id}"),
+    ("get", "/v1/blocks/{height}"),
+    ("get", "/v1/status"),
+    ("get", "/health"),
+    ("get", "/metrics"),
+];
+
+/// The (method, path) pairs an OpenAPI document lists under `paths:`, sorted.
+pub fn documented_routes(openapi_yaml: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut in_paths = false;
+    let mut current: Option<String> = None;
+    for line in openapi_yaml.lines() {
+        if !line.starts_with(' ') && !line.is_empty() {
+            in_paths = line.starts_with("paths:");
+            current = None;
+            continue;
+        }
+        if !in_paths {
+            continue;
+        }
+        if let Some(p) = line.strip_prefix("  /").and_then(|l| l.strip_suffix(':')) {
+            current = Some(format!("/{p}"));
+        } else if let (Some(path), Some(m)) = (&current, line.strip_prefix("    ")) {
+            for method in ["get", "post", "put", "delete", "patch"] {
+                if m.starts_with(&format!("{method}:")) {
+                    out.push((method.to_owned(), path.clone()));
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The router over a node's shared state.
+pub fn router(shared: Shared) -> Router {
+    let limit = shared.max_body_bytes;
+    Router::new()
+        .route("/v1/transactions", post(submit))
+        .route("/v1/transactions/batch", post(submit_batch))
+        .route("/v1/transactions/{hash}", get(transaction))
+        .route("/v1/accounts/{id}", get(account))
+        .route("/v1/blocks/{height}", get(block))
+        .route("/v1/status", get(status))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::not_found("route", "no such route") })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(shared.clone(), observe))
+        .with_state(shared)
+}
+
+/// Serves the API on `listener` until `stop` flips.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Shared,
+    mut stop: watch::Receiver<bool>,
+) {
+    let app = router(shared);
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "HTTP server failed");
+    }
+}
+
+async fn observe(State(shared): State<Shared>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = req.method().as_str().to_owned();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    let m = &shared.metrics;
+    m.http_requests
+        .with_label_values(&[&method, &route, &status])
+        .inc();
+    m.http_request_duration
+        .with_label_values(&[&method, &route])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody {
+    tx: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBatchBody {
+    txs: Vec<String>,
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the request body is over the limit",
+            )
+        } else {
+            ApiError::bad_request("bad_body", e.to_string())
+        }
+    })?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("malformed_json", e.to_string()))
+}
+
+fn decode_tx(hex_tx: &str) -> Result<SignedTransaction, TxError> {
+    let bytes = hex::decode(hex_tx).map_err(|_| {
+        TxError::Malformed(crate::codec::CodecError::Malformed(
+            "the transaction is not hex".into(),
+        ))
+    })?;
+    SignedTransaction::from_bytes(&bytes)
+}
+
+/// Stateless checks that need the node: expiry against the executed height and whether the
+/// transaction was already committed.
+fn admit_checks(shared: &NodeShared, tx: &VerifiedTransaction) -> Result<(), ApiError> {
+    let height = shared.height();
+    if tx.tx.expiry_height <= height {
+        return Err(ApiError::from_tx(&TxError::Expired {
+            expiry: tx.tx.expiry_height,
+            height,
+        }));
+    }
+    if let Ok(Some(loc)) = shared.store.tx_location(&tx.hash) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_committed",
+            format!("transaction {} was committed at height {}", tx.hash, loc.height),
+        ));
+    }
+    Ok(())
+}
+
+fn admit_error(e: AdmitError) -> ApiError {
+    match e {
+        AdmitError::Full(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "mempool_full", e.to_string()),
+    }
+}
+
+async fn submit(
+    State(shared): State<Shared>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body: SubmitBody = parse_json(body)?;
+    let signed = decode_tx(&body.tx).map_err(|e| ApiError::from_tx(&e))?;
+    let chain_id = shared.chain_id.clone();
+    let verified = tokio::task::spawn_blocking(move || signed.verify(&chain_id))
+        .await
+        .map_err(|_| ApiError::internal("verification task failed"))?
+        .map_err(|e| ApiError::from_tx(&e))?;
+    admit_checks(&shared, &verified).inspect_err(|e| count_rejection(&shared, e.code()))?;
+    let hash = verified.hash;
+    let result = shared.mempool.admit(vec![verified]).remove(0);
+    result.map_err(|e| {
+        count_rejection(&shared, "mempool_full");
+        admit_error(e)
+    })?;
+    Ok((StatusCode::ACCEPTED, Json(Submitted::pending(hash))).into_response())
+}
+
+async fn submit_batch(
+    State(shared): State<Shared>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body: SubmitBatchBody = parse_json(body)?;
+    if body.txs.len() > shared.max_batch_submit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!(
+                "{} transactions in one submission; at most {} are accepted",
+                body.txs.len(),
+                shared.max_batch_submit
+            ),
+        ));
+    }
+    let n = body.txs.len();
+    let mut results: Vec<Option<Result<Hash, ApiError>>> = vec![None; n];
+    let mut decoded = Vec::with_capacity(n);
+    let mut positions = Vec::with_capacity(n);
+    for (i, t) in body.txs.iter().enumerate() {
+        match decode_tx(t) {
+            Ok(s) => {
+                decoded.push(s);
+                positions.push(i);
+            }
+            Err(e) => results[i] = Some(Err(ApiError::from_tx(&e))),
+        }
+    }
+    let chain_id = shared.chain_id.clone();
+    let verified = tokio::task::spawn_blocking(move || verify_batch(decoded, &chain_id))
+        .await
+        .map_err(|_| ApiError::internal("verification task failed"))?;
+    let mut admit = Vec::with_capacity(n);
+    let mut admit_pos = Vec::with_capacity(n);
+    for (r, i) in verified.into_iter().zip(positions) {
+        match r.map_err(|e| ApiError::from_tx(&e)).and_then(|v| {
+            admit_checks(&shared, &v)?;
+            Ok(v)
+        }) {
+            Ok(v) => {
+                admit.push(v);
+                admit_pos.push(i);
+            }
+            Err(e) => results[i] = Some(Err(e)),
+        }
+    }
+    for (r, i) in shared.mempool.admit(admit).into_iter().zip(admit_pos) {
+        results[i] = Some(r.map_err(admit_error));
+    }
+    let results: Vec<Result<Hash, ApiError>> = results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(ApiError::internal("no result"))))
+        .collect();
+    for r in &results {
+        if let Err(e) = r {
+            count_rejection(&shared, e.code());
+        }
+    }
+    let accepted = results.iter().filter(|r| r.is_ok()).count();
+    let all_full = accepted == 0
+        && !results.is_empty()
+        && results
+            .iter()
+            .all(|r| matches!(r, Err(e) if e.code() == "mempool_full"));
+    if all_full {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "mempool_full",
+            "the mempool is full; retry later",
+        ));
+    }
+    Ok((StatusCode::ACCEPTED, Json(BatchSubmitted::new(results))).into_response())
+}
+
+fn count_rejection(shared: &NodeShared, code: &str) {
+    shared
+        .metrics
+        .transactions_rejected
+        .with_label_values(&["ingress", code])
+        .inc();
+}
+
+fn parse_hash(s: &str) -> Result<Hash, ApiError> {
+    Hash::from_hex(s).ok_or_else(|| {
+        ApiError::bad_request("bad_hash", "a transaction hash is 64 hexadecimal characters")
+    })
+}
+
+fn storage(e: crate::storage::StorageError) -> ApiError {
+    tracing::error!(error = %e, "storage read failed");
+    ApiError::internal("storage read failed")
+}
+
+async fn transaction(
+    State(shared): State<Shared>,
+    Path(hash): Path<String>,
+) -> Result<Json<TxStatus>, ApiError> {
+    let hash = parse_hash(&hash)?;
+    let Some(loc) = shared.store.tx_location(&hash).map_err(storage)? else {
+        if shared.is_pending(&hash) {
+            return Ok(Json(TxStatus::pending(hash)));
+        }
+        return Err(ApiError::not_found(
+            "tx_not_found",
+            format!("transaction {hash} is neither pending on this node nor committed"),
+        ));
+    };
+    let block = shared
+        .store
+        .block(loc.height)
+        .map_err(storage)?
+        .ok_or_else(|| ApiError::internal("indexed block is missing"))?;
+    let receipts: Vec<Receipt> = shared
+        .store
+        .receipts(loc.height)
+        .map_err(storage)?
+        .ok_or_else(|| ApiError::internal("indexed receipts are missing"))?;
+    let index = loc.index as usize;
+    let receipt = receipts
+        .get(index)
+        .cloned()
+        .ok_or_else(|| ApiError::internal("receipt index out of range"))?;
+    let leaves: Vec<Hash> = receipts.iter().map(Receipt::leaf).collect();
+    let path = merkle::prove(&leaves, index)
+        .ok_or_else(|| ApiError::internal("no Merkle path for the receipt"))?;
+    let proof = block.certificate.clone().map(|certificate| InclusionProof {
+        receipt: receipt.clone(),
+        path: path.clone(),
+        header: block.header.clone(),
+        certificate,
+    });
+    Ok(Json(TxStatus::committed(
+        hash,
+        loc.height,
+        loc.index,
+        receipt,
+        proof,
+    )))
+}
+
+async fn account(
+    State(shared): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<AccountView>, ApiError> {
+    let id = AccountId::from_hex(&id).ok_or_else(|| {
+        ApiError::bad_request("bad_account", "an account id is 64 hexadecimal characters")
+    })?;
+    let raw = shared
+        .store
+        .state_value(&account_key(&id))
+        .map_err(storage)?
+        .ok_or_else(|| ApiError::not_found("account_not_found", format!("no account {id}")))?;
+    let state: AccountState = crate::codec::decode(&raw, 1 << 20)
+        .map_err(|_| ApiError::internal("stored account does not decode"))?;
+    Ok(Json(AccountView::new(id, state, shared.height())))
+}
+
+#[derive(Deserialize)]
+struct BlockQuery {
+    #[serde(default)]
+    receipts: bool,
+}
+
+async fn block(
+    State(shared): State<Shared>,
+    Path(height): Path<String>,
+    Query(q): Query<BlockQuery>,
+) -> Result<Json<BlockView>, ApiError> {
+    let height: Height = height
+        .parse()
+        .map_err(|_| ApiError::bad_request("bad_height", "a height is a non-negative integer"))?;
+    let block = shared
+        .store
+        .block(height)
+        .map_err(storage)?
+        .ok_or_else(|| {
+            ApiError::not_found("block_not_found", format!("no committed block at height {height}"))
+        })?;
+    let receipts = if q.receipts {
+        shared.store.receipts(height).map_err(storage)?
+    } else {
+        None
+    };
+    Ok(Json(BlockView::new(block, receipts)))
+}
+
+async fn status(State(shared): State<Shared>) -> Json<StatusView> {
+    Json(StatusView::new(&shared))
+}
+
+async fn health(State(shared): State<Shared>) -> Response {
+    let peers = shared.network.connected_peers().len();
+    let body = serde_json::json!({ "status": "ok", "height": shared.height(), "peers": peers });
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+async fn metrics(State(shared): State<Shared>) -> Response {
+    shared
+        .metrics
+        .storage_size_bytes
+        .set(shared.store.size_on_disk() as i64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        shared.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,250 @@
+//! JSON shapes of API answers. Amounts are JSON integers in minor units; hashes and keys are
+//! lowercase hex.
+
+use super::ApiError;
+use crate::block::{BlockHeader, CommitCertificate, InclusionProof};
+use crate::ledger::{AccountState, Receipt};
+use crate::primitives::{AccountId, Amount, AssetCode, Hash, Height};
+use crate::runtime::NodeShared;
+use crate::storage::StoredBlock;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Answer to a single submission.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Submitted {
+    /// Transaction hash.
+    pub hash: Hash,
+    /// Always `pending`.
+    pub status: String,
+}
+
+impl Submitted {
+    pub(crate) fn pending(hash: Hash) -> Submitted {
+        Submitted {
+            hash,
+            status: "pending".into(),
+        }
+    }
+}
+
+/// One item of a batch submission's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ItemResult {
+    /// The hash when accepted.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub hash: Option<Hash>,
+    /// The error when refused.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<ErrorView>,
+}
+
+/// An error inside a batch answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorView {
+    /// Stable code.
+    pub code: String,
+    /// Human message.
+    pub message: String,
+}
+
+/// Answer to a batch submission: one result per transaction, in order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchSubmitted {
+    /// How many were accepted.
+    pub accepted: usize,
+    /// Per transaction.
+    pub results: Vec<ItemResult>,
+}
+
+impl BatchSubmitted {
+    pub(crate) fn new(results: Vec<Result<Hash, ApiError>>) -> BatchSubmitted {
+        let accepted = results.iter().filter(|r| r.is_ok()).count();
+        BatchSubmitted {
+            accepted,
+            results: results
+                .into_iter()
+                .map(|r| match r {
+                    Ok(h) => ItemResult {
+                        hash: Some(h),
+                        error: None,
+                    },
+                    Err(e) => ItemResult {
+                        hash: None,
+                        error: Some(ErrorView {
+                            code: e.code().into(),
+                            message: e.message().into(),
+                        }),
+                    },
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A transaction's status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TxStatus {
+    /// Its hash.
+    pub hash: Hash,
+    /// `pending`, `committed` (applied) or `rejected` (in a block, changed nothing).
+    pub status: String,
+    /// Block height when final.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub height: Option<Height>,
+    /// Position in the block.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub index: Option<u32>,
+    /// The receipt when final.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub receipt: Option<Receipt>,
+    /// Inclusion proof (receipt → receipt root → header → quorum certificate), once the
+    /// block's certificate is gathered; check it offline with `tally verify-proof`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub proof: Option<InclusionProof>,
+}
+
+impl TxStatus {
+    pub(crate) fn pending(hash: Hash) -> TxStatus {
+        TxStatus {
+            hash,
+            status: "pending".into(),
+            height: None,
+            index: None,
+            receipt: None,
+            proof: None,
+        }
+    }
+
+    pub(crate) fn committed(
+        hash: Hash,
+        height: Height,
+        index: u32,
+        receipt: Receipt,
+        proof: Option<InclusionProof>,
+    ) -> TxStatus {
+        let status = match receipt.outcome {
+            crate::ledger::Outcome::Applied => "committed",
+            crate::ledger::Outcome::Rejected => "rejected",
+        };
+        TxStatus {
+            hash,
+            status: status.into(),
+            height: Some(height),
+            index: Some(index),
+            receipt: Some(receipt),
+            proof,
+        }
+    }
+}
+
+/// An account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccountView {
+    /// Its public key.
+    pub id: AccountId,
+    /// Next sequence number it must use.
+    pub sequence: u64,
+    /// Balances in minor units.
+    pub balances: BTreeMap<AssetCode, Amount>,
+    /// Height of the state read.
+    pub height: Height,
+}
+
+impl AccountView {
+    pub(crate) fn new(id: AccountId, state: AccountState, height: Height) -> AccountView {
+        AccountView {
+            id,
+            sequence: state.sequence,
+            balances: state.balances,
+            height,
+        }
+    }
+}
+
+/// One transaction's outcome inside a block view.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlockTx {
+    /// Hash.
+    pub hash: Hash,
+    /// `ok` or the rejection code.
+    pub code: String,
+}
+
+/// A committed block.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlockView {
+    /// The executed header.
+    pub header: BlockHeader,
+    /// Its hash.
+    pub hash: Hash,
+    /// The quorum's signatures over it, once gathered.
+    pub certificate: Option<CommitCertificate>,
+    /// With `?receipts=true`: each transaction's hash and code.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub transactions: Option<Vec<BlockTx>>,
+}
+
+impl BlockView {
+    pub(crate) fn new(block: StoredBlock, receipts: Option<Vec<Receipt>>) -> BlockView {
+        BlockView {
+            hash: block.header.hash(),
+            header: block.header,
+            certificate: block.certificate,
+            transactions: receipts.map(|rs| {
+                rs.into_iter()
+                    .map(|r| BlockTx {
+                        hash: r.tx_hash,
+                        code: r.code,
+                    })
+                    .collect()
+            }),
+        }
+    }
+}
+
+/// The node's view of the network.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusView {
+    /// Network name.
+    pub chain_id: String,
+    /// Node name.
+    pub node: String,
+    /// This validator's key.
+    pub validator: AccountId,
+    /// Executed height.
+    pub height: Height,
+    /// Consensus round.
+    pub round: u64,
+    /// Consensus epoch.
+    pub epoch: u64,
+    /// Leader of the current round.
+    pub leader: Option<AccountId>,
+    /// The validator set.
+    pub validators: Vec<AccountId>,
+    /// Connected peers.
+    pub peers: usize,
+    /// Transactions in the mempool.
+    pub mempool: usize,
+    /// Software version.
+    pub version: String,
+}
+
+impl StatusView {
+    pub(crate) fn new(shared: &NodeShared) -> StatusView {
+        let s = shared.status();
+        StatusView {
+            chain_id: shared.chain_id.clone(),
+            node: shared.name.clone(),
+            validator: shared.me,
+            height: shared.height(),
+            round: s.round,
+            epoch: s.epoch,
+            leader: s.leader,
+            validators: shared.validators.clone(),
+            peers: shared.network.connected_peers().len(),
+            mempool: shared.mempool.len(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}

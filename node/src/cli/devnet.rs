@@ -1,0 +1,437 @@
+//! `tally devnet` and `tally bench`: a complete local network in one process (N validators
+//! with real libp2p on loopback and real sled directories) under a built-in load of signed
+//! micro-payments sent through the HTTP API.
+
+use super::run::{init_logging, runtime, shutdown_signal};
+use crate::config::Config;
+use crate::loadgen::{Load, LoadAccount, LoadConfig, LoadStats};
+use crate::primitives::AssetCode;
+use crate::runtime::{NodeOptions, RunningNode};
+use crate::testnet::{Testnet, TestnetSpec, DEMO_ASSETS};
+use anyhow::Context;
+use clap::Args;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Flags shared by `tally devnet` and `tally bench`.
+#[derive(Debug, Clone, Args)]
+pub struct DevnetArgs {
+    /// Number of validators.
+    #[arg(long, default_value_t = 4)]
+    pub validators: usize,
+    /// Offered load in signed payments per second (0: no load).
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    /// How long to run, e.g. `30s`, `2m`; without it, until Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Directory for the genesis, configs, keys and databases (a temporary one if absent).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Number of demo accounts sending payments.
+    #[arg(long, default_value_t = 200)]
+    pub accounts: usize,
+    /// Validator i's HTTP API listens on 127.0.0.1:(api-base-port + i).
+    #[arg(long, default_value_t = 8700)]
+    pub api_base_port: u16,
+    /// Validator i's libp2p listens on 127.0.0.1:(p2p-base-port + i).
+    #[arg(long, default_value_t = 7700)]
+    pub p2p_base_port: u16,
+    /// Transactions per batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_max_txs: usize,
+    /// Batch sealing age in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    pub batch_max_age_ms: u64,
+    /// Mempool capacity per validator, in transactions.
+    #[arg(long, default_value_t = 100_000)]
+    pub mempool_max_txs: usize,
+    /// Log filter (RUST_LOG overrides it).
+    #[arg(long, default_value = "warn")]
+    pub log_filter: String,
+    /// Log format: `pretty` or `json`.
+    #[arg(long, default_value = "pretty")]
+    pub log_format: String,
+}
+
+/// `30s`, `500ms`, `2m`, `1h` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a duration such as 30s, 500ms or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("{s:?}: unit must be ms, s, m or h")),
+    }
+}
+
+/// Reads back a network written by `Testnet::write` (to restart a devnet in the same `--dir`).
+pub fn load_testnet(dir: &Path) -> anyhow::Result<Testnet> {
+    let genesis = crate::genesis::Genesis::load(&dir.join("genesis.json"))?;
+    let mut validator_keys = Vec::new();
+    for i in 0..genesis.validators.len() {
+        let path = dir.join(format!("validator-{i}")).join("validator.key");
+        validator_keys.push(crate::keys::read_key_file(&path)?);
+    }
+    let mut issuer_keys = BTreeMap::new();
+    for a in &genesis.assets {
+        let path = dir.join("issuers").join(format!("{}.key", a.code));
+        if path.exists() {
+            issuer_keys.insert(a.code.clone(), crate::keys::read_key_file(&path)?);
+        }
+    }
+    let mut account_keys = Vec::new();
+    for j in 0.. {
+        let path = dir.join("accounts").join(format!("account-{j}.key"));
+        if !path.exists() {
+            break;
+        }
+        account_keys.push(crate::keys::read_key_file(&path)?);
+    }
+    let spec = TestnetSpec {
+        chain_id: genesis.chain_id.clone(),
+        validators: genesis.validators.len(),
+        accounts: account_keys.len(),
+        genesis_time_ms: genesis.genesis_time_ms,
+        ..TestnetSpec::default()
+    };
+    Ok(Testnet {
+        genesis,
+        validator_keys,
+        issuer_keys,
+        account_keys,
+        spec,
+    })
+}
+
+/// A running local network.
+pub struct Devnet {
+    /// The generated network (keys, genesis).
+    pub testnet: Testnet,
+    /// The validators.
+    pub nodes: Vec<RunningNode>,
+    /// API base URLs, by validator.
+    pub urls: Vec<String>,
+    _tempdir: Option<tempfile::TempDir>,
+    /// Where everything lives.
+    pub dir: PathBuf,
+}
+
+impl Devnet {
+    /// Generates a testnet (or reuses the one in `dir`) and starts every validator.
+    pub async fn start(args: &DevnetArgs) -> anyhow::Result<Devnet> {
+        let (tempdir, dir) = match &args.dir {
+            Some(d) => (None, d.clone()),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("tally-devnet-")
+                    .tempdir()
+                    .context("creating a temporary directory")?;
+                let p = t.path().to_owned();
+                (Some(t), p)
+            }
+        };
+        let spec = TestnetSpec {
+            validators: args.validators,
+            accounts: args.accounts.max(2),
+            api_base_port: args.api_base_port,
+            p2p_base_port: args.p2p_base_port,
+            ..TestnetSpec::default()
+        };
+        let testnet = if dir.join("genesis.json").exists() {
+            load_testnet(&dir).with_context(|| format!("reusing the devnet in {}", dir.display()))?
+        } else {
+            let t = Testnet::generate(spec)?;
+            t.write(&dir)?;
+            t
+        };
+        let mut nodes = Vec::new();
+        let mut urls = Vec::new();
+        for i in 0..testnet.genesis.validators.len() {
+            let path = dir.join(format!("validator-{i}")).join("node.toml");
+            let config = Config::load(&path)?;
+            let mut options = NodeOptions::from_config(&config)?;
+            options.batch_max_txs = args.batch_max_txs;
+            options.batch_max_age = Duration::from_millis(args.batch_max_age_ms);
+            options.mempool_max_txs = args.mempool_max_txs;
+            let node = RunningNode::start(options)
+                .await
+                .with_context(|| format!("starting validator-{i}"))?;
+            urls.push(format!("http://{}", node.api_addr()));
+            nodes.push(node);
+        }
+        Ok(Devnet {
+            testnet,
+            nodes,
+            urls,
+            _tempdir: tempdir,
+            dir,
+        })
+    }
+
+    /// Waits until every validator has executed `height`.
+    pub async fn wait_height(&self, height: u64, timeout: Duration) -> anyhow::Result<()> {
+        let all = futures::future::join_all(self.nodes.iter().map(|n| n.shared().wait_height(height)));
+        tokio::time::timeout(timeout, all)
+            .await
+            .map(|_| ())
+            .map_err(|_| anyhow::anyhow!("validators did not reach height {height} within {timeout:?}"))
+    }
+
+    /// Stops every validator.
+    pub async fn shutdown(self) {
+        for n in self.nodes {
+            n.shutdown().await;
+        }
+    }
+
+    /// True if every validator reports the same state root at the lowest executed height.
+    pub fn state_roots_agree(&self) -> bool {
+        let h = self
+            .nodes
+            .iter()
+            .map(|n| n.shared().height())
+            .min()
+            .unwrap_or(0);
+        if h == 0 {
+            return true;
+        }
+        let roots: Vec<_> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                n.shared()
+                    .store
+                    .block(h)
+                    .ok()
+                    .flatten()
+                    .map(|b| b.header.state_root)
+            })
+            .collect();
+        roots.windows(2).all(|w| w[0] == w[1] && w[0].is_some())
+    }
+
+    /// The load generator's configuration for this network.
+    pub async fn load_config(&self, rate: u64, duration: Option<Duration>) -> LoadConfig {
+        let client = reqwest::Client::new();
+        let height = crate::loadgen::get_status(&client, &self.urls[0])
+            .await
+            .map_or(0, |s| s.height);
+        let mut accounts = Vec::new();
+        for (j, key) in self.testnet.account_keys.iter().enumerate() {
+            let asset = AssetCode::new(DEMO_ASSETS[j % DEMO_ASSETS.len()].0)
+                .unwrap_or_else(|| unreachable_asset());
+            let id = crate::keys::account_id(key);
+            let url = format!("{}/v1/accounts/{id}", self.urls[j % self.urls.len()]);
+            let sequence = match client.get(url).send().await {
+                Ok(r) => r
+                    .json::<crate::api::AccountView>()
+                    .await
+                    .map_or(0, |a| a.sequence),
+                Err(_) => 0,
+            };
+            accounts.push(LoadAccount::new(key.clone(), asset, sequence));
+        }
+        LoadConfig {
+            rate,
+            duration,
+            targets: self.urls.clone(),
+            chain_id: self.testnet.genesis.chain_id.clone(),
+            recipients: accounts.iter().map(|a| a.id).collect(),
+            accounts,
+            expiry_height: height + 1_000_000,
+            max_per_request: 1000,
+        }
+    }
+
+    fn sum_metric(&self, f: impl Fn(&crate::metrics::Metrics) -> u64) -> u64 {
+        self.nodes.iter().map(|n| f(&n.shared().metrics)).sum()
+    }
+}
+
+fn unreachable_asset() -> AssetCode {
+    // DEMO_ASSETS holds valid codes; this path is never taken.
+    AssetCode::new("USD").expect("valid asset code")
+}
+
+/// The end-of-run summary.
+fn summary(
+    args: &DevnetArgs,
+    devnet: &Devnet,
+    stats: &LoadStats,
+    elapsed: Duration,
+    finalized_in_window: u64,
+) -> serde_json::Value {
+    let refused = stats.refused.lock().map(|m| m.clone()).unwrap_or_default();
+    let rejected = stats.rejected.lock().map(|m| m.clone()).unwrap_or_default();
+    let heights: Vec<u64> = devnet.nodes.iter().map(|n| n.shared().height()).collect();
+    serde_json::json!({
+        "validators": args.validators,
+        "rate": args.rate,
+        "duration_s": elapsed.as_secs_f64(),
+        "accounts": args.accounts,
+        "batch_max_txs": args.batch_max_txs,
+        "batch_max_age_ms": args.batch_max_age_ms,
+        "mempool_max_txs": args.mempool_max_txs,
+        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "accepted": stats.accepted.load(Ordering::Relaxed),
+        "refused": refused,
+        "committed": stats.finalized(),
+        "applied": stats.applied.load(Ordering::Relaxed),
+        "rejected": rejected,
+        "committed_tps": (finalized_in_window as f64 / elapsed.as_secs_f64()).round(),
+        "latency_ms": {
+            "p50": stats.percentile(0.50),
+            "p95": stats.percentile(0.95),
+            "p99": stats.percentile(0.99),
+        },
+        "heights": heights,
+        "view_changes": devnet.sum_metric(|m| m.consensus_view_changes.get()),
+        "timeouts": devnet.sum_metric(|m| m.consensus_timeouts.get()),
+        "state_roots_agree": devnet.state_roots_agree(),
+    })
+}
+
+fn print_summary(v: &serde_json::Value) {
+    println!("\n--- summary");
+    let get = |k: &str| v.get(k).cloned().unwrap_or_default();
+    println!("accepted           {}", get("accepted"));
+    println!("refused            {}", get("refused"));
+    println!("committed          {} (applied {})", get("committed"), get("applied"));
+    println!("rejected by code   {}", get("rejected"));
+    println!("committed tx/s     {}", get("committed_tps"));
+    let l = get("latency_ms");
+    println!(
+        "submit-to-final    p50 {} ms, p95 {} ms, p99 {} ms",
+        l["p50"], l["p95"], l["p99"]
+    );
+    println!("heights            {}", get("heights"));
+    println!("view changes       {}", get("view_changes"));
+    println!("state roots agree  {}", get("state_roots_agree"));
+}
+
+/// `tally devnet`.
+pub fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
+    init_logging(&args.log_format, &args.log_filter)?;
+    runtime()?.block_on(run(args, false))
+}
+
+/// `tally bench`: the same network and load, the summary as one JSON object on stdout.
+pub fn bench(mut args: DevnetArgs) -> anyhow::Result<()> {
+    if args.duration.is_none() {
+        args.duration = Some(Duration::from_secs(30));
+    }
+    init_logging(&args.log_format, &args.log_filter)?;
+    runtime()?.block_on(run(args, true))
+}
+
+async fn run(args: DevnetArgs, quiet: bool) -> anyhow::Result<()> {
+    let devnet = Devnet::start(&args).await?;
+    if !quiet {
+        println!(
+            "devnet: {} validators in {}; validator-0 API at {}",
+            devnet.nodes.len(),
+            devnet.dir.display(),
+            devnet.urls[0]
+        );
+    }
+    devnet.wait_height(1, Duration::from_secs(60)).await?;
+    let load = if args.rate > 0 {
+        let config = devnet.load_config(args.rate, args.duration).await;
+        if !quiet {
+            println!("sending {} payments/s from {} accounts", args.rate, config.accounts.len());
+        }
+        Some(Load::start(config).await)
+    } else {
+        None
+    };
+    let started = Instant::now();
+    let stats = load.as_ref().map(|l| l.stats.clone());
+    let mut progress = tokio::time::interval(Duration::from_secs(1));
+    let mut last = (Instant::now(), 0u64);
+    let end = async {
+        match args.duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => shutdown_signal().await,
+        }
+    };
+    tokio::pin!(end);
+    loop {
+        tokio::select! {
+            _ = &mut end => break,
+            _ = shutdown_signal(), if args.duration.is_some() => break,
+            _ = progress.tick(), if !quiet => {
+                print_progress(&devnet, stats.as_deref(), &mut last);
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    let finalized_in_window = stats.as_ref().map_or(0, |s| s.finalized());
+    if let Some(load) = load {
+        load.stop_sending();
+        // Let what was accepted become final before counting latencies.
+        let drain = Instant::now();
+        while drain.elapsed() < Duration::from_secs(10)
+            && load.stats.accepted.load(Ordering::Relaxed) > load.stats.finalized()
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let stats: Arc<LoadStats> = load.finish().await;
+        let s = summary(&args, &devnet, &stats, elapsed, finalized_in_window);
+        if quiet {
+            println!("{s}");
+        } else {
+            print_summary(&s);
+        }
+    }
+    devnet.shutdown().await;
+    Ok(())
+}
+
+fn print_progress(devnet: &Devnet, stats: Option<&LoadStats>, last: &mut (Instant, u64)) {
+    let height = devnet.nodes[0].shared().height();
+    let mempool: usize = devnet.nodes.iter().map(|n| n.shared().mempool.len()).sum();
+    let mut line = format!("height {height:>6} | mempool {mempool:>6}");
+    if let Some(s) = stats {
+        let fin = s.finalized();
+        let dt = last.0.elapsed().as_secs_f64().max(0.001);
+        let tps = (fin - last.1.min(fin)) as f64 / dt;
+        *last = (Instant::now(), fin);
+        let refused: u64 = s.refused.lock().map(|m| m.values().sum()).unwrap_or(0);
+        line.push_str(&format!(
+            " | final {fin:>8} | {tps:>7.0} tx/s | p50 {} ms p99 {} ms | refused {refused}",
+            s.percentile(0.5).map_or("-".into(), |v| v.to_string()),
+            s.percentile(0.99).map_or("-".into(), |v| v.to_string()),
+        ));
+    }
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("abc").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+}

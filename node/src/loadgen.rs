@@ -1,0 +1,452 @@
+//! The load generator of `tally devnet` and `tally bench`: signed micro-payments between demo
+//! accounts, sent over the real HTTP API at a fixed rate, with submit-to-final latency measured
+//! by following the committed blocks of one validator.
+//!
+//! Each account is pinned to one validator, and each validator gets one sender that posts in
+//! order, so an account's sequence numbers reach the mempool in order. A submission refused
+//! with `mempool_full` (429) is retried, in order, before newer ones: back-pressure slows the
+//! generator instead of breaking its accounts' sequences.
+
+use crate::api::{BatchSubmitted, BlockView, StatusView};
+use crate::primitives::{AccountId, AssetCode, Hash, Height};
+use crate::tx::{Payload, SignedTransaction, Transaction, Transfer};
+use ed25519_dalek::SigningKey;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// One sending account.
+#[derive(Clone)]
+pub struct LoadAccount {
+    /// Its key.
+    pub key: SigningKey,
+    /// Its public key.
+    pub id: AccountId,
+    /// The asset it pays in.
+    pub asset: AssetCode,
+    /// Its next sequence number.
+    pub sequence: u64,
+}
+
+/// What to send, where, how fast.
+#[derive(Clone)]
+pub struct LoadConfig {
+    /// Offered transactions per second.
+    pub rate: u64,
+    /// How long to send; `None` until stopped.
+    pub duration: Option<Duration>,
+    /// Base URLs of the validators' APIs.
+    pub targets: Vec<String>,
+    /// Network name.
+    pub chain_id: String,
+    /// Sending accounts (account i is pinned to target i mod n).
+    pub accounts: Vec<LoadAccount>,
+    /// Who gets paid.
+    pub recipients: Vec<AccountId>,
+    /// Expiry height written into every transaction.
+    pub expiry_height: Height,
+    /// Most transactions per POST.
+    pub max_per_request: usize,
+}
+
+/// Counters shared with the progress display.
+#[derive(Default)]
+pub struct LoadStats {
+    /// Transactions accepted by a validator (202).
+    pub accepted: AtomicU64,
+    /// Submissions refused, by code (a retried transaction counts each time).
+    pub refused: Mutex<BTreeMap<String, u64>>,
+    /// Final transactions that were applied.
+    pub applied: AtomicU64,
+    /// Final transactions rejected by execution, by code.
+    pub rejected: Mutex<BTreeMap<String, u64>>,
+    /// Submit-to-final latencies in milliseconds.
+    pub latencies_ms: Mutex<Vec<u32>>,
+    /// Highest block followed.
+    pub height: AtomicU64,
+    sent_at: Mutex<HashMap<Hash, Instant>>,
+}
+
+impl LoadStats {
+    fn refuse(&self, code: &str, n: u64) {
+        let mut map = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry(code.to_owned()).or_default() += n;
+    }
+
+    /// Final transactions (applied + rejected).
+    pub fn finalized(&self) -> u64 {
+        let rejected: u64 = self
+            .rejected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .sum();
+        self.applied.load(Ordering::Relaxed) + rejected
+    }
+
+    /// Latency percentile in milliseconds over every final transaction so far.
+    pub fn percentile(&self, p: f64) -> Option<u32> {
+        let mut v = self
+            .latencies_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        let idx = ((v.len() as f64 - 1.0) * p).round() as usize;
+        v.get(idx).copied()
+    }
+
+    /// Latencies observed after index `from` (for windows of the run).
+    pub fn latency_count(&self) -> usize {
+        self.latencies_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+}
+
+/// A load run in progress.
+pub struct Load {
+    /// Live counters.
+    pub stats: Arc<LoadStats>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Signs `count` payments, cycling through the accounts (parallel, before or during a run).
+fn sign_payments(
+    config: &LoadConfig,
+    accounts: &mut [LoadAccount],
+    start: u64,
+    count: u64,
+) -> Vec<(usize, SignedTransaction)> {
+    use rayon::prelude::*;
+    let n = accounts.len() as u64;
+    let plan: Vec<(usize, Transaction)> = (start..start + count)
+        .map(|k| {
+            let i = (k % n) as usize;
+            let a = &mut accounts[i];
+            let seq = a.sequence;
+            a.sequence += 1;
+            // Deterministic spread of recipients and amounts (1..=9_999 minor units).
+            let mix = k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut to = config.recipients[(mix % config.recipients.len() as u64) as usize];
+            if to == a.id {
+                to = config.recipients[((mix + 1) % config.recipients.len() as u64) as usize];
+            }
+            let tx = Transaction {
+                chain_id: config.chain_id.clone(),
+                sender: a.id,
+                sequence: seq,
+                expiry_height: config.expiry_height,
+                payload: Payload::Transfer(Transfer {
+                    to,
+                    asset: a.asset.clone(),
+                    amount: 1 + (mix >> 32) % 9_999,
+                    memo: None,
+                }),
+            };
+            (i, tx)
+        })
+        .collect();
+    let accounts: &[LoadAccount] = accounts;
+    plan.into_par_iter()
+        .map(|(i, tx)| (i, tx.sign(&accounts[i].key)))
+        .collect()
+}
+
+impl LoadAccount {
+    /// An account that pays in `asset`, next sequence `sequence`.
+    pub fn new(key: SigningKey, asset: AssetCode, sequence: u64) -> LoadAccount {
+        LoadAccount {
+            id: AccountId(key.verifying_key().to_bytes()),
+            key,
+            asset,
+            sequence,
+        }
+    }
+}
+
+impl Load {
+    /// Starts sending. With a duration, every transaction is signed before the clock starts,
+    /// so the measurement is of the network, not of the client's signing.
+    pub async fn start(mut config: LoadConfig) -> Load {
+        let stats = Arc::new(LoadStats::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(4)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
+        let mut accounts = std::mem::take(&mut config.accounts);
+        let presigned = match config.duration {
+            Some(d) => {
+                let total = (config.rate as f64 * d.as_secs_f64()).ceil() as u64;
+                let cfg = config.clone();
+                let (txs, back) = tokio::task::spawn_blocking(move || {
+                    let txs = sign_payments(&cfg, &mut accounts, 0, total);
+                    (txs, accounts)
+                })
+                .await
+                .unwrap_or_default();
+                accounts = back;
+                Some(txs)
+            }
+            None => None,
+        };
+        let n_targets = config.targets.len().max(1);
+        let mut senders = Vec::new();
+        let mut tasks = Vec::new();
+        for url in &config.targets {
+            let (tx, rx) = mpsc::unbounded_channel::<SignedTransaction>();
+            senders.push(tx);
+            tasks.push(tokio::spawn(send_loop(
+                client.clone(),
+                url.clone(),
+                rx,
+                stats.clone(),
+                config.max_per_request,
+                stop.clone(),
+            )));
+        }
+        if let Some(first) = config.targets.first() {
+            tasks.push(tokio::spawn(follow_blocks(
+                client.clone(),
+                first.clone(),
+                stats.clone(),
+                stop.clone(),
+            )));
+        }
+        let pacer_stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let mut released = 0u64;
+            let mut presigned = presigned.map(VecDeque::from);
+            let mut next_signed = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_millis(5));
+            loop {
+                tick.tick().await;
+                if pacer_stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let elapsed = started.elapsed();
+                if config.duration.is_some_and(|d| elapsed >= d) {
+                    return;
+                }
+                let due = (config.rate as f64 * elapsed.as_secs_f64()) as u64;
+                if due <= released {
+                    continue;
+                }
+                let count = due - released;
+                let batch: Vec<(usize, SignedTransaction)> = match presigned.as_mut() {
+                    Some(q) => {
+                        let take = (count as usize).min(q.len());
+                        q.drain(..take).collect()
+                    }
+                    None => {
+                        let cfg = config.clone();
+                        let mut acc = std::mem::take(&mut accounts);
+                        let start = next_signed;
+                        let (txs, back) = tokio::task::spawn_blocking(move || {
+                            let txs = sign_payments(&cfg, &mut acc, start, count);
+                            (txs, acc)
+                        })
+                        .await
+                        .unwrap_or_default();
+                        accounts = back;
+                        next_signed += count;
+                        txs
+                    }
+                };
+                released += count;
+                for (i, tx) in batch {
+                    let _ = senders[i % n_targets].send(tx);
+                }
+            }
+        }));
+        Load { stats, stop, tasks }
+    }
+
+    /// Stops sending (blocks already final keep being counted until `finish`).
+    pub fn stop_sending(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits for the pacer to end (the run's duration) without stopping the block follower.
+    pub async fn wait_sent(&mut self) {
+        if let Some(pacer) = self.tasks.pop() {
+            let _ = pacer.await;
+        }
+    }
+
+    /// Stops everything.
+    pub async fn finish(self) -> Arc<LoadStats> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+        self.stats
+    }
+}
+
+async fn send_loop(
+    client: reqwest::Client,
+    url: String,
+    mut rx: mpsc::UnboundedReceiver<SignedTransaction>,
+    stats: Arc<LoadStats>,
+    max: usize,
+    stop: Arc<AtomicBool>,
+) {
+    let endpoint = format!("{url}/v1/transactions/batch");
+    let mut queue: VecDeque<SignedTransaction> = VecDeque::new();
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        if queue.is_empty() {
+            match rx.recv().await {
+                Some(tx) => queue.push_back(tx),
+                None => return,
+            }
+        }
+        while queue.len() < max {
+            match rx.try_recv() {
+                Ok(tx) => queue.push_back(tx),
+                Err(_) => break,
+            }
+        }
+        let n = queue.len().min(max);
+        let hashes: Vec<Hash> = queue.iter().take(n).map(SignedTransaction::hash).collect();
+        let body = serde_json::json!({
+            "txs": queue.iter().take(n).map(|t| hex::encode(t.to_bytes())).collect::<Vec<_>>()
+        });
+        let sent = Instant::now();
+        let response = client.post(&endpoint).json(&body).send().await;
+        let Ok(response) = response else {
+            stats.refuse("unreachable", n as u64);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let status = response.status();
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            || status == reqwest::StatusCode::SERVICE_UNAVAILABLE
+        {
+            stats.refuse("mempool_full", n as u64);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        let Ok(answer) = response.json::<BatchSubmitted>().await else {
+            stats.refuse(&format!("http_{}", status.as_u16()), n as u64);
+            queue.drain(..n);
+            continue;
+        };
+        // Accepted ones leave the queue; a refused suffix (mempool full) is retried first.
+        let mut done = 0;
+        let mut full = false;
+        {
+            let mut sent_at = stats.sent_at.lock().unwrap_or_else(|e| e.into_inner());
+            for (r, h) in answer.results.iter().zip(&hashes) {
+                match &r.error {
+                    None => {
+                        sent_at.insert(*h, sent);
+                        done += 1;
+                    }
+                    Some(e) if e.code == "mempool_full" => {
+                        full = true;
+                        break;
+                    }
+                    Some(e) => {
+                        drop_refused(&stats, &e.code);
+                        done += 1;
+                    }
+                }
+            }
+        }
+        stats
+            .accepted
+            .fetch_add(answer.accepted as u64, Ordering::Relaxed);
+        queue.drain(..done);
+        if full {
+            stats.refuse("mempool_full", (n - done) as u64);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn drop_refused(stats: &LoadStats, code: &str) {
+    stats.refuse(code, 1);
+}
+
+async fn follow_blocks(
+    client: reqwest::Client,
+    url: String,
+    stats: Arc<LoadStats>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut next: Height = match get_status(&client, &url).await {
+        Some(s) => s.height + 1,
+        None => 1,
+    };
+    loop {
+        let Some(status) = get_status(&client, &url).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        while next <= status.height {
+            let block_url = format!("{url}/v1/blocks/{next}?receipts=true");
+            let Ok(r) = client.get(&block_url).send().await else {
+                break;
+            };
+            let Ok(block) = r.json::<BlockView>().await else {
+                break;
+            };
+            let now = Instant::now();
+            let txs = block.transactions.unwrap_or_default();
+            let mut lat = Vec::with_capacity(txs.len());
+            {
+                let mut sent_at = stats.sent_at.lock().unwrap_or_else(|e| e.into_inner());
+                let mut rejected = stats.rejected.lock().unwrap_or_else(|e| e.into_inner());
+                for t in &txs {
+                    let Some(at) = sent_at.remove(&t.hash) else {
+                        continue;
+                    };
+                    lat.push(now.duration_since(at).as_millis().min(u32::MAX as u128) as u32);
+                    if t.code == "ok" {
+                        stats.applied.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        *rejected.entry(t.code.clone()).or_default() += 1;
+                    }
+                }
+            }
+            stats
+                .latencies_ms
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(lat);
+            stats.height.store(next, Ordering::Relaxed);
+            next += 1;
+        }
+        if stop.load(Ordering::Relaxed) && stats.sent_at.lock().map_or(true, |m| m.is_empty()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `GET /v1/status` of a validator.
+pub async fn get_status(client: &reqwest::Client, url: &str) -> Option<StatusView> {
+    client
+        .get(format!("{url}/v1/status"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}

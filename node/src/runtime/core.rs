@@ -1,0 +1,832 @@
+//! The consensus driver: the one task that owns the consensus state machine and the pool of
+//! batches. It turns network events, timers and the node's answers into consensus events, and
+//! performs the actions that come back: sends, timers, durable safety state (fsync before
+//! anything that follows), payload checks (fetching missing batches), commits (handed in order
+//! to the executor once every batch is present), sync requests, evidence and penalties.
+
+use super::batches::{self, BatchPool, VerifiedBatch};
+use super::executor::CommitJob;
+use super::wire::{DirectMessage, SyncRequest, SyncResponse, BATCH_TOPIC};
+use super::{now_ms, NodeShared};
+use crate::block::{CommitCertificate, CommitVote};
+use crate::codec;
+use crate::primitives::{AccountId, Hash, Height};
+use ed25519_dalek::SigningKey;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tally_consensus::{
+    Action, Block, BlockRequest, Consensus, Digest, Event, QuorumCert, Round, ValidatorIndex,
+};
+use tally_network::{Acceptance, MessageId, NetworkEvent, PeerId};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+/// Largest direct message or sync frame decoded (a block request answer can be large).
+const MAX_FRAME: usize = 32 << 20;
+/// How long a replica waits for a proposal's batch to arrive by gossip before fetching it.
+const FETCH_GRACE: Duration = Duration::from_millis(25);
+/// Votes on executed headers are kept for heights this far behind the executed height.
+const VOTE_WINDOW: Height = 64;
+/// Block timestamps further than this in the future make a proposal invalid.
+const MAX_CLOCK_SKEW_MS: u64 = 10_000;
+
+/// Messages from the node's other tasks to the driver.
+pub(crate) enum Internal {
+    /// A batch this validator packed (already gossiped).
+    OwnBatch(VerifiedBatch),
+    /// A batch received by gossip, fetched from a peer or read from disk, after verification.
+    Verified {
+        batch: Result<VerifiedBatch, batches::BatchError>,
+        origin: Origin,
+        expected: Option<Digest>,
+    },
+    /// No peer could supply the batch.
+    FetchFailed(Digest),
+    /// Answer to a block request.
+    SyncBlocks {
+        from: ValidatorIndex,
+        blocks: Vec<Block>,
+    },
+    /// The executor committed `height` with this header hash.
+    Executed { height: Height, header_hash: Hash },
+}
+
+/// Where a verified batch came from.
+pub(crate) enum Origin {
+    Gossip { message_id: MessageId, source: PeerId },
+    Peer(PeerId),
+    Disk,
+}
+
+/// Static parameters of the driver.
+pub(crate) struct CoreParams {
+    pub key: SigningKey,
+    pub empty_block_delay: Duration,
+    pub max_batch_bytes: usize,
+    pub max_batch_txs: usize,
+    pub max_payload: usize,
+}
+
+struct PendingCommit {
+    block: Block,
+    qc: QuorumCert,
+    batches: Vec<Option<VerifiedBatch>>,
+}
+
+#[derive(Default)]
+struct HeaderVotes {
+    own: Option<Hash>,
+    votes: Vec<CommitVote>,
+    certified: bool,
+}
+
+/// The driver's state.
+pub(crate) struct Core {
+    shared: Arc<NodeShared>,
+    consensus: Consensus,
+    params: CoreParams,
+    me: ValidatorIndex,
+    peers: Vec<PeerId>,
+    index_of: HashMap<PeerId, ValidatorIndex>,
+    pool: BatchPool,
+    local: VecDeque<Event>,
+    timer: Option<(Round, Instant)>,
+    payload_request: Option<(Round, Vec<Digest>, Instant)>,
+    awaiting: Vec<(Digest, HashSet<Digest>)>,
+    fetching: HashSet<Digest>,
+    commits: VecDeque<PendingCommit>,
+    executor: std::sync::mpsc::Sender<CommitJob>,
+    internal: mpsc::Sender<Internal>,
+    header_votes: BTreeMap<Height, HeaderVotes>,
+    executed: Height,
+}
+
+impl Core {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        shared: Arc<NodeShared>,
+        consensus: Consensus,
+        params: CoreParams,
+        me: ValidatorIndex,
+        peers: Vec<PeerId>,
+        executor: std::sync::mpsc::Sender<CommitJob>,
+        internal: mpsc::Sender<Internal>,
+        executed: Height,
+    ) -> Core {
+        let index_of = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (*p, i as ValidatorIndex))
+            .collect();
+        Core {
+            shared,
+            consensus,
+            params,
+            me,
+            peers,
+            index_of,
+            pool: BatchPool::default(),
+            local: VecDeque::new(),
+            timer: None,
+            payload_request: None,
+            awaiting: Vec::new(),
+            fetching: HashSet::new(),
+            commits: VecDeque::new(),
+            executor,
+            internal,
+            header_votes: BTreeMap::new(),
+            executed,
+        }
+    }
+
+    /// Runs until `stop` flips or the node fails.
+    pub(crate) async fn run(
+        mut self,
+        mut network: mpsc::Receiver<NetworkEvent>,
+        mut internal: mpsc::Receiver<Internal>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let actions = self.consensus.start();
+        if self.perform(actions).is_err() {
+            return;
+        }
+        loop {
+            while let Some(event) = self.local.pop_front() {
+                let actions = self.consensus.handle(event);
+                if self.perform(actions).is_err() {
+                    return;
+                }
+            }
+            self.publish_status();
+            let timer = self.timer.map(|t| t.1);
+            let payload_deadline = self.payload_request.as_ref().map(|p| p.2);
+            tokio::select! {
+                _ = stop.changed() => return,
+                ev = network.recv() => match ev {
+                    Some(ev) => self.on_network(ev),
+                    None => return,
+                },
+                msg = internal.recv() => match msg {
+                    Some(msg) => self.on_internal(msg),
+                    None => return,
+                },
+                _ = sleep_until(timer), if timer.is_some() => {
+                    if let Some((round, _)) = self.timer.take() {
+                        if round == self.consensus.round() {
+                            self.shared.metrics.consensus_timeouts.inc();
+                            tracing::warn!(round, "round timed out");
+                        }
+                        self.local.push_back(Event::Timeout { round });
+                    }
+                },
+                _ = sleep_until(payload_deadline), if payload_deadline.is_some() => {
+                    self.answer_payload(true);
+                },
+            }
+        }
+    }
+
+    fn publish_status(&self) {
+        let round = self.consensus.round();
+        let leader = self.consensus.leader(round);
+        let mut status = self.shared.write_status();
+        status.round = round;
+        status.epoch = self.consensus.epoch();
+        status.leader = self.shared.validators.get(leader as usize).copied();
+        self.shared.metrics.consensus_round.set(round as i64);
+        let stats = self.consensus.stats();
+        let view_changes = stats.view_changes;
+        let prev = self.shared.metrics.consensus_view_changes.get();
+        if view_changes > prev {
+            self.shared
+                .metrics
+                .consensus_view_changes
+                .inc_by(view_changes - prev);
+        }
+    }
+
+    // ---- actions ---------------------------------------------------------------------------
+
+    /// Performs actions in order. `Err` means a fatal storage failure: the node stops.
+    fn perform(&mut self, actions: Vec<Action>) -> Result<(), ()> {
+        for action in actions {
+            match action {
+                Action::Send { to, bytes } => self.send(to, DirectMessage::Consensus(bytes)),
+                Action::Broadcast { bytes } => {
+                    for to in 0..self.peers.len() as ValidatorIndex {
+                        if to != self.me {
+                            self.send(to, DirectMessage::Consensus(bytes.clone()));
+                        }
+                    }
+                }
+                Action::SetTimer { round, after_ms } => {
+                    self.timer = Some((round, Instant::now() + Duration::from_millis(after_ms)));
+                }
+                Action::PersistSafety(state) => {
+                    let bytes = codec::encode(&state);
+                    let store = self.shared.store.clone();
+                    let r = tokio::task::block_in_place(|| store.put_safety_state(&bytes));
+                    if let Err(e) = r {
+                        self.shared.fail(format!("persisting consensus safety state: {e}"));
+                        return Err(());
+                    }
+                }
+                Action::RequestPayload { round, exclude } => {
+                    let deadline = Instant::now() + self.params.empty_block_delay;
+                    self.payload_request = Some((round, exclude, deadline));
+                    self.answer_payload(false);
+                }
+                Action::ValidatePayload {
+                    block,
+                    author,
+                    timestamp_ms,
+                    digests,
+                    ..
+                } => self.validate_payload(block, author, timestamp_ms, digests),
+                Action::Commit { block, qc } => self.on_commit(block, qc),
+                Action::RequestBlocks { to, request } => self.request_blocks(to, request),
+                Action::Evidence(evidence) => {
+                    self.shared
+                        .metrics
+                        .consensus_evidence
+                        .with_label_values(&[evidence.kind()])
+                        .inc();
+                    tracing::error!(
+                        validator = evidence.validator(),
+                        round = evidence.round(),
+                        kind = evidence.kind(),
+                        "equivocation evidence"
+                    );
+                    self.shared.record_evidence(&evidence);
+                }
+                Action::Misbehaviour { from, reason } => self.penalise_index(from, reason),
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, to: ValidatorIndex, message: DirectMessage) {
+        if to == self.me {
+            if let DirectMessage::Consensus(bytes) = message {
+                self.local.push_back(Event::Message { from: to, bytes });
+            }
+            return;
+        }
+        let Some(peer) = self.peers.get(to as usize).copied() else {
+            return;
+        };
+        let net = self.shared.network.clone();
+        let data = codec::encode(&message);
+        tokio::spawn(async move {
+            if let Err(e) = net.send(peer, data).await {
+                tracing::debug!(%peer, error = %e, "direct message not delivered");
+            }
+        });
+    }
+
+    fn penalise_index(&self, from: ValidatorIndex, reason: &'static str) {
+        self.shared
+            .metrics
+            .consensus_invalid_messages
+            .with_label_values(&[reason])
+            .inc();
+        if let Some(peer) = self.peers.get(from as usize).copied() {
+            self.penalise(peer, reason);
+        }
+    }
+
+    fn penalise(&self, peer: PeerId, reason: &'static str) {
+        let net = self.shared.network.clone();
+        tokio::spawn(async move {
+            let _ = net.penalise(peer, reason).await;
+        });
+    }
+
+    /// Answers the leader's payload request: at once when batches wait or an ancestor still
+    /// carries payload to commit, otherwise when a batch arrives or the empty-block delay ends.
+    fn answer_payload(&mut self, deadline_passed: bool) {
+        let Some((round, exclude, deadline)) = self.payload_request.take() else {
+            return;
+        };
+        let digests = self.pool.payload(&exclude, self.params.max_payload);
+        let now = Instant::now();
+        if digests.is_empty() && exclude.is_empty() && !deadline_passed && now < deadline {
+            self.payload_request = Some((round, exclude, deadline));
+            return;
+        }
+        self.local.push_back(Event::Payload {
+            round,
+            digests,
+            timestamp_ms: now_ms(),
+        });
+    }
+
+    fn validate_payload(
+        &mut self,
+        block: Digest,
+        author: ValidatorIndex,
+        timestamp_ms: u64,
+        digests: Vec<Digest>,
+    ) {
+        if timestamp_ms > now_ms() + MAX_CLOCK_SKEW_MS || digests.len() > self.params.max_payload {
+            self.local.push_back(Event::PayloadValidated { block, valid: false });
+            return;
+        }
+        let missing: HashSet<Digest> = digests
+            .iter()
+            .filter(|d| !self.pool.holds(d) && !self.pool.is_committed(d))
+            .copied()
+            .collect();
+        if missing.is_empty() {
+            self.local.push_back(Event::PayloadValidated { block, valid: true });
+            return;
+        }
+        for d in &missing {
+            self.fetch(*d, Some(author), FETCH_GRACE);
+        }
+        self.awaiting.push((block, missing));
+    }
+
+    fn on_commit(&mut self, block: Block, qc: QuorumCert) {
+        let latency_ms = now_ms().saturating_sub(block.timestamp_ms);
+        self.shared
+            .metrics
+            .consensus_commit_latency
+            .observe(latency_ms as f64 / 1000.0);
+        let me = self.shared.me;
+        let mut slots = Vec::with_capacity(block.payload.len());
+        for d in &block.payload {
+            let held = self.pool.commit(d);
+            if let Some(b) = &held {
+                if b.author == me {
+                    self.shared.own_pending.fetch_sub(1, Ordering::Relaxed);
+                }
+            } else {
+                self.fetch(*d, Some(block.author), Duration::ZERO);
+            }
+            slots.push(held);
+        }
+        self.awaiting.retain(|(_, missing)| !missing.is_empty());
+        self.commits.push_back(PendingCommit {
+            block,
+            qc,
+            batches: slots,
+        });
+        self.release_commits();
+    }
+
+    /// Hands the oldest commits whose batches are all present to the executor, in order.
+    fn release_commits(&mut self) {
+        while self
+            .commits
+            .front()
+            .is_some_and(|c| c.batches.iter().all(Option::is_some))
+        {
+            let Some(c) = self.commits.pop_front() else {
+                break;
+            };
+            let job = CommitJob {
+                block: c.block,
+                qc: c.qc,
+                batches: c.batches.into_iter().flatten().collect(),
+            };
+            if self.executor.send(job).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn request_blocks(&self, to: ValidatorIndex, request: BlockRequest) {
+        let Some(peer) = self.peers.get(to as usize).copied() else {
+            return;
+        };
+        let net = self.shared.network.clone();
+        let internal = self.internal.clone();
+        let data = codec::encode(&SyncRequest::Blocks(request));
+        tokio::spawn(async move {
+            let blocks = match net.request(peer, data).await {
+                Ok(bytes) => match codec::decode::<SyncResponse>(&bytes, MAX_FRAME) {
+                    Ok(SyncResponse::Blocks(blocks)) => blocks,
+                    _ => {
+                        let _ = net.penalise(peer, "bad_sync_response").await;
+                        Vec::new()
+                    }
+                },
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "block request failed");
+                    Vec::new()
+                }
+            };
+            let _ = internal
+                .send(Internal::SyncBlocks { from: to, blocks })
+                .await;
+        });
+    }
+
+    /// Gets a batch: from disk if stored, else from `first` and then every other validator.
+    fn fetch(&mut self, digest: Digest, first: Option<ValidatorIndex>, grace: Duration) {
+        if !self.fetching.insert(digest) {
+            return;
+        }
+        let mut order: Vec<PeerId> = Vec::new();
+        if let Some(p) = first.and_then(|i| self.peers.get(i as usize)) {
+            if first != Some(self.me) {
+                order.push(*p);
+            }
+        }
+        for (i, p) in self.peers.iter().enumerate() {
+            if i as ValidatorIndex != self.me && !order.contains(p) {
+                order.push(*p);
+            }
+        }
+        let shared = self.shared.clone();
+        let internal = self.internal.clone();
+        let (max_bytes, max_txs) = (self.params.max_batch_bytes, self.params.max_batch_txs);
+        tokio::spawn(async move {
+            let hash = batches::to_hash(&digest);
+            if let Ok(Some(bytes)) = shared.store.batch(&hash) {
+                let batch = verify_off_loop(bytes, &shared.chain_id, max_bytes, max_txs).await;
+                let _ = internal
+                    .send(Internal::Verified {
+                        batch,
+                        origin: Origin::Disk,
+                        expected: Some(digest),
+                    })
+                    .await;
+                return;
+            }
+            tokio::time::sleep(grace).await;
+            let request = codec::encode(&SyncRequest::Batch(hash));
+            for attempt in 0..5u64 {
+                for peer in &order {
+                    let Ok(bytes) = shared.network.request(*peer, request.clone()).await else {
+                        continue;
+                    };
+                    match codec::decode::<SyncResponse>(&bytes, MAX_FRAME) {
+                        Ok(SyncResponse::Batch(Some(bytes))) => {
+                            let batch =
+                                verify_off_loop(bytes.into_vec(), &shared.chain_id, max_bytes, max_txs)
+                                    .await;
+                            let _ = internal
+                                .send(Internal::Verified {
+                                    batch,
+                                    origin: Origin::Peer(*peer),
+                                    expected: Some(digest),
+                                })
+                                .await;
+                            return;
+                        }
+                        Ok(SyncResponse::Batch(None)) => {}
+                        _ => {
+                            let _ = shared.network.penalise(*peer, "bad_batch_response").await;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
+            }
+            let _ = internal.send(Internal::FetchFailed(digest)).await;
+        });
+    }
+
+    // ---- inputs ----------------------------------------------------------------------------
+
+    fn on_network(&mut self, event: NetworkEvent) {
+        match event {
+            NetworkEvent::Gossip {
+                topic,
+                source,
+                author,
+                message_id,
+                data,
+            } => {
+                let from_validator = author.is_some_and(|a| self.index_of.contains_key(&a));
+                if topic != BATCH_TOPIC || !from_validator {
+                    self.report(message_id, source, Acceptance::Reject);
+                    return;
+                }
+                let shared = self.shared.clone();
+                let internal = self.internal.clone();
+                let (max_bytes, max_txs) = (self.params.max_batch_bytes, self.params.max_batch_txs);
+                tokio::spawn(async move {
+                    let batch = verify_off_loop(data, &shared.chain_id, max_bytes, max_txs).await;
+                    let _ = internal
+                        .send(Internal::Verified {
+                            batch,
+                            origin: Origin::Gossip { message_id, source },
+                            expected: None,
+                        })
+                        .await;
+                });
+            }
+            NetworkEvent::Direct { from, data } => {
+                let Some(index) = self.index_of.get(&from).copied() else {
+                    self.penalise(from, "direct_from_non_validator");
+                    return;
+                };
+                match codec::decode::<DirectMessage>(&data, MAX_FRAME) {
+                    Ok(DirectMessage::Consensus(bytes)) => {
+                        self.local.push_back(Event::Message { from: index, bytes });
+                    }
+                    Ok(DirectMessage::CommitVote { height, vote }) => {
+                        self.on_header_vote(index, height, vote)
+                    }
+                    Err(_) => self.penalise_index(index, "malformed_direct"),
+                }
+            }
+            NetworkEvent::Request {
+                from,
+                data,
+                respond,
+            } => {
+                if !self.index_of.contains_key(&from) {
+                    self.penalise(from, "sync_from_non_validator");
+                    return;
+                }
+                match codec::decode::<SyncRequest>(&data, MAX_FRAME) {
+                    Ok(SyncRequest::Blocks(request)) => {
+                        let store = self.shared.store.clone();
+                        let committed = move |h: Height| super::stored_consensus_block(&store, h);
+                        let blocks = self.consensus.serve_blocks(&request, &committed);
+                        respond.respond(codec::encode(&SyncResponse::Blocks(blocks)));
+                    }
+                    Ok(SyncRequest::Batch(hash)) => {
+                        let d = Digest(hash.0);
+                        let bytes = match self.pool.get(&d) {
+                            Some(b) => Some(b.bytes.to_vec()),
+                            None => self.shared.store.batch(&hash).ok().flatten(),
+                        };
+                        respond.respond(codec::encode(&SyncResponse::Batch(
+                            bytes.map(serde_bytes::ByteBuf::from),
+                        )));
+                    }
+                    Err(_) => self.penalise(from, "malformed_sync_request"),
+                }
+            }
+            NetworkEvent::PeerConnected(_) | NetworkEvent::PeerDisconnected(_) => {}
+        }
+    }
+
+    fn report(&self, message_id: MessageId, source: PeerId, verdict: Acceptance) {
+        let net = self.shared.network.clone();
+        tokio::spawn(async move {
+            let _ = net.report_validation(message_id, source, verdict).await;
+        });
+    }
+
+    fn on_internal(&mut self, msg: Internal) {
+        match msg {
+            Internal::OwnBatch(batch) => {
+                self.shared
+                    .metrics
+                    .batches_stored
+                    .with_label_values(&["own"])
+                    .inc();
+                self.store_batch(&batch);
+                self.add_batch(batch);
+            }
+            Internal::Verified {
+                batch,
+                origin,
+                expected,
+            } => self.on_verified(batch, origin, expected),
+            Internal::FetchFailed(d) => {
+                self.fetching.remove(&d);
+                let mut refused = Vec::new();
+                self.awaiting.retain(|(block, missing)| {
+                    if missing.contains(&d) {
+                        refused.push(*block);
+                        false
+                    } else {
+                        true
+                    }
+                });
+                for block in refused {
+                    self.local
+                        .push_back(Event::PayloadValidated { block, valid: false });
+                }
+                if self.commits.iter().any(|c| c.block.payload.contains(&d)) {
+                    tracing::warn!(digest = %hex::encode(d.0), "committed batch not found yet; retrying");
+                    self.fetch(d, None, Duration::from_secs(1));
+                }
+            }
+            Internal::SyncBlocks { from, blocks } => {
+                self.local.push_back(Event::SyncResponse { from, blocks });
+            }
+            Internal::Executed {
+                height,
+                header_hash,
+            } => self.on_executed(height, header_hash),
+        }
+    }
+
+    fn on_verified(
+        &mut self,
+        batch: Result<VerifiedBatch, batches::BatchError>,
+        origin: Origin,
+        expected: Option<Digest>,
+    ) {
+        let batch = match (batch, expected) {
+            (Ok(b), Some(e)) if b.digest != e => Err(b.digest),
+            (Ok(b), _) => Ok(b),
+            (Err(e), _) => {
+                tracing::debug!(error = %e, "invalid batch");
+                self.shared
+                    .metrics
+                    .batches_rejected
+                    .with_label_values(&[e.reason()])
+                    .inc();
+                Err(Digest::default())
+            }
+        };
+        match (batch, origin) {
+            (Ok(batch), origin) => {
+                if let Origin::Gossip { message_id, source } = origin {
+                    self.report(message_id, source, Acceptance::Accept);
+                }
+                let kind = match origin {
+                    Origin::Gossip { .. } => "gossip",
+                    Origin::Peer(_) => "fetched",
+                    Origin::Disk => "disk",
+                };
+                self.fetching.remove(&batch.digest);
+                if !self.pool.holds(&batch.digest) {
+                    self.shared
+                        .metrics
+                        .batches_stored
+                        .with_label_values(&[kind])
+                        .inc();
+                    if !matches!(kind, "disk") {
+                        self.store_batch(&batch);
+                    }
+                    self.add_batch(batch);
+                }
+            }
+            (Err(_), Origin::Gossip { message_id, source }) => {
+                self.report(message_id, source, Acceptance::Reject);
+            }
+            (Err(_), Origin::Peer(peer)) => {
+                self.penalise(peer, "bad_batch");
+                if let Some(d) = expected {
+                    self.fetching.remove(&d);
+                    self.fetch(d, None, Duration::from_millis(100));
+                }
+            }
+            (Err(_), Origin::Disk) => {
+                tracing::error!("a stored batch does not verify");
+            }
+        }
+    }
+
+    fn store_batch(&self, batch: &VerifiedBatch) {
+        if let Err(e) = self
+            .shared
+            .store
+            .put_batch(&batches::to_hash(&batch.digest), &batch.bytes)
+        {
+            self.shared.fail(format!("storing a batch: {e}"));
+        }
+    }
+
+    fn add_batch(&mut self, batch: VerifiedBatch) {
+        let d = batch.digest;
+        // A batch that a pending commit waits for goes straight to it.
+        let mut used = false;
+        for c in &mut self.commits {
+            for (slot, digest) in c.batches.iter_mut().zip(&c.block.payload) {
+                if slot.is_none() && *digest == d {
+                    *slot = Some(batch.clone());
+                    used = true;
+                }
+            }
+        }
+        if used {
+            self.pool.commit(&d);
+            if batch.author == self.shared.me {
+                self.shared.own_pending.fetch_sub(1, Ordering::Relaxed);
+            }
+            self.release_commits();
+        } else if !self.pool.is_committed(&d) {
+            self.pool.insert(batch);
+        }
+        let mut ready = Vec::new();
+        for (block, missing) in &mut self.awaiting {
+            if missing.remove(&d) && missing.is_empty() {
+                ready.push(*block);
+            }
+        }
+        self.awaiting.retain(|(_, m)| !m.is_empty());
+        for block in ready {
+            self.local
+                .push_back(Event::PayloadValidated { block, valid: true });
+        }
+        self.answer_payload(false);
+    }
+
+    // ---- certificates over executed headers ------------------------------------------------
+
+    fn on_executed(&mut self, height: Height, header_hash: Hash) {
+        self.executed = height;
+        let vote = CommitVote::sign(header_hash, &self.params.key);
+        for to in 0..self.peers.len() as ValidatorIndex {
+            if to != self.me {
+                self.send(
+                    to,
+                    DirectMessage::CommitVote {
+                        height,
+                        vote: vote.clone(),
+                    },
+                );
+            }
+        }
+        let entry = self.header_votes.entry(height).or_default();
+        entry.own = Some(header_hash);
+        entry.votes.push(vote);
+        self.try_certify(height);
+        let keep_from = height.saturating_sub(VOTE_WINDOW);
+        self.header_votes = self.header_votes.split_off(&keep_from);
+    }
+
+    fn on_header_vote(&mut self, from: ValidatorIndex, height: Height, vote: CommitVote) {
+        let expected = self.shared.validators.get(from as usize);
+        if expected != Some(&vote.validator) || !vote.verify() {
+            self.penalise_index(from, "bad_commit_vote");
+            return;
+        }
+        if height + VOTE_WINDOW < self.executed || height > self.executed + 10_000 {
+            return;
+        }
+        let entry = self.header_votes.entry(height).or_default();
+        if entry.votes.iter().any(|v| v.validator == vote.validator) {
+            return;
+        }
+        entry.votes.push(vote);
+        self.try_certify(height);
+    }
+
+    fn try_certify(&mut self, height: Height) {
+        let validators: &[AccountId] = &self.shared.validators;
+        let Some(entry) = self.header_votes.get_mut(&height) else {
+            return;
+        };
+        let Some(own) = entry.own else {
+            return;
+        };
+        if entry.certified {
+            return;
+        }
+        if let Some(cert) = CommitCertificate::from_votes(own, entry.votes.iter(), validators) {
+            entry.certified = true;
+            if let Err(e) = self.shared.store.put_certificate(height, &cert) {
+                self.shared.fail(format!("storing a commit certificate: {e}"));
+            }
+            return;
+        }
+        let others: HashSet<Hash> = entry
+            .votes
+            .iter()
+            .filter(|v| v.header_hash != own)
+            .map(|v| v.header_hash)
+            .collect();
+        for other in others {
+            if CommitCertificate::from_votes(other, entry.votes.iter(), validators).is_some() {
+                tracing::error!(
+                    height,
+                    ours = %own,
+                    quorum = %other,
+                    "a quorum of validators executed this block to a different header: this node's state diverged"
+                );
+                self.shared
+                    .metrics
+                    .consensus_invalid_messages
+                    .with_label_values(&["state_divergence"])
+                    .inc();
+                entry.certified = true;
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Verifies a batch on the blocking pool (rayon inside), off the event loop.
+pub(crate) async fn verify_off_loop(
+    bytes: Vec<u8>,
+    chain_id: &str,
+    max_bytes: usize,
+    max_txs: usize,
+) -> Result<VerifiedBatch, batches::BatchError> {
+    let chain_id = chain_id.to_owned();
+    match tokio::task::spawn_blocking(move || batches::verify(bytes, &chain_id, max_bytes, max_txs))
+        .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(batches::BatchError::BadSize(0, 0)),
+    }
+}

@@ -1,0 +1,514 @@
+//! The validator runtime: everything that owns sockets, timers and disk, wired in one place.
+//!
+//! ```text
+//!  HTTP API ──admit──▶ Mempool ──take──▶ batcher ──gossip──▶ peers
+//!                                           │ own batch
+//!  network events ──────────────────────▶ core (consensus state machine + batch pool)
+//!                                           │ final block + its batches, in order
+//!                                        executor thread (Chain: execute, one atomic write + fsync)
+//!                                           │ executed header
+//!                                        core: sign, gather a commit certificate, store it
+//! ```
+//! One task per component, bounded channels between them; the executor is an OS thread
+//! because execution and fsync block.
+
+mod batcher;
+pub mod batches;
+mod core;
+mod executor;
+pub mod mempool;
+pub mod wire;
+
+use crate::chain::Chain;
+use crate::codec;
+use crate::config::{parse_bootstrap, Config};
+use crate::genesis::Genesis;
+use crate::keys;
+use crate::metrics::Metrics;
+use crate::primitives::{AccountId, Hash, Height};
+use crate::storage::Store;
+use crate::tx::VerifiedTransaction;
+use ed25519_dalek::SigningKey;
+use mempool::Mempool;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tally_consensus::{Block, Consensus, QuorumCert, ValidatorSet};
+use tally_network::{BootstrapPeer, Multiaddr, Network, NetworkConfig, NetworkHandle, PeerId};
+use tokio::sync::{mpsc, watch};
+
+/// Everything a validator needs to start.
+#[derive(Clone)]
+pub struct NodeOptions {
+    /// Name in logs and metrics.
+    pub name: String,
+    /// Database directory.
+    pub data_dir: PathBuf,
+    /// The validator key (consensus key and libp2p identity).
+    pub key: SigningKey,
+    /// The network's genesis.
+    pub genesis: Genesis,
+    /// libp2p listen address.
+    pub p2p_listen: Multiaddr,
+    /// Peers dialled at start.
+    pub bootstrap: Vec<BootstrapPeer>,
+    /// HTTP listen address (port 0 picks one).
+    pub api_listen: SocketAddr,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Most transactions per batch submission.
+    pub max_batch_submit: usize,
+    /// Mempool bounds.
+    pub mempool_max_txs: usize,
+    /// Mempool bounds.
+    pub mempool_max_bytes: usize,
+    /// Batch sealing by count.
+    pub batch_max_txs: usize,
+    /// Batch sealing by age.
+    pub batch_max_age: Duration,
+    /// Consensus parameters.
+    pub consensus: tally_consensus::Config,
+    /// Idle leader's wait before an empty block.
+    pub empty_block_delay: Duration,
+}
+
+/// A start-up failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config is inconsistent with the genesis or the key.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store or chain could not be opened.
+    #[error(transparent)]
+    Chain(#[from] crate::chain::ChainError),
+    /// The store failed.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    /// Metrics could not be registered.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
+    /// The network could not start.
+    #[error("network: {0}")]
+    Network(#[from] tally_network::NetworkError),
+    /// The key file could not be read.
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
+    /// The genesis could not be read.
+    #[error(transparent)]
+    Genesis(#[from] crate::genesis::GenesisError),
+    /// The HTTP listener could not bind.
+    #[error("api.listen {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl NodeOptions {
+    /// Options from a validated config file (paths already resolved by `Config::load`).
+    pub fn from_config(config: &Config) -> Result<NodeOptions, StartError> {
+        let genesis = Genesis::load(&config.node.genesis_file)?;
+        let key = keys::read_key_file(&config.node.key_file)?;
+        let p2p_listen: Multiaddr = config
+            .network
+            .listen
+            .parse()
+            .map_err(|e| StartError::Invalid(format!("network.listen: {e}")))?;
+        let api_listen = config
+            .api_addr()
+            .map_err(|e| StartError::Invalid(e.to_string()))?;
+        let me = keys::account_id(&key);
+        let bootstrap = if config.network.bootstrap.is_empty() {
+            let mut out = Vec::new();
+            for v in genesis.validators.iter().filter(|v| v.public_key != me) {
+                let addr = v.p2p_addr.parse().map_err(|e| {
+                    StartError::Invalid(format!("genesis: validator {} p2p_addr: {e}", v.name))
+                })?;
+                out.push(BootstrapPeer {
+                    public_key: v.public_key.0,
+                    addr,
+                });
+            }
+            out
+        } else {
+            config
+                .network
+                .bootstrap
+                .iter()
+                .filter_map(|b| parse_bootstrap(b))
+                .map(|(public_key, addr)| BootstrapPeer { public_key, addr })
+                .collect()
+        };
+        Ok(NodeOptions {
+            name: config.node.name.clone(),
+            data_dir: config.node.data_dir.clone(),
+            key,
+            genesis,
+            p2p_listen,
+            bootstrap,
+            api_listen,
+            max_body_bytes: config.api.max_body_bytes,
+            max_batch_submit: config.api.max_batch_submit,
+            mempool_max_txs: config.mempool.max_txs,
+            mempool_max_bytes: config.mempool.max_bytes,
+            batch_max_txs: config.batching.max_txs,
+            batch_max_age: Duration::from_millis(config.batching.max_age_ms),
+            consensus: tally_consensus::Config {
+                base_timeout_ms: config.consensus.base_timeout_ms,
+                max_payload_digests: config.consensus.max_batches_per_block,
+                ..tally_consensus::Config::default()
+            },
+            empty_block_delay: Duration::from_millis(config.consensus.empty_block_delay_ms),
+        })
+    }
+}
+
+/// What the API and the node's tasks share. Read-mostly; the hot path takes no lock per
+/// transaction (the mempool locks once per submission, the in-flight map once per batch and
+/// per block).
+pub struct NodeShared {
+    /// Network name.
+    pub chain_id: String,
+    /// Node name.
+    pub name: String,
+    /// The genesis.
+    pub genesis: Genesis,
+    /// Validator public keys, in consensus index order.
+    pub validators: Vec<AccountId>,
+    /// This validator.
+    pub me: AccountId,
+    /// Pending transactions.
+    pub mempool: Mempool,
+    /// The database (read by the API; written by the executor).
+    pub store: Store,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// The network.
+    pub network: NetworkHandle,
+    /// Limits of the API.
+    pub max_body_bytes: usize,
+    /// Limits of the API.
+    pub max_batch_submit: usize,
+    status: RwLock<Status>,
+    height: watch::Sender<Height>,
+    failure: watch::Sender<Option<String>>,
+    inflight: Mutex<HashMap<Hash, Instant>>,
+    pub(crate) own_pending: AtomicUsize,
+}
+
+/// A snapshot of consensus progress.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    /// Executed height.
+    pub height: Height,
+    /// Consensus round.
+    pub round: u64,
+    /// Consensus epoch.
+    pub epoch: u64,
+    /// Leader of the current round.
+    pub leader: Option<AccountId>,
+}
+
+impl NodeShared {
+    /// A snapshot of consensus progress.
+    pub fn status(&self) -> Status {
+        self.status.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn write_status(&self) -> std::sync::RwLockWriteGuard<'_, Status> {
+        self.status.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Executed height.
+    pub fn height(&self) -> Height {
+        *self.height.borrow()
+    }
+
+    /// Waits until the executed height reaches `h`.
+    pub async fn wait_height(&self, h: Height) {
+        let mut rx = self.height.subscribe();
+        let _ = rx.wait_for(|x| *x >= h).await;
+    }
+
+    fn set_height(&self, h: Height) {
+        self.write_status().height = h;
+        self.height.send_replace(h);
+    }
+
+    /// True if the transaction waits in this node's mempool or in one of its uncommitted batches.
+    pub fn is_pending(&self, hash: &Hash) -> bool {
+        self.mempool.contains(hash) || self.lock_inflight().contains_key(hash)
+    }
+
+    fn lock_inflight(&self) -> std::sync::MutexGuard<'_, HashMap<Hash, Instant>> {
+        self.inflight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn start_inflight(&self, txs: &[mempool::Pending]) {
+        let mut map = self.lock_inflight();
+        for p in txs {
+            map.insert(p.tx.hash, p.received);
+        }
+    }
+
+    fn finish_inflight(&self, txs: &[VerifiedTransaction]) {
+        let mut map = self.lock_inflight();
+        for tx in txs {
+            if let Some(received) = map.remove(&tx.hash) {
+                self.metrics
+                    .transaction_finality_latency
+                    .observe(received.elapsed().as_secs_f64());
+            }
+        }
+        if map.len() > 1_000_000 {
+            let cutoff = Duration::from_secs(600);
+            map.retain(|_, t| t.elapsed() < cutoff);
+        }
+    }
+
+    /// Stops the node: something that must not fail did.
+    pub fn fail(&self, why: String) {
+        tracing::error!(error = %why, "fatal: stopping the node");
+        self.failure.send_replace(Some(why));
+    }
+
+    fn record_evidence(&self, evidence: &tally_consensus::Evidence) {
+        let key = format!(
+            "{}/{}/{}",
+            evidence.kind(),
+            evidence.validator(),
+            evidence.round()
+        );
+        if let Err(e) = self.store.put_evidence(&key, &codec::encode(evidence)) {
+            tracing::error!(error = %e, "evidence not stored");
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch (the proposer's clock; execution never reads it).
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The consensus block stored with the executed block at `height`.
+pub(crate) fn stored_consensus_block(store: &Store, height: Height) -> Option<Block> {
+    stored_consensus_record(store, height).map(|(b, _)| b)
+}
+
+fn stored_consensus_record(store: &Store, height: Height) -> Option<(Block, QuorumCert)> {
+    let stored = store.block(height).ok().flatten()?;
+    codec::decode(&stored.consensus, 64 << 20).ok()
+}
+
+/// A running validator.
+pub struct RunningNode {
+    shared: Arc<NodeShared>,
+    api_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    failure: watch::Receiver<Option<String>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    executor: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// Opens the store, joins the network, starts consensus, the batcher, the executor and the
+    /// HTTP API. Must run inside a multi-threaded tokio runtime.
+    pub async fn start(options: NodeOptions) -> Result<RunningNode, StartError> {
+        let genesis = options.genesis.clone();
+        let validators = genesis.validator_keys();
+        let me = keys::account_id(&options.key);
+        let my_index = validators
+            .iter()
+            .position(|v| *v == me)
+            .ok_or_else(|| StartError::Invalid(format!("key {me} is not a genesis validator")))?;
+        let metrics = Metrics::new(&genesis.chain_id)?;
+        let chain = Chain::open(&options.data_dir, &genesis)?;
+        let store = chain.store().clone();
+        let height = chain.height();
+
+        let validator_set = ValidatorSet::new(0, validators.iter().map(|v| v.0).collect())
+            .map_err(|e| StartError::Invalid(format!("genesis validators: {e}")))?;
+        let root = match stored_consensus_record(&store, height) {
+            Some(r) => r,
+            None if height == 0 => Block::genesis(&validator_set),
+            None => {
+                return Err(StartError::Invalid(format!(
+                    "the consensus record of committed block {height} is missing"
+                )))
+            }
+        };
+        let safety = match store.safety_state()? {
+            Some(bytes) => Some(codec::decode(&bytes, 1 << 20).map_err(|e| {
+                StartError::Invalid(format!("stored consensus safety state: {e}"))
+            })?),
+            None => None,
+        };
+        let consensus = Consensus::new(
+            options.consensus.clone(),
+            options.key.clone(),
+            validator_set,
+            root,
+            safety,
+        );
+
+        let mut net_config =
+            NetworkConfig::new(options.key.to_bytes(), vec![options.p2p_listen.clone()]);
+        net_config.members = validators
+            .iter()
+            .map(|v| v.0)
+            .chain(genesis.members.iter().map(|m| m.0))
+            .collect();
+        net_config.bootstrap = options.bootstrap.clone();
+        net_config.topics = vec![wire::BATCH_TOPIC.to_owned()];
+        net_config.redial_max = Duration::from_secs(5);
+        let (network, net_events) = Network::spawn(net_config, metrics.registry())?;
+        let peers: Vec<PeerId> = validators
+            .iter()
+            .map(|v| tally_network::peer_id_from_public_key(&v.0))
+            .collect::<Result<_, _>>()?;
+
+        let (height_tx, _) = watch::channel(height);
+        let (failure_tx, failure_rx) = watch::channel(None);
+        let shared = Arc::new(NodeShared {
+            chain_id: genesis.chain_id.clone(),
+            name: options.name.clone(),
+            genesis: genesis.clone(),
+            validators: validators.clone(),
+            me,
+            mempool: Mempool::new(
+                options.mempool_max_txs,
+                options.mempool_max_bytes,
+                metrics.clone(),
+            ),
+            store,
+            metrics: metrics.clone(),
+            network,
+            max_body_bytes: options.max_body_bytes,
+            max_batch_submit: options.max_batch_submit,
+            status: RwLock::new(Status {
+                height,
+                ..Status::default()
+            }),
+            height: height_tx,
+            failure: failure_tx,
+            inflight: Mutex::new(HashMap::new()),
+            own_pending: AtomicUsize::new(0),
+        });
+        metrics.consensus_height.set(height as i64);
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (internal_tx, internal_rx) = mpsc::channel(4096);
+        let (jobs_tx, jobs_rx) = std::sync::mpsc::channel();
+        let executor = {
+            let shared = shared.clone();
+            let internal = internal_tx.clone();
+            std::thread::Builder::new()
+                .name(format!("{}-executor", options.name))
+                .spawn(move || executor::run(chain, shared, jobs_rx, internal))
+                .map_err(|e| StartError::Invalid(format!("spawning the executor: {e}")))?
+        };
+        let gossip_limit = 16 << 20;
+        let core = core::Core::new(
+            shared.clone(),
+            consensus,
+            core::CoreParams {
+                key: options.key.clone(),
+                empty_block_delay: options.empty_block_delay,
+                max_batch_bytes: gossip_limit,
+                max_batch_txs: options.batch_max_txs.max(1),
+                max_payload: options.consensus.max_payload_digests,
+            },
+            my_index as u16,
+            peers,
+            jobs_tx,
+            internal_tx.clone(),
+            height,
+        );
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(core.run(
+            net_events,
+            internal_rx,
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(batcher::run(
+            shared.clone(),
+            options.batch_max_txs.max(1),
+            options.batch_max_age,
+            internal_tx,
+            stop_rx.clone(),
+        )));
+        let listener = tokio::net::TcpListener::bind(options.api_listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: options.api_listen,
+                source,
+            })?;
+        let api_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: options.api_listen,
+            source,
+        })?;
+        tasks.push(tokio::spawn(crate::api::serve(
+            listener,
+            shared.clone(),
+            stop_rx,
+        )));
+        tracing::info!(
+            node = %options.name,
+            validator = my_index,
+            height,
+            api = %api_addr,
+            "validator started"
+        );
+        Ok(RunningNode {
+            shared,
+            api_addr,
+            stop: stop_tx,
+            failure: failure_rx,
+            tasks,
+            executor: Some(executor),
+        })
+    }
+
+    /// What the node shares with its API.
+    pub fn shared(&self) -> &Arc<NodeShared> {
+        &self.shared
+    }
+
+    /// The bound HTTP address.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// Resolves when the node fails fatally, with the reason.
+    pub async fn failed(&mut self) -> String {
+        match self
+            .failure
+            .wait_for(Option::is_some)
+            .await
+            .map(|f| f.clone())
+        {
+            Ok(Some(why)) => why,
+            _ => "the node stopped".to_owned(),
+        }
+    }
+
+    /// Stops every task, closes the network and waits for the executor to finish its block.
+    pub async fn shutdown(mut self) {
+        self.stop.send_replace(true);
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+        self.shared.network.shutdown().await;
+        if let Some(executor) = self.executor.take() {
+            let _ = tokio::task::spawn_blocking(move || executor.join()).await;
+        }
+        tracing::info!(node = %self.shared.name, "validator stopped");
+    }
+}
