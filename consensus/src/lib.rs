@@ -1,2 +1,178 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
+
+mod aggregator;
+mod block_tree;
+mod consensus;
+mod safety;
+pub mod sim;
+mod types;
+
+pub use consensus::{Consensus, Stats};
+pub use safety::SafetyState;
+pub use types::{
+    Block, BlockRequest, Digest, Epoch, Evidence, Height, Message, QuorumCert, Round, Timeout,
+    TimeoutCert, ValidatorIndex, ValidatorSet, Vote,
+};
+
+/// Why a value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConsensusError {
+    /// The validator set is empty, too large, or has a bad or repeated key.
+    #[error("invalid validator set: {0}")]
+    InvalidValidatorSet(String),
+    /// A quorum or timeout certificate does not check out.
+    #[error("invalid certificate: {0}")]
+    InvalidCertificate(&'static str),
+    /// Bytes from a peer do not decode.
+    #[error("malformed message: {0}")]
+    Malformed(&'static str),
+}
+
+/// Parameters of the state machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Round timeout before the first view change, in milliseconds.
+    pub base_timeout_ms: u64,
+    /// Upper bound of the doubling timeout.
+    pub max_timeout_ms: u64,
+    /// Most payload digests one block may name.
+    pub max_payload_digests: usize,
+    /// Largest message decoded.
+    pub max_message_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            base_timeout_ms: 1000,
+            max_timeout_ms: 10_000,
+            max_payload_digests: 64,
+            max_message_bytes: 4 << 20,
+        }
+    }
+}
+
+/// What the node tells the state machine.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// Bytes another validator sent (its `Action::Send`/`Broadcast`). The node says which
+    /// validator sent them (the authenticated peer); the state machine decodes them with a
+    /// size limit and checks every signature, dropping (and reporting) bad ones.
+    Message {
+        /// Sender.
+        from: ValidatorIndex,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// A timer set by `Action::SetTimer` expired.
+    Timeout {
+        /// Its round.
+        round: Round,
+    },
+    /// Answer to `Action::RequestPayload`: what this leader proposes, and its clock.
+    Payload {
+        /// The round asked for.
+        round: Round,
+        /// Batch digests to order.
+        digests: Vec<Digest>,
+        /// The node's clock in milliseconds.
+        timestamp_ms: u64,
+    },
+    /// Answer to `Action::ValidatePayload`.
+    PayloadValidated {
+        /// The block.
+        block: Digest,
+        /// True when the node holds every batch the block names and accepts its timestamp.
+        valid: bool,
+    },
+    /// Answer to `Action::RequestBlocks`: blocks oldest first (possibly partial or empty).
+    SyncResponse {
+        /// Who answered.
+        from: ValidatorIndex,
+        /// The blocks.
+        blocks: Vec<Block>,
+    },
+    /// The validator set changes after the committed block at `height` (which must not be
+    /// committed yet, so that every replica switches at the same block).
+    Reconfigure {
+        /// Last block of the current epoch.
+        height: Height,
+        /// The next epoch's set (its epoch = current + 1).
+        validators: ValidatorSet,
+    },
+}
+
+/// What the state machine asks the node to do, in order.
+// Actions are consumed right away; boxing the commit's block would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Send to one validator (a direct message).
+    Send {
+        /// Recipient.
+        to: ValidatorIndex,
+        /// The bytes (an encoded `Message`).
+        bytes: Vec<u8>,
+    },
+    /// Send to every other validator.
+    Broadcast {
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// Deliver `Event::Timeout { round }` after `after_ms` (a later timer replaces it).
+    SetTimer {
+        /// Round.
+        round: Round,
+        /// Delay.
+        after_ms: u64,
+    },
+    /// Make this durable (fsync) BEFORE performing any action that follows it.
+    PersistSafety(SafetyState),
+    /// This replica leads `round`: answer with `Event::Payload`. `exclude` lists the digests
+    /// already in the uncommitted ancestors being extended.
+    RequestPayload {
+        /// Round.
+        round: Round,
+        /// Digests not to propose again.
+        exclude: Vec<Digest>,
+    },
+    /// Check that every batch is held (fetch missing ones, from `author` first), then answer
+    /// `Event::PayloadValidated`. The replica votes only after `valid = true`.
+    ValidatePayload {
+        /// Block id.
+        block: Digest,
+        /// Its proposer.
+        author: ValidatorIndex,
+        /// Its round.
+        round: Round,
+        /// Its timestamp.
+        timestamp_ms: u64,
+        /// The batches it names.
+        digests: Vec<Digest>,
+    },
+    /// The block is final. Emitted once per height, in height order, with a QC certifying it.
+    Commit {
+        /// The block.
+        block: Block,
+        /// Its certificate.
+        qc: QuorumCert,
+    },
+    /// Ask validator `to` for blocks (it answers with `Consensus::serve_blocks`); the answer
+    /// comes back as `Event::SyncResponse`.
+    RequestBlocks {
+        /// Whom to ask.
+        to: ValidatorIndex,
+        /// What.
+        request: BlockRequest,
+    },
+    /// Two conflicting signed messages of one validator for one round.
+    Evidence(Box<Evidence>),
+    /// The validator sent something malformed or wrongly signed: penalise it.
+    Misbehaviour {
+        /// Who.
+        from: ValidatorIndex,
+        /// Why (stable, for metrics).
+        reason: &'static str,
+    },
+}

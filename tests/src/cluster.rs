@@ -53,7 +53,7 @@ impl Cluster {
         }
         testnet.write(dir.path()).expect("write testnet");
         let mut options = Vec::new();
-        for i in 0..n {
+        for (i, port) in p2p.iter().enumerate() {
             let bootstrap = testnet
                 .genesis
                 .validators
@@ -70,7 +70,7 @@ impl Cluster {
                 data_dir: dir.path().join(format!("validator-{i}/data")),
                 key: testnet.validator_keys[i].clone(),
                 genesis: testnet.genesis.clone(),
-                p2p_listen: format!("/ip4/127.0.0.1/tcp/{}", p2p[i]).parse().expect("addr"),
+                p2p_listen: format!("/ip4/127.0.0.1/tcp/{port}").parse().expect("addr"),
                 bootstrap,
                 api_listen: "127.0.0.1:0".parse().expect("addr"),
                 max_body_bytes: 1 << 20,
@@ -90,7 +90,9 @@ impl Cluster {
         }
         let mut nodes = Vec::new();
         for o in &options {
-            nodes.push(Some(RunningNode::start(o.clone()).await.expect("node starts")));
+            nodes.push(Some(
+                RunningNode::start(o.clone()).await.expect("node starts"),
+            ));
         }
         let cluster = Cluster {
             testnet,
@@ -176,7 +178,13 @@ impl Cluster {
     }
 
     /// A signed transfer of `amount` USD minor units from account `from` to account `to`.
-    pub fn transfer(&self, from: usize, to: usize, sequence: u64, amount: u64) -> SignedTransaction {
+    pub fn transfer(
+        &self,
+        from: usize,
+        to: usize,
+        sequence: u64,
+        amount: u64,
+    ) -> SignedTransaction {
         let (key, id) = self.account(from);
         Transaction {
             chain_id: self.testnet.genesis.chain_id.clone(),

@@ -6,10 +6,14 @@ use tally_tests::cluster::Cluster;
 
 const LONG: Duration = Duration::from_secs(90);
 
+fn usd() -> tally_node::primitives::AssetCode {
+    tally_node::primitives::AssetCode::new("USD").expect("code")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_validators_commit_transfers_and_agree_on_state_and_receipts() {
     let c = Cluster::start(4).await;
-    let before = c.account_view(0, 1).await.balances["USD"];
+    let before = c.account_view(0, 1).await.balances[&usd()];
     let txs: Vec<_> = (0..50).map(|s| c.transfer(0, 1, s, 7)).collect();
     let answer = c.submit_batch(0, &txs).await;
     assert_eq!(answer.accepted, 50);
@@ -19,17 +23,23 @@ async fn four_validators_commit_transfers_and_agree_on_state_and_receipts() {
     c.wait_height(height, LONG).await;
     // Every validator executed the same block to the same state and the same receipts.
     let roots = c.state_roots(height);
-    assert!(roots.iter().all(|r| r.is_some() && *r == roots[0]), "{roots:?}");
+    assert!(
+        roots.iter().all(|r| r.is_some() && *r == roots[0]),
+        "{roots:?}"
+    );
     for h in 1..=height {
         let receipts: Vec<_> = c
             .running()
             .map(|i| c.node(i).shared().store.receipts(h).expect("store"))
             .collect();
-        assert!(receipts.windows(2).all(|w| w[0] == w[1]), "receipts differ at {h}");
+        assert!(
+            receipts.windows(2).all(|w| w[0] == w[1]),
+            "receipts differ at {h}"
+        );
     }
     for i in 0..4 {
         let a = c.account_view(i, 1).await;
-        assert_eq!(a.balances["USD"], before + 50 * 7, "validator {i}");
+        assert_eq!(a.balances[&usd()], before + 50 * 7, "validator {i}");
         assert_eq!(c.account_view(i, 0).await.sequence, 50);
     }
     c.shutdown().await;
@@ -51,7 +61,11 @@ async fn with_one_validator_down_the_rest_finalize_and_it_catches_up_after_resta
     c.wait_height(target, LONG).await;
     let roots = c.state_roots(target);
     assert!(roots.iter().all(|r| *r == roots[0]), "{roots:?}");
-    assert_eq!(c.account_view(3, 2).await.sequence, 1, "the restarted validator has the transfer");
+    assert_eq!(
+        c.account_view(3, 2).await.sequence,
+        1,
+        "the restarted validator has the transfer"
+    );
     c.shutdown().await;
 }
 
@@ -84,7 +98,7 @@ async fn a_validator_that_missed_a_thousand_blocks_syncs_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_transaction_submitted_twice_commits_once() {
     let c = Cluster::start(4).await;
-    let before = c.account_view(0, 5).await.balances["USD"];
+    let before = c.account_view(0, 5).await.balances[&usd()];
     let tx = c.transfer(4, 5, 0, 1_000);
     // Twice to one validator, and once more to another.
     assert_eq!(c.submit(0, &tx).await.0, 202);
@@ -95,7 +109,7 @@ async fn a_transaction_submitted_twice_commits_once() {
     // Let any second copy reach a block too.
     let h = c.height(0) + 5;
     c.wait_height(h, LONG).await;
-    assert_eq!(c.account_view(0, 5).await.balances["USD"], before + 1_000);
+    assert_eq!(c.account_view(0, 5).await.balances[&usd()], before + 1_000);
     assert_eq!(c.account_view(0, 4).await.sequence, 1);
     let (status, body) = c.submit(1, &tx).await;
     assert_eq!(status, 409, "{body}");
@@ -112,23 +126,35 @@ async fn invalid_transactions_get_their_4xx_and_never_reach_a_block() {
     let mut forged = good.clone();
     forged.signature = c.account(7).0.sign(&good.hash().0);
     let (s, b) = c.submit(0, &forged).await;
-    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("bad_signature")));
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (400, Some("bad_signature"))
+    );
 
     let (s, b) = c
         .post_json(0, "/v1/transactions", &serde_json::json!({ "tx": "00ff" }))
         .await;
-    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("malformed_tx")));
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (400, Some("malformed_tx"))
+    );
 
     let (s, b) = c
         .post_json(0, "/v1/transactions", &serde_json::json!({ "nope": 1 }))
         .await;
-    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("malformed_json")));
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (400, Some("malformed_json"))
+    );
 
     let huge = "0".repeat(2 << 20);
     let (s, b) = c
         .post_json(0, "/v1/transactions", &serde_json::json!({ "tx": huge }))
         .await;
-    assert_eq!((s, b["error"]["code"].as_str()), (413, Some("body_too_large")));
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (413, Some("body_too_large"))
+    );
 
     let (key, id) = c.account(6);
     let payload = tally_node::tx::Payload::Transfer(tally_node::tx::Transfer {
@@ -163,24 +189,37 @@ async fn invalid_transactions_get_their_4xx_and_never_reach_a_block() {
     c.wait_height(h, LONG).await;
     for bad in [&forged, &expired, &wrong_chain] {
         let (s, b) = c.get(0, &format!("/v1/transactions/{}", bad.hash())).await;
-        assert_eq!((s, b["error"]["code"].as_str()), (404, Some("tx_not_found")));
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (404, Some("tx_not_found"))
+        );
     }
-    assert_eq!(c.account_view(0, 6).await.sequence, 0, "nothing invalid executed");
+    assert_eq!(
+        c.account_view(0, 6).await.sequence,
+        0,
+        "nothing invalid executed"
+    );
     c.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_documented_route_is_served() {
     let c = Cluster::start(1).await;
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api/openapi.yaml"))
-        .expect("openapi document");
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/api/openapi.yaml"
+    ))
+    .expect("openapi document");
     let documented = tally_node::api::documented_routes(&doc);
     let mut served: Vec<(String, String)> = tally_node::api::ROUTES
         .iter()
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
     served.sort();
-    assert_eq!(documented, served, "router and docs/api/openapi.yaml disagree");
+    assert_eq!(
+        documented, served,
+        "router and docs/api/openapi.yaml disagree"
+    );
     for (method, path) in &served {
         let path = path
             .replace("{hash}", &"ab".repeat(32))
@@ -194,7 +233,10 @@ async fn every_documented_route_is_served() {
         .expect("request");
         let status = r.status().as_u16();
         let body: serde_json::Value = r.json().await.unwrap_or_default();
-        assert_ne!(body["error"]["code"], "route", "{method} {path} is not routed");
+        assert_ne!(
+            body["error"]["code"], "route",
+            "{method} {path} is not routed"
+        );
         assert!(status < 500, "{method} {path}: {status} {body}");
     }
     c.shutdown().await;

@@ -117,10 +117,10 @@ async fn observe(State(shared): State<Shared>, req: Request, next: Next) -> Resp
     let status = response.status().as_u16().to_string();
     let m = &shared.metrics;
     m.http_requests
-        .with_label_values(&[&method, &route, &status])
+        .with_label_values(&[&route, &method, &status])
         .inc();
     m.http_request_duration
-        .with_label_values(&[&method, &route])
+        .with_label_values(&[&route])
         .observe(started.elapsed().as_secs_f64());
     response
 }
@@ -151,7 +151,8 @@ fn parse_json<T: serde::de::DeserializeOwned>(
             ApiError::bad_request("bad_body", e.to_string())
         }
     })?;
-    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("malformed_json", e.to_string()))
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("malformed_json", e.to_string()))
 }
 
 fn decode_tx(hex_tx: &str) -> Result<SignedTransaction, TxError> {
@@ -177,7 +178,10 @@ fn admit_checks(shared: &NodeShared, tx: &VerifiedTransaction) -> Result<(), Api
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "already_committed",
-            format!("transaction {} was committed at height {}", tx.hash, loc.height),
+            format!(
+                "transaction {} was committed at height {}",
+                tx.hash, loc.height
+            ),
         ));
     }
     Ok(())
@@ -185,7 +189,9 @@ fn admit_checks(shared: &NodeShared, tx: &VerifiedTransaction) -> Result<(), Api
 
 fn admit_error(e: AdmitError) -> ApiError {
     match e {
-        AdmitError::Full(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "mempool_full", e.to_string()),
+        AdmitError::Full(_) => {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "mempool_full", e.to_string())
+        }
     }
 }
 
@@ -295,7 +301,10 @@ fn count_rejection(shared: &NodeShared, code: &str) {
 
 fn parse_hash(s: &str) -> Result<Hash, ApiError> {
     Hash::from_hex(s).ok_or_else(|| {
-        ApiError::bad_request("bad_hash", "a transaction hash is 64 hexadecimal characters")
+        ApiError::bad_request(
+            "bad_hash",
+            "a transaction hash is 64 hexadecimal characters",
+        )
     })
 }
 
@@ -343,11 +352,7 @@ async fn transaction(
         certificate,
     });
     Ok(Json(TxStatus::committed(
-        hash,
-        loc.height,
-        loc.index,
-        receipt,
-        proof,
+        hash, loc.height, loc.index, receipt, proof,
     )))
 }
 
@@ -387,7 +392,10 @@ async fn block(
         .block(height)
         .map_err(storage)?
         .ok_or_else(|| {
-            ApiError::not_found("block_not_found", format!("no committed block at height {height}"))
+            ApiError::not_found(
+                "block_not_found",
+                format!("no committed block at height {height}"),
+            )
         })?;
     let receipts = if q.receipts {
         shared.store.receipts(height).map_err(storage)?

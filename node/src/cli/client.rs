@@ -74,8 +74,15 @@ async fn error_of(r: reqwest::Response) -> anyhow::Error {
     )
 }
 
-async fn get<T: serde::de::DeserializeOwned>(client: &reqwest::Client, url: &str) -> anyhow::Result<T> {
-    let r = client.get(url).send().await.with_context(|| format!("GET {url}"))?;
+async fn get<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: &str,
+) -> anyhow::Result<T> {
+    let r = client
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
     if !r.status().is_success() {
         return Err(error_of(r).await);
     }
@@ -101,9 +108,11 @@ async fn transfer(client: &reqwest::Client, args: TransferArgs) -> anyhow::Resul
     let key = keys::read_key_file(&args.key)?;
     let me = keys::account_id(&key);
     let to = AccountId::from_hex(&args.to).context("--to: expected 64 hex characters")?;
-    let asset = AssetCode::new(&args.asset).context("--asset: expected an asset code such as USD")?;
+    let asset =
+        AssetCode::new(&args.asset).context("--asset: expected an asset code such as USD")?;
     let status: StatusView = get(client, &format!("{}/v1/status", args.api)).await?;
-    let sequence = match get::<AccountView>(client, &format!("{}/v1/accounts/{me}", args.api)).await {
+    let sequence = match get::<AccountView>(client, &format!("{}/v1/accounts/{me}", args.api)).await
+    {
         Ok(a) => a.sequence,
         Err(_) => 0,
     };

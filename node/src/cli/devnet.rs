@@ -11,8 +11,8 @@ use crate::testnet::{Testnet, TestnetSpec, DEMO_ASSETS};
 use anyhow::Context;
 use clap::Args;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::io::Write;
+use std::path::Path;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -152,7 +152,8 @@ impl Devnet {
             ..TestnetSpec::default()
         };
         let testnet = if dir.join("genesis.json").exists() {
-            load_testnet(&dir).with_context(|| format!("reusing the devnet in {}", dir.display()))?
+            load_testnet(&dir)
+                .with_context(|| format!("reusing the devnet in {}", dir.display()))?
         } else {
             let t = Testnet::generate(spec)?;
             t.write(&dir)?;
@@ -184,11 +185,14 @@ impl Devnet {
 
     /// Waits until every validator has executed `height`.
     pub async fn wait_height(&self, height: u64, timeout: Duration) -> anyhow::Result<()> {
-        let all = futures::future::join_all(self.nodes.iter().map(|n| n.shared().wait_height(height)));
+        let all =
+            futures::future::join_all(self.nodes.iter().map(|n| n.shared().wait_height(height)));
         tokio::time::timeout(timeout, all)
             .await
             .map(|_| ())
-            .map_err(|_| anyhow::anyhow!("validators did not reach height {height} within {timeout:?}"))
+            .map_err(|_| {
+                anyhow::anyhow!("validators did not reach height {height} within {timeout:?}")
+            })
     }
 
     /// Stops every validator.
@@ -233,7 +237,7 @@ impl Devnet {
         let mut accounts = Vec::new();
         for (j, key) in self.testnet.account_keys.iter().enumerate() {
             let asset = AssetCode::new(DEMO_ASSETS[j % DEMO_ASSETS.len()].0)
-                .unwrap_or_else(|| unreachable_asset());
+                .unwrap_or_else(unreachable_asset);
             let id = crate::keys::account_id(key);
             let url = format!("{}/v1/accounts/{id}", self.urls[j % self.urls.len()]);
             let sequence = match client.get(url).send().await {
@@ -310,7 +314,11 @@ fn print_summary(v: &serde_json::Value) {
     let get = |k: &str| v.get(k).cloned().unwrap_or_default();
     println!("accepted           {}", get("accepted"));
     println!("refused            {}", get("refused"));
-    println!("committed          {} (applied {})", get("committed"), get("applied"));
+    println!(
+        "committed          {} (applied {})",
+        get("committed"),
+        get("applied")
+    );
     println!("rejected by code   {}", get("rejected"));
     println!("committed tx/s     {}", get("committed_tps"));
     let l = get("latency_ms");
@@ -352,7 +360,11 @@ async fn run(args: DevnetArgs, quiet: bool) -> anyhow::Result<()> {
     let load = if args.rate > 0 {
         let config = devnet.load_config(args.rate, args.duration).await;
         if !quiet {
-            println!("sending {} payments/s from {} accounts", args.rate, config.accounts.len());
+            println!(
+                "sending {} payments/s from {} accounts",
+                args.rate,
+                config.accounts.len()
+            );
         }
         Some(Load::start(config).await)
     } else {

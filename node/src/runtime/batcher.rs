@@ -45,11 +45,7 @@ pub(crate) async fn run(
                 break;
             }
             shared.start_inflight(&taken);
-            let batch = batches::pack(
-                shared.me,
-                nonce,
-                taken.into_iter().map(|p| p.tx).collect(),
-            );
+            let batch = batches::pack(shared.me, nonce, taken.into_iter().map(|p| p.tx).collect());
             nonce += 1;
             shared
                 .metrics

@@ -278,7 +278,10 @@ mod tests {
         assert!(!pool.insert(a.clone()));
         assert_eq!(pool.payload(&[b.digest], 10), vec![a.digest, c.digest]);
         assert!(pool.commit(&a.digest).is_some());
-        assert!(!pool.insert(a.clone()), "a committed batch is not taken again");
+        assert!(
+            !pool.insert(a.clone()),
+            "a committed batch is not taken again"
+        );
         assert_eq!(pool.payload(&[], 1), vec![b.digest]);
         assert_eq!(pool.len(), 2);
     }

@@ -55,7 +55,10 @@ pub(crate) enum Internal {
 
 /// Where a verified batch came from.
 pub(crate) enum Origin {
-    Gossip { message_id: MessageId, source: PeerId },
+    Gossip {
+        message_id: MessageId,
+        source: PeerId,
+    },
     Peer(PeerId),
     Disk,
 }
@@ -229,7 +232,8 @@ impl Core {
                     let store = self.shared.store.clone();
                     let r = tokio::task::block_in_place(|| store.put_safety_state(&bytes));
                     if let Err(e) = r {
-                        self.shared.fail(format!("persisting consensus safety state: {e}"));
+                        self.shared
+                            .fail(format!("persisting consensus safety state: {e}"));
                         return Err(());
                     }
                 }
@@ -331,7 +335,10 @@ impl Core {
         digests: Vec<Digest>,
     ) {
         if timestamp_ms > now_ms() + MAX_CLOCK_SKEW_MS || digests.len() > self.params.max_payload {
-            self.local.push_back(Event::PayloadValidated { block, valid: false });
+            self.local.push_back(Event::PayloadValidated {
+                block,
+                valid: false,
+            });
             return;
         }
         let missing: HashSet<Digest> = digests
@@ -340,7 +347,8 @@ impl Core {
             .copied()
             .collect();
         if missing.is_empty() {
-            self.local.push_back(Event::PayloadValidated { block, valid: true });
+            self.local
+                .push_back(Event::PayloadValidated { block, valid: true });
             return;
         }
         for d in &missing {
@@ -466,9 +474,13 @@ impl Core {
                     };
                     match codec::decode::<SyncResponse>(&bytes, MAX_FRAME) {
                         Ok(SyncResponse::Batch(Some(bytes))) => {
-                            let batch =
-                                verify_off_loop(bytes.into_vec(), &shared.chain_id, max_bytes, max_txs)
-                                    .await;
+                            let batch = verify_off_loop(
+                                bytes.into_vec(),
+                                &shared.chain_id,
+                                max_bytes,
+                                max_txs,
+                            )
+                            .await;
                             let _ = internal
                                 .send(Internal::Verified {
                                     batch,
@@ -603,8 +615,10 @@ impl Core {
                     }
                 });
                 for block in refused {
-                    self.local
-                        .push_back(Event::PayloadValidated { block, valid: false });
+                    self.local.push_back(Event::PayloadValidated {
+                        block,
+                        valid: false,
+                    });
                 }
                 if self.commits.iter().any(|c| c.block.payload.contains(&d)) {
                     tracing::warn!(digest = %hex::encode(d.0), "committed batch not found yet; retrying");
@@ -642,11 +656,11 @@ impl Core {
         };
         match (batch, origin) {
             (Ok(batch), origin) => {
-                if let Origin::Gossip { message_id, source } = origin {
-                    self.report(message_id, source, Acceptance::Accept);
-                }
                 let kind = match origin {
-                    Origin::Gossip { .. } => "gossip",
+                    Origin::Gossip { message_id, source } => {
+                        self.report(message_id, source, Acceptance::Accept);
+                        "gossip"
+                    }
                     Origin::Peer(_) => "fetched",
                     Origin::Disk => "disk",
                 };
@@ -779,7 +793,8 @@ impl Core {
         if let Some(cert) = CommitCertificate::from_votes(own, entry.votes.iter(), validators) {
             entry.certified = true;
             if let Err(e) = self.shared.store.put_certificate(height, &cert) {
-                self.shared.fail(format!("storing a commit certificate: {e}"));
+                self.shared
+                    .fail(format!("storing a commit certificate: {e}"));
             }
             return;
         }

@@ -9,6 +9,7 @@ use super::NodeShared;
 use crate::chain::{BlockProposal, Chain};
 use crate::codec;
 use crate::ledger::Outcome;
+use crate::primitives::AccountId;
 use crate::tx::VerifiedTransaction;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -35,14 +36,18 @@ pub(crate) fn run(
             continue;
         }
         let started = Instant::now();
-        let span = tracing::info_span!("execute", height = job.block.height, round = job.block.round);
+        let span = tracing::info_span!(
+            "execute",
+            height = job.block.height,
+            round = job.block.round
+        );
         let _enter = span.enter();
         let txs = select_transactions(&chain, &shared, &job.batches);
         let proposer = shared
             .validators
             .get(job.block.author as usize)
             .copied()
-            .unwrap_or_default();
+            .unwrap_or(AccountId([0; 32]));
         let proposal = BlockProposal {
             round: job.block.round,
             proposer,

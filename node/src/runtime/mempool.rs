@@ -124,7 +124,9 @@ impl Mempool {
     }
 
     fn update_gauges(&self, inner: &Inner) {
-        self.metrics.mempool_transactions.set(inner.queue.len() as i64);
+        self.metrics
+            .mempool_transactions
+            .set(inner.queue.len() as i64);
         self.metrics.mempool_bytes.set(inner.bytes as i64);
     }
 }

@@ -217,7 +217,10 @@ pub struct Status {
 impl NodeShared {
     /// A snapshot of consensus progress.
     pub fn status(&self) -> Status {
-        self.status.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.status
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn write_status(&self) -> std::sync::RwLockWriteGuard<'_, Status> {
@@ -344,12 +347,13 @@ impl RunningNode {
                 )))
             }
         };
-        let safety = match store.safety_state()? {
-            Some(bytes) => Some(codec::decode(&bytes, 1 << 20).map_err(|e| {
-                StartError::Invalid(format!("stored consensus safety state: {e}"))
-            })?),
-            None => None,
-        };
+        let safety =
+            match store.safety_state()? {
+                Some(bytes) => Some(codec::decode(&bytes, 1 << 20).map_err(|e| {
+                    StartError::Invalid(format!("stored consensus safety state: {e}"))
+                })?),
+                None => None,
+            };
         let consensus = Consensus::new(
             options.consensus.clone(),
             options.key.clone(),

@@ -1,0 +1,243 @@
+//! The tree of uncommitted blocks above the last committed one, the certificates known for
+//! them, and the two-chain commit rule: when block B is certified and its parent P is from the
+//! round just before (B.round == P.round + 1), P and every uncommitted ancestor commit.
+
+use crate::types::{Block, Digest, Height, QuorumCert};
+use std::collections::HashMap;
+
+pub(crate) struct BlockTree {
+    root: Block,
+    root_qc: QuorumCert,
+    blocks: HashMap<Digest, Block>,
+    certs: HashMap<Digest, QuorumCert>,
+    highest_qc: QuorumCert,
+}
+
+impl BlockTree {
+    pub(crate) fn new(root: Block, root_qc: QuorumCert) -> BlockTree {
+        BlockTree {
+            highest_qc: root_qc.clone(),
+            root,
+            root_qc,
+            blocks: HashMap::new(),
+            certs: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn root(&self) -> &Block {
+        &self.root
+    }
+
+    pub(crate) fn root_qc(&self) -> &QuorumCert {
+        &self.root_qc
+    }
+
+    pub(crate) fn root_id(&self) -> Digest {
+        self.root_qc.block
+    }
+
+    pub(crate) fn committed_height(&self) -> Height {
+        self.root.height
+    }
+
+    pub(crate) fn highest_qc(&self) -> &QuorumCert {
+        &self.highest_qc
+    }
+
+    /// True if the block is the root or in the tree.
+    pub(crate) fn knows(&self, id: &Digest) -> bool {
+        *id == self.root_id() || self.blocks.contains_key(id)
+    }
+
+    pub(crate) fn get(&self, id: &Digest) -> Option<&Block> {
+        if *id == self.root_id() {
+            return Some(&self.root);
+        }
+        self.blocks.get(id)
+    }
+
+    /// Adds a block whose parent is known and that is above the root.
+    pub(crate) fn insert(&mut self, block: Block) -> bool {
+        if block.height <= self.root.height || !self.knows(&block.parent) {
+            return false;
+        }
+        let parent_height = self.get(&block.parent).map_or(0, |p| p.height);
+        if block.height != parent_height + 1 {
+            return false;
+        }
+        self.blocks.insert(block.id(), block);
+        true
+    }
+
+    /// Payload digests of the uncommitted blocks from `id` down to the root.
+    pub(crate) fn uncommitted_payload(&self, id: &Digest) -> Vec<Digest> {
+        let mut out = Vec::new();
+        let mut cur = *id;
+        while let Some(b) = self.blocks.get(&cur) {
+            out.extend(b.payload.iter().copied());
+            cur = b.parent;
+        }
+        out
+    }
+
+    /// Records a verified QC. Returns the blocks it commits, oldest first, each with a QC that
+    /// certifies it.
+    pub(crate) fn add_qc(&mut self, qc: &QuorumCert) -> Vec<(Block, QuorumCert)> {
+        if qc.round > self.highest_qc.round {
+            self.highest_qc = qc.clone();
+        }
+        if qc.height <= self.root.height {
+            return Vec::new();
+        }
+        self.certs.entry(qc.block).or_insert_with(|| qc.clone());
+        let Some(block) = self.blocks.get(&qc.block) else {
+            return Vec::new();
+        };
+        let Some(parent) = self.blocks.get(&block.parent) else {
+            return Vec::new();
+        };
+        if parent.round + 1 != block.round {
+            return Vec::new();
+        }
+        let parent_id = block.parent;
+        self.commit_through(parent_id)
+    }
+
+    /// Commits `id` and its uncommitted ancestors; the tree is pruned to the new root.
+    fn commit_through(&mut self, id: Digest) -> Vec<(Block, QuorumCert)> {
+        let mut chain = Vec::new();
+        let mut cur = id;
+        while let Some(b) = self.blocks.get(&cur) {
+            chain.push(cur);
+            cur = b.parent;
+        }
+        if cur != self.root_id() {
+            return Vec::new();
+        }
+        chain.reverse();
+        let mut out = Vec::new();
+        for id in chain {
+            // The QC of a block is its child's justify; every block on the chain has one.
+            let Some(qc) = self.certs.get(&id).cloned() else {
+                break;
+            };
+            let Some(block) = self.blocks.get(&id).cloned() else {
+                break;
+            };
+            self.root = block.clone();
+            self.root_qc = qc.clone();
+            out.push((block, qc));
+        }
+        self.prune();
+        out
+    }
+
+    /// Drops blocks that do not descend from the root.
+    fn prune(&mut self) {
+        let root_id = self.root_id();
+        let root_height = self.root.height;
+        let mut keep: HashMap<Digest, bool> = HashMap::new();
+        let ids: Vec<Digest> = self.blocks.keys().copied().collect();
+        for id in ids {
+            self.descends(id, root_id, root_height, &mut keep);
+        }
+        self.blocks
+            .retain(|id, _| keep.get(id).copied().unwrap_or(false));
+        let blocks = &self.blocks;
+        self.certs.retain(|id, _| blocks.contains_key(id));
+    }
+
+    fn descends(
+        &self,
+        id: Digest,
+        root: Digest,
+        root_height: Height,
+        memo: &mut HashMap<Digest, bool>,
+    ) -> bool {
+        let mut path = Vec::new();
+        let mut cur = id;
+        let verdict = loop {
+            if cur == root {
+                break true;
+            }
+            if let Some(v) = memo.get(&cur) {
+                break *v;
+            }
+            match self.blocks.get(&cur) {
+                Some(b) if b.height > root_height => {
+                    path.push(cur);
+                    cur = b.parent;
+                }
+                _ => break false,
+            }
+        };
+        for p in path {
+            memo.insert(p, verdict);
+        }
+        verdict
+    }
+
+    /// The chain ending at `id` above height `after`, oldest first, at most `max` blocks (the
+    /// oldest ones), from this tree; `committed` supplies blocks at or below the root.
+    pub(crate) fn chain(
+        &self,
+        id: &Digest,
+        after: Height,
+        max: usize,
+        committed: &dyn Fn(Height) -> Option<Block>,
+    ) -> Vec<Block> {
+        // The uncommitted part (every tree block descends from the root).
+        let mut upper = Vec::new();
+        let mut cur = *id;
+        while let Some(b) = self.blocks.get(&cur) {
+            if b.height <= after {
+                break;
+            }
+            upper.push(b.clone());
+            cur = b.parent;
+        }
+        upper.reverse();
+        let top = match upper.first() {
+            Some(b) => b.height - 1,
+            None if *id == self.root_id() => self.root.height,
+            None => match committed_height_of(id, self, committed) {
+                Some(h) => h,
+                None => return Vec::new(),
+            },
+        };
+        let mut out = Vec::new();
+        let mut h = after + 1;
+        while h <= top && out.len() < max {
+            match committed(h) {
+                Some(b) => out.push(b),
+                None => return out,
+            }
+            h += 1;
+        }
+        for b in upper {
+            if out.len() >= max {
+                break;
+            }
+            out.push(b);
+        }
+        out
+    }
+}
+
+/// Height of a committed block other than the root, searched down from the root.
+fn committed_height_of(
+    id: &Digest,
+    tree: &BlockTree,
+    committed: &dyn Fn(Height) -> Option<Block>,
+) -> Option<Height> {
+    let mut h = tree.root.height;
+    let floor = h.saturating_sub(1000);
+    while h > floor {
+        let b = committed(h)?;
+        if b.id() == *id {
+            return Some(h);
+        }
+        h -= 1;
+    }
+    None
+}

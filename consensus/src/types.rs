@@ -1,0 +1,483 @@
+//! The vocabulary of the protocol: digests, the validator set, blocks, votes, timeouts and the
+//! certificates they aggregate into. Every signed thing is signed over a domain-separated
+//! sha2-256 digest of its canonical (postcard) encoding.
+
+use crate::ConsensusError;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeSet;
+
+/// Round within an epoch.
+pub type Round = u64;
+/// Block height: genesis is 0, each block is its parent's height + 1.
+pub type Height = u64;
+/// Validator-set generation.
+pub type Epoch = u64;
+/// Position of a validator in the [`ValidatorSet`].
+pub type ValidatorIndex = u16;
+
+const BLOCK_DOMAIN: &[u8] = b"tally/consensus/block/v1";
+const VOTE_DOMAIN: &[u8] = b"tally/consensus/vote/v1";
+const TIMEOUT_DOMAIN: &[u8] = b"tally/consensus/timeout/v1";
+
+/// A sha2-256 digest: block ids and payload (batch) digests.
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize, Default,
+)]
+pub struct Digest(pub [u8; 32]);
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in &self.0[..6] {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn hash_parts(domain: &[u8], body: &[u8]) -> Digest {
+    let mut h = Sha256::new();
+    h.update((domain.len() as u64).to_be_bytes());
+    h.update(domain);
+    h.update(body);
+    Digest(h.finalize().into())
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // postcard cannot fail on these plain data types.
+    postcard::to_allocvec(v).unwrap_or_default()
+}
+
+/// The validators of one epoch, in index order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidatorSet {
+    epoch: Epoch,
+    keys: Vec<[u8; 32]>,
+    #[serde(skip)]
+    verifying: Vec<Option<VerifyingKey>>,
+}
+
+impl ValidatorSet {
+    /// A set from ed25519 public keys (order = index). Keys must be valid and distinct.
+    pub fn new(epoch: Epoch, keys: Vec<[u8; 32]>) -> Result<ValidatorSet, ConsensusError> {
+        if keys.is_empty() || keys.len() > u16::MAX as usize {
+            return Err(ConsensusError::InvalidValidatorSet(
+                "size out of range".into(),
+            ));
+        }
+        let distinct: BTreeSet<_> = keys.iter().collect();
+        if distinct.len() != keys.len() {
+            return Err(ConsensusError::InvalidValidatorSet("duplicate key".into()));
+        }
+        let mut verifying = Vec::with_capacity(keys.len());
+        for k in &keys {
+            let v = VerifyingKey::from_bytes(k).map_err(|_| {
+                ConsensusError::InvalidValidatorSet("not an ed25519 public key".into())
+            })?;
+            verifying.push(Some(v));
+        }
+        Ok(ValidatorSet {
+            epoch,
+            keys,
+            verifying,
+        })
+    }
+
+    /// Its epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// Number of validators.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Never true for a constructed set.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Faults tolerated: f = ⌊(n−1)/3⌋.
+    pub fn faults(&self) -> usize {
+        (self.len() - 1) / 3
+    }
+
+    /// Quorum: n − f (= 2f+1 when n = 3f+1).
+    pub fn quorum(&self) -> usize {
+        self.len() - self.faults()
+    }
+
+    /// Index of a public key.
+    pub fn index_of(&self, key: &[u8; 32]) -> Option<ValidatorIndex> {
+        self.keys
+            .iter()
+            .position(|k| k == key)
+            .map(|i| i as ValidatorIndex)
+    }
+
+    /// Public key of a validator.
+    pub fn key(&self, i: ValidatorIndex) -> Option<[u8; 32]> {
+        self.keys.get(i as usize).copied()
+    }
+
+    /// Leader of a round: round-robin.
+    pub fn leader(&self, round: Round) -> ValidatorIndex {
+        (round % self.len() as u64) as ValidatorIndex
+    }
+
+    fn verifying_key(&self, i: ValidatorIndex) -> Option<VerifyingKey> {
+        match self.verifying.get(i as usize) {
+            Some(Some(k)) => Some(*k),
+            // Deserialized sets rebuild their keys lazily.
+            _ => self
+                .keys
+                .get(i as usize)
+                .and_then(|k| VerifyingKey::from_bytes(k).ok()),
+        }
+    }
+
+    /// Checks `sig` by validator `i` over `msg`.
+    pub(crate) fn verify(&self, i: ValidatorIndex, msg: &Digest, sig: &Signature) -> bool {
+        self.verifying_key(i)
+            .is_some_and(|k| k.verify_strict(&msg.0, sig).is_ok())
+    }
+}
+
+/// What a vote signs: a block at a round, height and epoch.
+pub(crate) fn vote_digest(epoch: Epoch, round: Round, height: Height, block: &Digest) -> Digest {
+    hash_parts(VOTE_DOMAIN, &encode(&(epoch, round, height, block)))
+}
+
+/// What a timeout signs: the round given up and the signer's highest QC round.
+pub(crate) fn timeout_digest(epoch: Epoch, round: Round, high_qc_round: Round) -> Digest {
+    hash_parts(TIMEOUT_DOMAIN, &encode(&(epoch, round, high_qc_round)))
+}
+
+/// 2f+1 votes for one block: the block is certified.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumCert {
+    /// Epoch of the votes.
+    pub epoch: Epoch,
+    /// Round of the certified block.
+    pub round: Round,
+    /// Height of the certified block.
+    pub height: Height,
+    /// The certified block.
+    pub block: Digest,
+    /// (voter, signature), sorted by voter.
+    pub signatures: Vec<(ValidatorIndex, Signature)>,
+}
+
+impl QuorumCert {
+    /// True for the certificate of a genesis block (which carries no signatures).
+    pub fn is_genesis(&self) -> bool {
+        self.round == 0 && self.height == 0 && self.signatures.is_empty()
+    }
+
+    /// Checks a quorum of distinct validators signed the block.
+    pub fn verify(&self, validators: &ValidatorSet) -> Result<(), ConsensusError> {
+        if self.is_genesis() {
+            let (genesis, _) = Block::genesis(validators);
+            return if self.block == genesis.id() {
+                Ok(())
+            } else {
+                Err(ConsensusError::InvalidCertificate(
+                    "not this epoch's genesis",
+                ))
+            };
+        }
+        if self.epoch != validators.epoch() {
+            return Err(ConsensusError::InvalidCertificate("wrong epoch"));
+        }
+        let msg = vote_digest(self.epoch, self.round, self.height, &self.block);
+        let mut seen = BTreeSet::new();
+        for (i, sig) in &self.signatures {
+            if !seen.insert(*i) {
+                return Err(ConsensusError::InvalidCertificate("duplicate signer"));
+            }
+            if !validators.verify(*i, &msg, sig) {
+                return Err(ConsensusError::InvalidCertificate("bad signature"));
+            }
+        }
+        if seen.len() < validators.quorum() {
+            return Err(ConsensusError::InvalidCertificate("no quorum"));
+        }
+        Ok(())
+    }
+}
+
+/// 2f+1 timeouts for one round: the round is abandoned, and the next leader may extend the
+/// highest QC among them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeoutCert {
+    /// Epoch.
+    pub epoch: Epoch,
+    /// The abandoned round.
+    pub round: Round,
+    /// (signer, its highest QC round, signature), sorted by signer.
+    pub timeouts: Vec<(ValidatorIndex, Round, Signature)>,
+}
+
+impl TimeoutCert {
+    /// The highest QC round any signer reported.
+    pub fn max_high_qc_round(&self) -> Round {
+        self.timeouts.iter().map(|t| t.1).max().unwrap_or(0)
+    }
+
+    /// Checks a quorum of distinct validators signed the timeout.
+    pub fn verify(&self, validators: &ValidatorSet) -> Result<(), ConsensusError> {
+        if self.epoch != validators.epoch() {
+            return Err(ConsensusError::InvalidCertificate(
+                "timeout cert of another epoch",
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, hqc, sig) in &self.timeouts {
+            if !seen.insert(*i) {
+                return Err(ConsensusError::InvalidCertificate(
+                    "duplicate timeout signer",
+                ));
+            }
+            if !validators.verify(*i, &timeout_digest(self.epoch, self.round, *hqc), sig) {
+                return Err(ConsensusError::InvalidCertificate("bad timeout signature"));
+            }
+        }
+        if seen.len() < validators.quorum() {
+            return Err(ConsensusError::InvalidCertificate(
+                "timeout cert without quorum",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A proposal: a block of payload digests extending a certified parent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Block {
+    /// Epoch.
+    pub epoch: Epoch,
+    /// Round in which it was proposed.
+    pub round: Round,
+    /// parent.height + 1.
+    pub height: Height,
+    /// Id of the parent (= justify.block).
+    pub parent: Digest,
+    /// Certificate of the parent.
+    pub justify: QuorumCert,
+    /// Present when the previous round ended by timeout.
+    pub timeout_cert: Option<TimeoutCert>,
+    /// Proposer.
+    pub author: ValidatorIndex,
+    /// Proposer's clock (the node supplies it; execution clamps it to be monotonic).
+    pub timestamp_ms: u64,
+    /// Batch digests, in execution order.
+    pub payload: Vec<Digest>,
+    /// The author's signature over `id()`.
+    pub signature: Signature,
+}
+
+#[derive(Serialize)]
+struct BlockContent<'a> {
+    epoch: Epoch,
+    round: Round,
+    height: Height,
+    parent: &'a Digest,
+    justify: &'a QuorumCert,
+    timeout_cert: &'a Option<TimeoutCert>,
+    author: ValidatorIndex,
+    timestamp_ms: u64,
+    payload: &'a [Digest],
+}
+
+impl Block {
+    /// The block id: a digest of everything but the signature.
+    pub fn id(&self) -> Digest {
+        hash_parts(
+            BLOCK_DOMAIN,
+            &encode(&BlockContent {
+                epoch: self.epoch,
+                round: self.round,
+                height: self.height,
+                parent: &self.parent,
+                justify: &self.justify,
+                timeout_cert: &self.timeout_cert,
+                author: self.author,
+                timestamp_ms: self.timestamp_ms,
+                payload: &self.payload,
+            }),
+        )
+    }
+
+    /// The genesis block of an epoch's set and its certificate. Deterministic; unsigned.
+    pub fn genesis(validators: &ValidatorSet) -> (Block, QuorumCert) {
+        let placeholder = QuorumCert {
+            epoch: validators.epoch(),
+            round: 0,
+            height: 0,
+            block: Digest::default(),
+            signatures: Vec::new(),
+        };
+        let keys = hash_parts(b"tally/consensus/genesis/v1", &encode(&validators.keys));
+        let block = Block {
+            epoch: validators.epoch(),
+            round: 0,
+            height: 0,
+            parent: keys,
+            justify: placeholder,
+            timeout_cert: None,
+            author: 0,
+            timestamp_ms: 0,
+            payload: Vec::new(),
+            signature: Signature::from_bytes(&[0; 64]),
+        };
+        let qc = QuorumCert {
+            epoch: validators.epoch(),
+            round: 0,
+            height: 0,
+            block: block.id(),
+            signatures: Vec::new(),
+        };
+        (block, qc)
+    }
+
+    pub(crate) fn sign(mut self, key: &SigningKey) -> Block {
+        self.signature = key.sign(&self.id().0);
+        self
+    }
+
+    /// Checks the author's signature.
+    pub(crate) fn verify_signature(&self, validators: &ValidatorSet) -> bool {
+        validators.verify(self.author, &self.id(), &self.signature)
+    }
+}
+
+/// A replica's vote for a block, sent to the next leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vote {
+    /// Epoch.
+    pub epoch: Epoch,
+    /// Round of the block.
+    pub round: Round,
+    /// Height of the block.
+    pub height: Height,
+    /// The block.
+    pub block: Digest,
+    /// The voter.
+    pub voter: ValidatorIndex,
+    /// Signature over [`vote_digest`].
+    pub signature: Signature,
+}
+
+impl Vote {
+    pub(crate) fn verify(&self, validators: &ValidatorSet) -> bool {
+        validators.verify(
+            self.voter,
+            &vote_digest(self.epoch, self.round, self.height, &self.block),
+            &self.signature,
+        )
+    }
+}
+
+/// A replica gives up a round; carries its highest QC. Broadcast to all.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timeout {
+    /// Epoch.
+    pub epoch: Epoch,
+    /// The round given up.
+    pub round: Round,
+    /// The signer's highest QC.
+    pub high_qc: QuorumCert,
+    /// The signer.
+    pub voter: ValidatorIndex,
+    /// Signature over [`timeout_digest`] (epoch, round, high_qc.round).
+    pub signature: Signature,
+}
+
+impl Timeout {
+    pub(crate) fn verify(&self, validators: &ValidatorSet) -> bool {
+        validators.verify(
+            self.voter,
+            &timeout_digest(self.epoch, self.round, self.high_qc.round),
+            &self.signature,
+        )
+    }
+}
+
+/// Everything validators say to each other.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// A leader's block.
+    Proposal(Block),
+    /// A vote, to the next leader.
+    Vote(Vote),
+    /// A timeout, to everyone.
+    Timeout(Timeout),
+}
+
+impl Message {
+    /// Canonical bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Decodes with a size limit.
+    pub fn from_bytes(bytes: &[u8], max: usize) -> Result<Message, ConsensusError> {
+        if bytes.len() > max {
+            return Err(ConsensusError::Malformed("message over the size limit"));
+        }
+        match postcard::take_from_bytes::<Message>(bytes) {
+            Ok((m, [])) => Ok(m),
+            Ok(_) => Err(ConsensusError::Malformed("trailing bytes")),
+            Err(_) => Err(ConsensusError::Malformed("does not decode")),
+        }
+    }
+}
+
+/// Asks a peer for the chain of blocks ending at `block`, after height `after_height`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockRequest {
+    /// The newest block wanted.
+    pub block: Digest,
+    /// Blocks at or below this height are not wanted.
+    pub after_height: Height,
+    /// Most blocks in the answer (the oldest ones first).
+    pub max_blocks: u32,
+}
+
+/// Two conflicting signed messages from one validator for one round.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// The equivocating validator.
+    pub validator: ValidatorIndex,
+    /// Epoch.
+    pub epoch: Epoch,
+    /// Round.
+    pub round: Round,
+    /// The first message seen.
+    pub first: Message,
+    /// The conflicting one.
+    pub second: Message,
+}
+
+impl Evidence {
+    /// The equivocating validator.
+    pub fn validator(&self) -> ValidatorIndex {
+        self.validator
+    }
+
+    /// The round.
+    pub fn round(&self) -> Round {
+        self.round
+    }
+
+    /// `proposal` or `vote`.
+    pub fn kind(&self) -> &'static str {
+        match self.first {
+            Message::Proposal(_) => "proposal",
+            Message::Vote(_) => "vote",
+            Message::Timeout(_) => "timeout",
+        }
+    }
+}
