@@ -10,7 +10,7 @@ use crate::types::{
 };
 use crate::{Action, Config, Event};
 use ed25519_dalek::{Signature, SigningKey};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Most blocks asked for in one sync request.
 const SYNC_CHUNK: u32 = 100;
@@ -52,6 +52,10 @@ pub struct Consensus {
     my_timeout: Option<Timeout>,
     payload_requested: Option<Round>,
     reconfiguration: Option<(Height, ValidatorSet)>,
+    /// Leaders whose last round here ended without their proposal: their rounds get a short
+    /// timer until they propose again (a local failure detector; safety does not depend on it).
+    suspected: BTreeSet<ValidatorIndex>,
+    proposal_seen_this_round: bool,
     stats: Stats,
 }
 
@@ -88,6 +92,8 @@ impl Consensus {
             my_timeout: None,
             payload_requested: None,
             reconfiguration: None,
+            suspected: BTreeSet::new(),
+            proposal_seen_this_round: false,
             stats: Stats::default(),
             validators,
         }
@@ -240,6 +246,7 @@ impl Consensus {
         self.round = round;
         self.entered_by = tc;
         self.my_timeout = None;
+        self.proposal_seen_this_round = false;
         self.awaiting_validation.retain(|_, b| b.round >= round);
         let keep = round.saturating_sub(2);
         self.agg.prune(keep);
@@ -254,6 +261,9 @@ impl Consensus {
     }
 
     fn timeout_ms(&self) -> u64 {
+        if self.suspected.contains(&self.validators.leader(self.round)) {
+            return (self.config.base_timeout_ms / 4).max(50);
+        }
         let factor = 1u64 << self.consecutive_timeouts.min(6);
         (self.config.base_timeout_ms.saturating_mul(factor)).min(self.config.max_timeout_ms)
     }
@@ -407,6 +417,10 @@ impl Consensus {
             return self.ignore("stale_proposal");
         }
         self.tree.insert(b.clone());
+        self.suspected.remove(&b.author);
+        if b.round == self.round {
+            self.proposal_seen_this_round = true;
+        }
         if b.round == self.round && self.safety.safe_to_vote(&b) && self.me.is_some() {
             out.push(Action::ValidatePayload {
                 block: id,
@@ -434,15 +448,13 @@ impl Consensus {
         };
         self.stats.votes += 1;
         out.push(Action::PersistSafety(state));
-        let next_leader = self.validators.leader(b.round + 1);
-        if Some(next_leader) == self.me {
-            self.add_vote(vote, out);
-        } else {
-            out.push(Action::Send {
-                to: next_leader,
-                bytes: Message::Vote(vote).to_bytes(),
-            });
-        }
+        // Votes go to every validator, so each forms the QC itself: a crashed next leader
+        // costs only its own round, and every replica is ready for the next round one
+        // message delay earlier.
+        out.push(Action::Broadcast {
+            bytes: Message::Vote(vote.clone()).to_bytes(),
+        });
+        self.add_vote(vote, out);
     }
 
     fn on_vote(&mut self, from: ValidatorIndex, v: Vote, out: &mut Vec<Action>) {
@@ -452,7 +464,7 @@ impl Consensus {
         if v.voter != from || !v.verify(&self.validators) {
             return self.drop_message(from, "bad_vote", out);
         }
-        if self.me != Some(self.validators.leader(v.round + 1)) || v.round + 1 < self.round {
+        if v.round + 1 < self.round {
             return self.ignore("stale_vote");
         }
         self.add_vote(v, out);
@@ -484,7 +496,11 @@ impl Consensus {
             return;
         }
         self.stats.timeouts += 1;
-        self.consecutive_timeouts += 1;
+        if !self.proposal_seen_this_round {
+            self.suspected.insert(self.validators.leader(round));
+        } else {
+            self.consecutive_timeouts += 1;
+        }
         let timeout = match &self.my_timeout {
             Some(t) if t.round == round => Some(t.clone()),
             _ => {

@@ -39,6 +39,10 @@ impl Cluster {
 
     /// Starts `n` validators, letting the caller adjust each one's options.
     pub async fn start_with(n: usize, adjust: impl Fn(&mut NodeOptions)) -> Cluster {
+        // Logs only when asked for (RUST_LOG=...).
+        if let Ok(filter) = std::env::var("RUST_LOG") {
+            let _ = tally_node::cli::run::init_logging("pretty", &filter);
+        }
         let dir = tempfile::tempdir().expect("tempdir");
         let mut testnet = Testnet::generate(TestnetSpec {
             chain_id: "tally-test".into(),

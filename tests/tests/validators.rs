@@ -83,10 +83,14 @@ async fn killing_the_leader_does_not_stall_the_network() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_validator_that_missed_a_thousand_blocks_syncs_them() {
-    let mut c = Cluster::start_with(4, |o| o.empty_block_delay = Duration::ZERO).await;
+    let mut c = Cluster::start_with(4, |o| {
+        o.empty_block_delay = Duration::ZERO;
+        o.consensus.base_timeout_ms = 400;
+    })
+    .await;
     c.kill(3).await;
     let start = c.min_height();
-    c.wait_height(start + 1000, Duration::from_secs(300)).await;
+    c.wait_height(start + 1000, Duration::from_secs(120)).await;
     c.restart(3).await;
     let target = c.height(0);
     c.wait_height(target, Duration::from_secs(300)).await;
