@@ -76,7 +76,7 @@ impl Aggregator {
         validators: &ValidatorSet,
     ) -> Added<TimeoutCert> {
         if let Some(prev) = self.timeouts_by_voter.get(&(timeout.round, timeout.voter)) {
-            if prev.high_qc.round == timeout.high_qc.round {
+            if prev.high_qc.round == timeout.high_qc.round && prev.signature == timeout.signature {
                 return Added::Duplicate;
             }
             return Added::Equivocation(Box::new(Evidence {

@@ -11,6 +11,8 @@ pub(crate) struct BlockTree {
     blocks: HashMap<Digest, Block>,
     certs: HashMap<Digest, QuorumCert>,
     highest_qc: QuorumCert,
+    /// Test-only: commit a block on its own certificate (the broken one-chain rule).
+    pub(crate) one_chain: bool,
 }
 
 impl BlockTree {
@@ -21,6 +23,7 @@ impl BlockTree {
             root_qc,
             blocks: HashMap::new(),
             certs: HashMap::new(),
+            one_chain: false,
         }
     }
 
@@ -93,6 +96,9 @@ impl BlockTree {
         let Some(block) = self.blocks.get(&qc.block) else {
             return Vec::new();
         };
+        if self.one_chain {
+            return self.commit_through(qc.block);
+        }
         let Some(parent) = self.blocks.get(&block.parent) else {
             return Vec::new();
         };

@@ -105,6 +105,14 @@ impl Consensus {
         self.safety.ignore_rules = true;
     }
 
+    /// Test support: make this replica ignore its lock: it votes without the safety rules and
+    /// commits a block on its own certificate instead of the two-chain rule.
+    #[doc(hidden)]
+    pub fn break_safety_for_tests(&mut self) {
+        self.safety.ignore_rules = true;
+        self.tree.one_chain = true;
+    }
+
     /// Arms the first timer and, if this replica leads the round, asks for a payload.
     pub fn start(&mut self) -> Vec<Action> {
         let mut out = Vec::new();
@@ -140,6 +148,16 @@ impl Consensus {
     /// Leader of a round.
     pub fn leader(&self, round: Round) -> ValidatorIndex {
         self.validators.leader(round)
+    }
+
+    /// A block of the uncommitted tree (or the committed root).
+    pub fn block(&self, id: &Digest) -> Option<&Block> {
+        self.tree.get(id)
+    }
+
+    /// The last committed block's certificate.
+    pub fn committed_qc(&self) -> &QuorumCert {
+        self.tree.root_qc()
     }
 
     /// Counters.
@@ -496,6 +514,8 @@ impl Consensus {
             return;
         }
         self.stats.timeouts += 1;
+        // An unanswered block request must not block sync forever.
+        self.sync_in_flight = false;
         if !self.proposal_seen_this_round {
             self.suspected.insert(self.validators.leader(round));
         } else {
@@ -519,7 +539,8 @@ impl Consensus {
             round,
             after_ms: self.timeout_ms(),
         });
-        if let Some(t) = timeout {
+        if let Some(mut t) = timeout {
+            t.entered_by = self.entered_by.clone().filter(|tc| tc.round + 1 == round);
             out.push(Action::Broadcast {
                 bytes: Message::Timeout(t.clone()).to_bytes(),
             });
@@ -537,6 +558,14 @@ impl Consensus {
         if t.round + 1 < self.round {
             return self.ignore("stale_timeout");
         }
+        if let Some(tc) = t.entered_by.clone() {
+            if tc.round >= self.round {
+                if tc.verify(&self.validators).is_err() {
+                    return self.drop_message(from, "bad_tc", out);
+                }
+                self.process_tc(tc, out);
+            }
+        }
         let hqc = t.high_qc.clone();
         if self.tree.knows(&hqc.block) {
             self.process_qc(&hqc, out);
@@ -546,10 +575,15 @@ impl Consensus {
         }
         let round = t.round;
         self.add_timeout(t, out);
-        // f+1 validators gave up a round this replica has not reached: one of them is honest,
-        // so join it (liveness after partitions and restarts).
-        if round > self.round && self.agg.timeouts_for(round) > self.validators.faults() {
-            self.enter_round(round, None, out);
+        // f+1 validators gave up a round this replica has reached or not yet reached: one of
+        // them is honest, so give it up too, without waiting for the local timer (this keeps
+        // replicas' rounds together after partitions, restarts and backoff).
+        let joined = self.my_timeout.as_ref().is_some_and(|m| m.round == round);
+        if round >= self.round && !joined && self.agg.timeouts_for(round) > self.validators.faults()
+        {
+            if round > self.round {
+                self.enter_round(round, None, out);
+            }
             self.on_local_timeout(round, out);
         }
     }

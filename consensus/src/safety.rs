@@ -112,6 +112,7 @@ impl SafetyRules {
                 high_qc: high_qc.clone(),
                 voter: self.me,
                 signature,
+                entered_by: None,
             },
         ))
     }

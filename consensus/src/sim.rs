@@ -1,1 +1,722 @@
-// simulator placeholder
+//! A deterministic simulator: a seeded network and clock driving real [`Consensus`] replicas.
+//!
+//! The network delays each message by a random amount (a long tail included), loses and
+//! duplicates messages, reorders them (a consequence of the delays), and partitions the
+//! validators into two sides; crashed honest validators restart from their persisted safety
+//! state and committed chain. Byzantine validators equivocate, fork from an old certificate,
+//! double-vote, stay silent or send garbage. After the chaos period the network heals.
+//!
+//! Every run checks safety (no two honest validators commit different blocks at one height;
+//! every committed chain is gap-free, so chains are prefixes of each other) and liveness
+//! (after the heal, every honest validator commits new blocks).
+
+use crate::types::{hash_parts, vote_digest, Block, Digest, Message, QuorumCert, Vote};
+use crate::{Action, Config, Consensus, Event, SafetyState, ValidatorIndex, ValidatorSet};
+use ed25519_dalek::{Signer, SigningKey};
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+/// Parameters of one run.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Number of validators.
+    pub validators: usize,
+    /// How many of them are Byzantine (the last ones).
+    pub byzantine: usize,
+    /// The seed: the run is a pure function of the config.
+    pub seed: u64,
+    /// Simulated time with faults (loss, duplication, partitions, crashes), in ms.
+    pub chaos_ms: u64,
+    /// Simulated time after the network heals, in ms.
+    pub healed_ms: u64,
+    /// Probability that a message is lost during the chaos period.
+    pub loss: f64,
+    /// Probability that a message is delivered twice.
+    pub duplication: f64,
+    /// Honest validators crash and restart during the chaos period.
+    pub crashes: bool,
+    /// Partitions during the chaos period.
+    pub partitions: bool,
+    /// Honest replicas vote without their safety rules (to show the checker catches it).
+    pub broken_voting: bool,
+    /// Blocks every honest validator must commit after the heal.
+    pub min_commits_after_heal: u64,
+}
+
+impl SimConfig {
+    /// The standard run: faults for 10 s, then 10 s healed.
+    pub fn new(validators: usize, byzantine: usize, seed: u64) -> SimConfig {
+        SimConfig {
+            validators,
+            byzantine,
+            seed,
+            chaos_ms: 10_000,
+            healed_ms: 10_000,
+            loss: 0.05,
+            duplication: 0.02,
+            crashes: true,
+            partitions: true,
+            broken_voting: false,
+            min_commits_after_heal: 5,
+        }
+    }
+}
+
+/// What one run found.
+#[derive(Clone, Debug, Default)]
+pub struct SimReport {
+    /// First safety violation, if any.
+    pub safety_violation: Option<String>,
+    /// Liveness failure after the heal, if any.
+    pub liveness_failure: Option<String>,
+    /// Blocks committed by the slowest honest validator.
+    pub min_honest_commits: u64,
+    /// Simulated seconds.
+    pub simulated_s: f64,
+    /// Equivocation evidence reported by honest validators.
+    pub evidence: u64,
+    /// Messages honest validators dropped as malformed or invalid.
+    pub dropped: u64,
+    /// The Byzantine behaviours used, by validator.
+    pub behaviours: Vec<(ValidatorIndex, &'static str)>,
+    /// Per validator at the end: (round, committed height, highest QC round, up).
+    pub nodes: Vec<(u64, u64, u64, bool)>,
+    /// Per validator at the end: its consensus counters.
+    pub stats: Vec<crate::Stats>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Behaviour {
+    Honest,
+    Silent,
+    Equivocate,
+    Fork,
+    DoubleVote,
+    Garbage,
+}
+
+impl Behaviour {
+    fn name(self) -> &'static str {
+        match self {
+            Behaviour::Honest => "honest",
+            Behaviour::Silent => "silent",
+            Behaviour::Equivocate => "equivocate",
+            Behaviour::Fork => "fork",
+            Behaviour::DoubleVote => "double-vote",
+            Behaviour::Garbage => "garbage",
+        }
+    }
+}
+
+enum Delivery {
+    Msg {
+        from: ValidatorIndex,
+        bytes: Vec<u8>,
+    },
+    Timer {
+        round: u64,
+        generation: u64,
+    },
+    Event(Event),
+    Restart,
+}
+
+struct Node {
+    key: SigningKey,
+    behaviour: Behaviour,
+    consensus: Option<Consensus>,
+    safety: Option<SafetyState>,
+    committed: Vec<(Block, QuorumCert)>,
+    timer_generation: u64,
+    commits_at_heal: Option<u64>,
+}
+
+struct Sim {
+    cfg: SimConfig,
+    rng: ChaCha8Rng,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    pending: BTreeMap<u64, (usize, Delivery)>,
+    nodes: Vec<Node>,
+    validators: ValidatorSet,
+    /// Committed block id per height, from the first honest validator to commit it.
+    canonical: BTreeMap<u64, (Digest, usize)>,
+    partition: Option<(u64, Vec<bool>)>,
+    report: SimReport,
+}
+
+/// Runs one simulation.
+pub fn run(cfg: &SimConfig) -> SimReport {
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let keys: Vec<SigningKey> = (0..cfg.validators)
+        .map(|i| {
+            let seed = hash_parts(
+                b"tally/sim/key",
+                &[cfg.seed.to_be_bytes(), (i as u64).to_be_bytes()].concat(),
+            );
+            SigningKey::from_bytes(&seed.0)
+        })
+        .collect();
+    let validators = match ValidatorSet::new(
+        0,
+        keys.iter().map(|k| k.verifying_key().to_bytes()).collect(),
+    ) {
+        Ok(v) => v,
+        Err(e) => {
+            return SimReport {
+                safety_violation: Some(format!("bad validator set: {e}")),
+                ..SimReport::default()
+            }
+        }
+    };
+    let byz = [
+        Behaviour::Equivocate,
+        Behaviour::Fork,
+        Behaviour::DoubleVote,
+        Behaviour::Silent,
+        Behaviour::Garbage,
+    ];
+    let mut nodes = Vec::new();
+    let mut behaviours = Vec::new();
+    for (i, key) in keys.into_iter().enumerate() {
+        let behaviour = if i >= cfg.validators - cfg.byzantine {
+            let b = byz[rng.gen_range(0..byz.len())];
+            behaviours.push((i as ValidatorIndex, b.name()));
+            b
+        } else {
+            Behaviour::Honest
+        };
+        nodes.push(Node {
+            key,
+            behaviour,
+            consensus: None,
+            safety: None,
+            committed: Vec::new(),
+            timer_generation: 0,
+            commits_at_heal: None,
+        });
+    }
+    let mut sim = Sim {
+        cfg: cfg.clone(),
+        rng,
+        now: 0,
+        seq: 0,
+        queue: BinaryHeap::new(),
+        pending: BTreeMap::new(),
+        nodes,
+        validators,
+        canonical: BTreeMap::new(),
+        partition: None,
+        report: SimReport {
+            behaviours,
+            ..SimReport::default()
+        },
+    };
+    for i in 0..sim.nodes.len() {
+        sim.boot(i);
+    }
+    sim.run();
+    sim.report
+}
+
+impl Sim {
+    fn config(&self) -> Config {
+        Config {
+            base_timeout_ms: 1000,
+            max_timeout_ms: 8000,
+            max_payload_digests: 8,
+            max_message_bytes: 1 << 20,
+        }
+    }
+
+    fn boot(&mut self, i: usize) {
+        let node = &self.nodes[i];
+        let root = node
+            .committed
+            .last()
+            .cloned()
+            .unwrap_or_else(|| Block::genesis(&self.validators));
+        let mut c = Consensus::new(
+            self.config(),
+            node.key.clone(),
+            self.validators.clone(),
+            root,
+            node.safety.clone(),
+        );
+        if self.cfg.broken_voting && node.behaviour == Behaviour::Honest {
+            c.break_safety_for_tests();
+        } else if matches!(
+            node.behaviour,
+            Behaviour::DoubleVote | Behaviour::Equivocate
+        ) {
+            c.break_voting_rule_for_tests();
+        }
+        let actions = c.start();
+        self.nodes[i].consensus = Some(c);
+        self.perform(i, actions);
+    }
+
+    fn schedule(&mut self, at: u64, to: usize, d: Delivery) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq, to)));
+        self.pending.insert(self.seq, (to, d));
+    }
+
+    fn chaos(&self) -> bool {
+        self.now < self.cfg.chaos_ms
+    }
+
+    fn delay(&mut self) -> u64 {
+        // Mostly 1-20 ms, a tail up to 400 ms.
+        if self.rng.gen_bool(0.05) {
+            self.rng.gen_range(50..400)
+        } else {
+            self.rng.gen_range(1..20)
+        }
+    }
+
+    fn cut(&self, a: usize, b: usize) -> bool {
+        match &self.partition {
+            Some((_, side)) => side[a] != side[b],
+            None => false,
+        }
+    }
+
+    fn send(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
+        if from == to || self.nodes[from].behaviour == Behaviour::Silent {
+            return;
+        }
+        if self.chaos() && (self.cut(from, to) || self.rng.gen_bool(self.cfg.loss)) {
+            return;
+        }
+        let copies = if self.rng.gen_bool(self.cfg.duplication) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let at = self.now + self.delay();
+            let d = Delivery::Msg {
+                from: from as ValidatorIndex,
+                bytes: bytes.clone(),
+            };
+            self.schedule(at, to, d);
+        }
+    }
+
+    fn run(&mut self) {
+        let end = self.cfg.chaos_ms + self.cfg.healed_ms;
+        let mut next_fault = 2_000;
+        while let Some(Reverse((at, seq, to))) = self.queue.pop() {
+            if at > end {
+                break;
+            }
+            if at >= self.cfg.chaos_ms && self.nodes.iter().all(|n| n.commits_at_heal.is_none()) {
+                self.heal();
+            }
+            while self.chaos() && next_fault <= at {
+                self.now = next_fault;
+                self.fault();
+                next_fault += self.rng.gen_range(1_000..4_000);
+            }
+            self.now = at;
+            let Some((_, d)) = self.pending.remove(&seq) else {
+                continue;
+            };
+            self.deliver(to, d);
+            if self.report.safety_violation.is_some() {
+                break;
+            }
+        }
+        self.now = self.now.max(end);
+        self.finish();
+    }
+
+    fn heal(&mut self) {
+        self.partition = None;
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].consensus.is_none() && self.nodes[i].behaviour == Behaviour::Honest {
+                self.boot(i);
+            }
+            let n = self.nodes[i].committed.len() as u64;
+            self.nodes[i].commits_at_heal = Some(n);
+        }
+    }
+
+    /// A random fault: a partition that heals after a while, or a crash with a later restart.
+    fn fault(&mut self) {
+        match self.rng.gen_range(0..3) {
+            0 if self.cfg.partitions => {
+                let side: Vec<bool> = (0..self.nodes.len())
+                    .map(|_| self.rng.gen_bool(0.5))
+                    .collect();
+                let until = self.now + self.rng.gen_range(500..3_000);
+                self.partition = Some((until, side));
+            }
+            1 if self.cfg.crashes => {
+                let honest: Vec<usize> = (0..self.nodes.len())
+                    .filter(|i| {
+                        self.nodes[*i].behaviour == Behaviour::Honest
+                            && self.nodes[*i].consensus.is_some()
+                    })
+                    .collect();
+                if honest.len() > 1 {
+                    let victim = honest[self.rng.gen_range(0..honest.len())];
+                    self.nodes[victim].consensus = None;
+                    let back = self.now + self.rng.gen_range(200..3_000);
+                    self.schedule(back, victim, Delivery::Restart);
+                }
+            }
+            _ => {
+                if let Some((until, _)) = &self.partition {
+                    if *until <= self.now {
+                        self.partition = None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, i: usize, d: Delivery) {
+        if let Delivery::Restart = d {
+            if self.nodes[i].consensus.is_none() {
+                self.boot(i);
+            }
+            return;
+        }
+        let event = match d {
+            Delivery::Msg { from, bytes } => Event::Message { from, bytes },
+            Delivery::Timer { round, generation } => {
+                if generation != self.nodes[i].timer_generation {
+                    return;
+                }
+                Event::Timeout { round }
+            }
+            Delivery::Event(e) => e,
+            Delivery::Restart => return,
+        };
+        let Some(c) = self.nodes[i].consensus.as_mut() else {
+            return;
+        };
+        let trace = std::env::var("TALLY_SIM_TRACE").ok() == Some(i.to_string());
+        if trace {
+            let e = match &event {
+                Event::Message { from, bytes } => format!(
+                    "msg from {from}: {:?}",
+                    Message::from_bytes(bytes, 1 << 20).map(|m| match m {
+                        Message::Proposal(b) =>
+                            format!("proposal r{} h{} qc{}", b.round, b.height, b.justify.round),
+                        Message::Vote(v) => format!("vote r{} by {}", v.round, v.voter),
+                        Message::Timeout(t) => format!(
+                            "timeout r{} by {} hqc{} tc{:?}",
+                            t.round,
+                            t.voter,
+                            t.high_qc.round,
+                            t.entered_by.as_ref().map(|x| x.round)
+                        ),
+                    })
+                ),
+                other => format!("{other:?}").chars().take(120).collect(),
+            };
+            eprintln!("{} node {i} round {} <- {e}", self.now, c.round());
+        }
+        let actions = c.handle(event);
+        if trace {
+            for a in &actions {
+                eprintln!(
+                    "    -> {}",
+                    format!("{a:?}").chars().take(140).collect::<String>()
+                );
+            }
+        }
+        self.perform(i, actions);
+    }
+
+    fn perform(&mut self, i: usize, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Send { to, bytes } => self.outgoing(i, Some(to as usize), bytes),
+                Action::Broadcast { bytes } => self.outgoing(i, None, bytes),
+                Action::SetTimer { round, after_ms } => {
+                    self.nodes[i].timer_generation += 1;
+                    let generation = self.nodes[i].timer_generation;
+                    let at = self.now + after_ms;
+                    self.schedule(at, i, Delivery::Timer { round, generation });
+                }
+                Action::PersistSafety(s) => self.nodes[i].safety = Some(s),
+                Action::RequestPayload { round, .. } => {
+                    let mut d = [0u8; 32];
+                    self.rng.fill_bytes(&mut d);
+                    let e = Event::Payload {
+                        round,
+                        digests: vec![Digest(d)],
+                        timestamp_ms: self.now,
+                    };
+                    self.schedule(self.now + 1, i, Delivery::Event(e));
+                }
+                Action::ValidatePayload { block, .. } => {
+                    let e = Event::PayloadValidated { block, valid: true };
+                    self.schedule(self.now + 1, i, Delivery::Event(e));
+                }
+                Action::Commit { block, qc } => self.commit(i, block, qc),
+                Action::RequestBlocks { to, request } => {
+                    let to = to as usize;
+                    let reachable = !(self.cut(i, to) && self.chaos());
+                    let blocks = match &self.nodes[to].consensus {
+                        Some(c) if reachable && self.nodes[to].behaviour != Behaviour::Silent => {
+                            let chain = &self.nodes[to].committed;
+                            c.serve_blocks(&request, &|h| {
+                                chain.get(h as usize - 1).map(|x| x.0.clone())
+                            })
+                        }
+                        _ => Vec::new(),
+                    };
+                    let e = Event::SyncResponse {
+                        from: to as ValidatorIndex,
+                        blocks,
+                    };
+                    let at = self.now + 2 * self.delay();
+                    self.schedule(at, i, Delivery::Event(e));
+                }
+                Action::Evidence(_) => {
+                    if self.nodes[i].behaviour == Behaviour::Honest {
+                        self.report.evidence += 1;
+                    }
+                }
+                Action::Misbehaviour { .. } => {
+                    if self.nodes[i].behaviour == Behaviour::Honest {
+                        self.report.dropped += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends, applying the sender's Byzantine behaviour.
+    fn outgoing(&mut self, i: usize, to: Option<usize>, bytes: Vec<u8>) {
+        let n = self.nodes.len();
+        let targets: Vec<usize> = match to {
+            Some(t) => vec![t],
+            None => (0..n).filter(|j| *j != i).collect(),
+        };
+        let behaviour = self.nodes[i].behaviour;
+        let msg = Message::from_bytes(&bytes, 1 << 20).ok();
+        match (behaviour, msg) {
+            (Behaviour::Equivocate, Some(Message::Proposal(b))) => {
+                let mut other = b.clone();
+                other.payload = vec![Digest([0xEE; 32])];
+                let other = other.sign(&self.nodes[i].key);
+                let second = Message::Proposal(other).to_bytes();
+                for (k, t) in targets.into_iter().enumerate() {
+                    let m = if k % 2 == 0 {
+                        bytes.clone()
+                    } else {
+                        second.clone()
+                    };
+                    self.send(i, t, m);
+                }
+            }
+            (Behaviour::Fork, Some(Message::Proposal(b))) => {
+                // Extend the great-grandparent of the new block instead of its parent: the
+                // grandparent, which replicas that saw the parent's certificate committed, gets
+                // a conflicting sibling.
+                let grand = self.nodes[i].consensus.as_ref().and_then(|c| {
+                    let parent = c.block(&b.parent)?;
+                    let grand = c.block(&parent.parent)?;
+                    Some(grand.justify.clone())
+                });
+                let forked = match grand {
+                    Some(qc) => {
+                        let mut f = b.clone();
+                        f.height = qc.height + 1;
+                        f.parent = qc.block;
+                        f.justify = qc;
+                        f.timeout_cert = None;
+                        f.sign(&self.nodes[i].key)
+                    }
+                    None => b,
+                };
+                let m = Message::Proposal(forked).to_bytes();
+                for t in targets {
+                    self.send(i, t, m.clone());
+                }
+            }
+            (Behaviour::DoubleVote, Some(Message::Vote(v))) => {
+                let mut d = [0u8; 32];
+                self.rng.fill_bytes(&mut d);
+                let other = Digest(d);
+                let sig = self.nodes[i]
+                    .key
+                    .sign(&vote_digest(v.epoch, v.round, v.height, &other).0);
+                let second = Message::Vote(Vote {
+                    block: other,
+                    signature: sig,
+                    ..v
+                })
+                .to_bytes();
+                for t in targets {
+                    self.send(i, t, bytes.clone());
+                    self.send(i, t, second.clone());
+                }
+            }
+            (Behaviour::Garbage, _) => {
+                for t in targets {
+                    let mut junk = bytes.clone();
+                    if self.rng.gen_bool(0.5) && !junk.is_empty() {
+                        let k = self.rng.gen_range(0..junk.len());
+                        junk[k] ^= 0x5A;
+                    } else {
+                        let len = self.rng.gen_range(0..64);
+                        junk = (0..len).map(|_| self.rng.gen()).collect();
+                    }
+                    self.send(i, t, junk);
+                    self.send(i, t, bytes.clone());
+                }
+            }
+            _ => {
+                for t in targets {
+                    self.send(i, t, bytes.clone());
+                }
+            }
+        }
+    }
+
+    fn commit(&mut self, i: usize, block: Block, qc: QuorumCert) {
+        let node = &mut self.nodes[i];
+        let expected = node.committed.len() as u64 + 1;
+        let honest = node.behaviour == Behaviour::Honest;
+        if block.height != expected {
+            if honest {
+                self.report.safety_violation = Some(format!(
+                    "validator {i} committed height {} after height {}",
+                    block.height,
+                    expected - 1
+                ));
+            }
+            return;
+        }
+        let id = block.id();
+        node.committed.push((block, qc));
+        if !honest {
+            return;
+        }
+        match self.canonical.get(&expected) {
+            Some((other, j)) if *other != id => {
+                self.report.safety_violation = Some(format!(
+                    "validators {j} and {i} committed different blocks at height {expected} ({other} vs {id})"
+                ));
+            }
+            Some(_) => {}
+            None => {
+                self.canonical.insert(expected, (id, i));
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        self.report.simulated_s = self.now as f64 / 1000.0;
+        self.report.nodes = self
+            .nodes
+            .iter()
+            .map(|n| match &n.consensus {
+                Some(c) => (
+                    c.round(),
+                    n.committed.len() as u64,
+                    c.highest_qc().round,
+                    true,
+                ),
+                None => (0, n.committed.len() as u64, 0, false),
+            })
+            .collect();
+        self.report.stats = self
+            .nodes
+            .iter()
+            .map(|n| {
+                n.consensus
+                    .as_ref()
+                    .map(|c| c.stats().clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let mut min = u64::MAX;
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.behaviour != Behaviour::Honest {
+                continue;
+            }
+            let total = n.committed.len() as u64;
+            min = min.min(total);
+            let after = total - n.commits_at_heal.unwrap_or(0).min(total);
+            if self.report.liveness_failure.is_none() && after < self.cfg.min_commits_after_heal {
+                self.report.liveness_failure = Some(format!(
+                    "validator {i} committed {after} blocks after the network healed (needs {})",
+                    self.cfg.min_commits_after_heal
+                ));
+            }
+        }
+        self.report.min_honest_commits = if min == u64::MAX { 0 } else { min };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn honest_runs_are_safe_and_live() {
+        for seed in 0..4 {
+            let r = run(&SimConfig::new(4, 1, seed));
+            assert!(
+                r.safety_violation.is_none(),
+                "seed {seed}: {:?}",
+                r.safety_violation
+            );
+            assert!(
+                r.liveness_failure.is_none(),
+                "seed {seed}: {:?}",
+                r.liveness_failure
+            );
+            assert!(r.min_honest_commits > 20, "seed {seed}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn seven_validators_with_two_byzantine_are_safe_and_live() {
+        for seed in 0..2 {
+            let r = run(&SimConfig::new(7, 2, seed));
+            assert!(
+                r.safety_violation.is_none(),
+                "seed {seed}: {:?}",
+                r.safety_violation
+            );
+            assert!(
+                r.liveness_failure.is_none(),
+                "seed {seed}: {:?}",
+                r.liveness_failure
+            );
+        }
+    }
+
+    #[test]
+    fn the_checker_catches_replicas_that_ignore_their_lock() {
+        let caught = (0..60).find(|seed| {
+            let mut cfg = SimConfig::new(4, 1, *seed);
+            cfg.broken_voting = true;
+            run(&cfg).safety_violation.is_some()
+        });
+        assert!(
+            caught.is_some(),
+            "replicas without their lock must be caught on some seed"
+        );
+    }
+
+    #[test]
+    fn a_run_is_a_pure_function_of_its_seed() {
+        let a = run(&SimConfig::new(4, 1, 42));
+        let b = run(&SimConfig::new(4, 1, 42));
+        assert_eq!(a.min_honest_commits, b.min_honest_commits);
+        assert_eq!(a.evidence, b.evidence);
+    }
+}

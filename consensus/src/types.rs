@@ -393,6 +393,9 @@ pub struct Timeout {
     pub voter: ValidatorIndex,
     /// Signature over [`timeout_digest`] (epoch, round, high_qc.round).
     pub signature: Signature,
+    /// The timeout certificate through which the signer entered `round`, if it did: lets a
+    /// replica that missed it catch up (self-certifying, not covered by the signature).
+    pub entered_by: Option<TimeoutCert>,
 }
 
 impl Timeout {
