@@ -151,7 +151,8 @@ async fn invalid_transactions_get_their_4xx_and_never_reach_a_block() {
         (400, Some("malformed_json"))
     );
 
-    let huge = "0".repeat(2 << 20);
+    // Just over the 1 MiB limit, so the whole body is on the wire before the answer.
+    let huge = "0".repeat((1 << 20) + 1024);
     let (s, b) = c
         .post_json(0, "/v1/transactions", &serde_json::json!({ "tx": huge }))
         .await;
