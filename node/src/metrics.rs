@@ -252,7 +252,34 @@ impl Metrics {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         m.process_start_time_seconds.set(started);
+        m.initialise_series();
         Ok(m)
+    }
+
+    /// Creates the labelled series that dashboards and alerts select, at zero, so that they
+    /// exist before the first event of their kind.
+    fn initialise_series(&self) {
+        for outcome in ["applied", "rejected"] {
+            self.transactions_committed.with_label_values(&[outcome]);
+        }
+        for (stage, code) in [
+            ("ingress", "mempool_full"),
+            ("ingress", "bad_signature"),
+            ("execution", "duplicate"),
+        ] {
+            self.transactions_rejected.with_label_values(&[stage, code]);
+        }
+        for kind in ["proposal", "vote", "timeout"] {
+            self.consensus_evidence.with_label_values(&[kind]);
+        }
+        self.consensus_invalid_messages
+            .with_label_values(&["malformed"]);
+        for origin in ["own", "gossip", "fetched", "disk"] {
+            self.batches_stored.with_label_values(&[origin]);
+        }
+        for reason in ["malformed", "bad_size", "bad_transaction"] {
+            self.batches_rejected.with_label_values(&[reason]);
+        }
     }
 
     /// This node's registry, for components (such as the network) that register their own
