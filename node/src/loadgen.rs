@@ -49,7 +49,13 @@ pub struct LoadConfig {
     pub expiry_height: Height,
     /// Most transactions per POST.
     pub max_per_request: usize,
+    /// Number of accounts (filled in by `Load::start`).
+    #[doc(hidden)]
+    pub accounts_len: usize,
 }
+
+/// In-order senders per validator.
+const SENDERS_PER_VALIDATOR: usize = 1;
 
 /// Counters shared with the progress display.
 #[derive(Default)]
@@ -183,6 +189,7 @@ impl Load {
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap_or_default();
+        config.accounts_len = config.accounts.len();
         let mut accounts = std::mem::take(&mut config.accounts);
         let presigned = match config.duration {
             Some(d) => {
@@ -199,10 +206,14 @@ impl Load {
             }
             None => None,
         };
-        let n_targets = config.targets.len().max(1);
+        // Several in-order senders per validator, each with its own accounts, so that a slow
+        // answer does not hold back every account of that validator.
+        let lanes = SENDERS_PER_VALIDATOR.min((config.accounts_len / config.targets.len().max(1)).max(1));
+        let n_targets = (config.targets.len() * lanes).max(1);
         let mut senders = Vec::new();
         let mut tasks = Vec::new();
-        for url in &config.targets {
+        let urls: Vec<String> = (0..lanes).flat_map(|_| config.targets.iter().cloned()).collect();
+        for url in &urls {
             let (tx, rx) = mpsc::unbounded_channel::<SignedTransaction>();
             senders.push(tx);
             tasks.push(tokio::spawn(send_loop(

@@ -203,7 +203,7 @@ impl SignedTransaction {
     fn open(&self, chain_id: &str) -> Result<Opened, TxError> {
         let tx: Transaction = codec::decode(&self.body, MAX_TX_BYTES)?;
         tx.check_shape(chain_id)?;
-        let key = VerifyingKey::from_bytes(&tx.sender.0).map_err(|_| TxError::BadSender)?;
+        let key = sender_key(&tx.sender.0)?;
         Ok(Opened {
             hash: self.hash(),
             tx,
@@ -219,6 +219,32 @@ impl SignedTransaction {
 }
 
 /// A decoded, shape-checked transaction whose signature is still to be checked.
+/// Most decompressed sender keys a verification thread keeps.
+const KEY_CACHE_ENTRIES: usize = 1 << 16;
+
+thread_local! {
+    /// Decompressing an ed25519 public key costs about as much as half a verification; payers
+    /// send many transactions, so each verification thread keeps the keys it decompressed.
+    static SENDER_KEYS: std::cell::RefCell<std::collections::HashMap<[u8; 32], VerifyingKey>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// The sender's public key, decompressed (cached per thread).
+fn sender_key(bytes: &[u8; 32]) -> Result<VerifyingKey, TxError> {
+    if let Some(k) = SENDER_KEYS.with(|c| c.borrow().get(bytes).copied()) {
+        return Ok(k);
+    }
+    let key = VerifyingKey::from_bytes(bytes).map_err(|_| TxError::BadSender)?;
+    SENDER_KEYS.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= KEY_CACHE_ENTRIES {
+            c.clear();
+        }
+        c.insert(*bytes, key);
+    });
+    Ok(key)
+}
+
 struct Opened {
     hash: Hash,
     tx: Transaction,

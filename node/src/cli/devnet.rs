@@ -52,7 +52,7 @@ pub struct DevnetArgs {
     #[arg(long, default_value_t = 100_000)]
     pub mempool_max_txs: usize,
     /// Log filter (RUST_LOG overrides it).
-    #[arg(long, default_value = "warn")]
+    #[arg(long, default_value = "warn,libp2p_gossipsub=error")]
     pub log_filter: String,
     /// Log format: `pretty` or `json`.
     #[arg(long, default_value = "pretty")]
@@ -258,6 +258,7 @@ impl Devnet {
             accounts,
             expiry_height: height + 1_000_000,
             max_per_request: 1000,
+            accounts_len: 0,
         }
     }
 

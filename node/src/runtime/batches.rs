@@ -73,6 +73,8 @@ pub struct VerifiedBatch {
     pub digest: Digest,
     /// The author.
     pub author: AccountId,
+    /// The author's batch counter.
+    pub nonce: u64,
     /// Its transactions.
     pub txs: Arc<Vec<VerifiedTransaction>>,
     /// Its canonical bytes (served to peers that miss it).
@@ -90,6 +92,7 @@ pub fn pack(author: AccountId, nonce: u64, txs: Vec<VerifiedTransaction>) -> Ver
     VerifiedBatch {
         digest: digest(&bytes),
         author,
+        nonce,
         txs: Arc::new(txs),
         bytes: Arc::new(bytes),
     }
@@ -113,6 +116,7 @@ pub fn verify(
     Ok(VerifiedBatch {
         digest: digest(&bytes),
         author: batch.author,
+        nonce: batch.nonce,
         txs: Arc::new(txs),
         bytes: Arc::new(bytes),
     })
@@ -153,7 +157,9 @@ impl BatchPool {
         self.held.get(d)
     }
 
-    /// Up to `max` held, uncommitted digests, oldest first, leaving out `exclude`.
+    /// Up to `max` held, uncommitted digests, oldest first, leaving out `exclude`; within the
+    /// result, each author's batches are in the order the author made them, so that one
+    /// account's transactions keep their sequence order.
     pub fn payload(&mut self, exclude: &[Digest], max: usize) -> Vec<Digest> {
         while let Some(front) = self.order.front() {
             if self.held.contains_key(front) {
@@ -162,12 +168,23 @@ impl BatchPool {
             self.order.pop_front();
         }
         let exclude: HashSet<&Digest> = exclude.iter().collect();
-        self.order
+        let mut chosen: Vec<&VerifiedBatch> = self
+            .order
             .iter()
-            .filter(|d| self.held.contains_key(d) && !exclude.contains(d))
+            .filter(|d| !exclude.contains(d))
+            .filter_map(|d| self.held.get(d))
             .take(max)
-            .copied()
-            .collect()
+            .collect();
+        // Stable: batches of different authors keep their arrival order relative to each other
+        // where the author order allows it.
+        let first_seen: HashMap<AccountId, usize> = chosen
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, b)| (b.author, i))
+            .collect();
+        chosen.sort_by_key(|b| (first_seen.get(&b.author).copied().unwrap_or(0), b.nonce));
+        chosen.iter().map(|b| b.digest).collect()
     }
 
     /// Number of held, uncommitted batches.

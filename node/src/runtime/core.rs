@@ -41,6 +41,9 @@ pub(crate) enum Internal {
         batch: Result<VerifiedBatch, batches::BatchError>,
         origin: Origin,
         expected: Option<Digest>,
+        /// Arrival number of a gossiped batch: results are applied in arrival order, so that
+        /// an author's batches enter the pool in the order it made them.
+        order: Option<u64>,
     },
     /// No peer could supply the batch.
     FetchFailed(Digest),
@@ -104,6 +107,9 @@ pub(crate) struct Core {
     internal: mpsc::Sender<Internal>,
     header_votes: BTreeMap<Height, HeaderVotes>,
     executed: Height,
+    gossip_received: u64,
+    gossip_applied: u64,
+    reorder: BTreeMap<u64, (Result<VerifiedBatch, batches::BatchError>, Origin)>,
 }
 
 impl Core {
@@ -141,6 +147,9 @@ impl Core {
             internal,
             header_votes: BTreeMap::new(),
             executed,
+            gossip_received: 0,
+            gossip_applied: 0,
+            reorder: BTreeMap::new(),
         }
     }
 
@@ -151,6 +160,18 @@ impl Core {
         mut internal: mpsc::Receiver<Internal>,
         mut stop: watch::Receiver<bool>,
     ) {
+        // Start rounds once a quorum is connected (or after a while), so that a healthy
+        // network does not begin with a timeout while its peers are still dialling.
+        let quorum = self.consensus.validators().quorum();
+        let waited = Instant::now();
+        while self.shared.network.connected_peers().len() + 1 < quorum
+            && waited.elapsed() < Duration::from_secs(10)
+        {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
         let actions = self.consensus.start();
         if self.perform(actions).is_err() {
             return;
@@ -461,6 +482,7 @@ impl Core {
                         batch,
                         origin: Origin::Disk,
                         expected: Some(digest),
+                        order: None,
                     })
                     .await;
                 return;
@@ -486,6 +508,7 @@ impl Core {
                                     batch,
                                     origin: Origin::Peer(*peer),
                                     expected: Some(digest),
+                                    order: None,
                                 })
                                 .await;
                             return;
@@ -521,6 +544,8 @@ impl Core {
                 let shared = self.shared.clone();
                 let internal = self.internal.clone();
                 let (max_bytes, max_txs) = (self.params.max_batch_bytes, self.params.max_batch_txs);
+                let order = self.gossip_received;
+                self.gossip_received += 1;
                 tokio::spawn(async move {
                     let batch = verify_off_loop(data, &shared.chain_id, max_bytes, max_txs).await;
                     let _ = internal
@@ -528,6 +553,7 @@ impl Core {
                             batch,
                             origin: Origin::Gossip { message_id, source },
                             expected: None,
+                            order: Some(order),
                         })
                         .await;
                 });
@@ -602,6 +628,19 @@ impl Core {
                 batch,
                 origin,
                 expected,
+                order: Some(order),
+            } => {
+                self.reorder.insert(order, (batch, origin));
+                while let Some((batch, origin)) = self.reorder.remove(&self.gossip_applied) {
+                    self.gossip_applied += 1;
+                    self.on_verified(batch, origin, expected);
+                }
+            }
+            Internal::Verified {
+                batch,
+                origin,
+                expected,
+                order: None,
             } => self.on_verified(batch, origin, expected),
             Internal::FetchFailed(d) => {
                 self.fetching.remove(&d);
