@@ -37,6 +37,24 @@ async fn four_validators_commit_transfers_and_agree_on_state_and_receipts() {
             "receipts differ at {h}"
         );
     }
+    // Once a quorum has signed the executed header, the answer carries a proof that checks out
+    // offline against the genesis validator set.
+    let deadline = tokio::time::Instant::now() + LONG;
+    let proof = loop {
+        let s = c.wait_final(2, &txs[49].hash(), LONG).await;
+        if let Some(p) = s.proof {
+            break p;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no certificate gathered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(proof.receipt.tx_hash, txs[49].hash());
+    proof
+        .verify(&c.testnet.genesis.validator_keys())
+        .expect("the inclusion proof verifies");
+    let mut forged = proof.clone();
+    forged.receipt.code = "insufficient_funds".into();
+    assert!(forged.verify(&c.testnet.genesis.validator_keys()).is_err());
     for i in 0..4 {
         let a = c.account_view(i, 1).await;
         assert_eq!(a.balances[&usd()], before + 50 * 7, "validator {i}");

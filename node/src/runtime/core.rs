@@ -380,6 +380,14 @@ impl Core {
 
     fn on_commit(&mut self, block: Block, qc: QuorumCert) {
         let latency_ms = now_ms().saturating_sub(block.timestamp_ms);
+        tracing::debug!(
+            height = block.height,
+            round = block.round,
+            batches = block.payload.len(),
+            certified_by = qc.signatures.len(),
+            latency_ms,
+            "block committed"
+        );
         self.shared
             .metrics
             .consensus_commit_latency
