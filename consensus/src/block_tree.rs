@@ -13,6 +13,9 @@ pub(crate) struct BlockTree {
     highest_qc: QuorumCert,
     /// Test-only: commit a block on its own certificate (the broken one-chain rule).
     pub(crate) one_chain: bool,
+    /// Last height of the current epoch, when a reconfiguration is pending: nothing above it
+    /// commits in this epoch.
+    pub(crate) commit_limit: Option<Height>,
 }
 
 impl BlockTree {
@@ -24,6 +27,7 @@ impl BlockTree {
             blocks: HashMap::new(),
             certs: HashMap::new(),
             one_chain: false,
+            commit_limit: None,
         }
     }
 
@@ -123,6 +127,13 @@ impl BlockTree {
         chain.reverse();
         let mut out = Vec::new();
         for id in chain {
+            if self
+                .blocks
+                .get(&id)
+                .is_some_and(|b| self.commit_limit.is_some_and(|l| b.height > l))
+            {
+                break;
+            }
             // The QC of a block is its child's justify; every block on the chain has one.
             let Some(qc) = self.certs.get(&id).cloned() else {
                 break;

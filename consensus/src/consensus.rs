@@ -679,6 +679,7 @@ impl Consensus {
             return self.ignore("late_reconfiguration");
         }
         self.reconfiguration = Some((height, validators));
+        self.tree.commit_limit = Some(height);
         if height == self.tree.committed_height() {
             self.switch_epoch(out);
         }

@@ -43,6 +43,8 @@ pub struct SimConfig {
     pub broken_voting: bool,
     /// Blocks every honest validator must commit after the heal.
     pub min_commits_after_heal: u64,
+    /// Start epoch 1 (same validators) after the block at this height.
+    pub reconfigure_at: Option<u64>,
 }
 
 impl SimConfig {
@@ -60,6 +62,7 @@ impl SimConfig {
             partitions: true,
             broken_voting: false,
             min_commits_after_heal: 5,
+            reconfigure_at: None,
         }
     }
 }
@@ -85,6 +88,8 @@ pub struct SimReport {
     pub nodes: Vec<(u64, u64, u64, bool)>,
     /// Per validator at the end: its consensus counters.
     pub stats: Vec<crate::Stats>,
+    /// Epochs of the blocks honest validators committed, in order, without repeats.
+    pub epochs_seen: Vec<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,6 +237,14 @@ impl Sim {
         }
     }
 
+    fn next_epoch(&self) -> Option<(u64, ValidatorSet)> {
+        let h = self.cfg.reconfigure_at?;
+        let keys = (0..self.validators.len())
+            .filter_map(|i| self.validators.key(i as ValidatorIndex))
+            .collect();
+        ValidatorSet::new(1, keys).ok().map(|v| (h, v))
+    }
+
     fn boot(&mut self, i: usize) {
         let node = &self.nodes[i];
         let root = node
@@ -239,13 +252,22 @@ impl Sim {
             .last()
             .cloned()
             .unwrap_or_else(|| Block::genesis(&self.validators));
+        let next = self.next_epoch();
+        let (validators, pending) = match next {
+            Some((h, set)) if node.committed.len() as u64 >= h => (set, None),
+            other => (self.validators.clone(), other),
+        };
         let mut c = Consensus::new(
             self.config(),
             node.key.clone(),
-            self.validators.clone(),
+            validators,
             root,
             node.safety.clone(),
         );
+        if let Some((height, validators)) = pending {
+            // What the node's execution would announce ahead of the boundary.
+            let _ = c.handle(Event::Reconfigure { height, validators });
+        }
         if self.cfg.broken_voting && node.behaviour == Behaviour::Honest {
             c.break_safety_for_tests();
         } else if matches!(
@@ -599,9 +621,13 @@ impl Sim {
             return;
         }
         let id = block.id();
+        let epoch = block.epoch;
         node.committed.push((block, qc));
         if !honest {
             return;
+        }
+        if i == 0 && self.report.epochs_seen.last() != Some(&epoch) {
+            self.report.epochs_seen.push(epoch);
         }
         match self.canonical.get(&expected) {
             Some((other, j)) if *other != id => {
@@ -710,6 +736,27 @@ mod tests {
             caught.is_some(),
             "replicas without their lock must be caught on some seed"
         );
+    }
+
+    #[test]
+    fn an_epoch_change_takes_effect_after_its_block() {
+        for seed in 0..2 {
+            let mut cfg = SimConfig::new(4, 1, seed);
+            cfg.reconfigure_at = Some(10);
+            let r = run(&cfg);
+            assert!(
+                r.safety_violation.is_none(),
+                "seed {seed}: {:?}",
+                r.safety_violation
+            );
+            assert!(
+                r.liveness_failure.is_none(),
+                "seed {seed}: {:?}",
+                r.liveness_failure
+            );
+            assert!(r.min_honest_commits > 20, "seed {seed}: {r:?}");
+            assert_eq!(r.epochs_seen, vec![0, 1], "seed {seed}");
+        }
     }
 
     #[test]

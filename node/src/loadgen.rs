@@ -208,11 +208,14 @@ impl Load {
         };
         // Several in-order senders per validator, each with its own accounts, so that a slow
         // answer does not hold back every account of that validator.
-        let lanes = SENDERS_PER_VALIDATOR.min((config.accounts_len / config.targets.len().max(1)).max(1));
+        let lanes =
+            SENDERS_PER_VALIDATOR.min((config.accounts_len / config.targets.len().max(1)).max(1));
         let n_targets = (config.targets.len() * lanes).max(1);
         let mut senders = Vec::new();
         let mut tasks = Vec::new();
-        let urls: Vec<String> = (0..lanes).flat_map(|_| config.targets.iter().cloned()).collect();
+        let urls: Vec<String> = (0..lanes)
+            .flat_map(|_| config.targets.iter().cloned())
+            .collect();
         for url in &urls {
             let (tx, rx) = mpsc::unbounded_channel::<SignedTransaction>();
             senders.push(tx);

@@ -45,7 +45,10 @@ async fn four_validators_commit_transfers_and_agree_on_state_and_receipts() {
         if let Some(p) = s.proof {
             break p;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no certificate gathered");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no certificate gathered"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(proof.receipt.tx_hash, txs[49].hash());

@@ -239,6 +239,7 @@ impl Core {
             match action {
                 Action::Send { to, bytes } => self.send(to, DirectMessage::Consensus(bytes)),
                 Action::Broadcast { bytes } => {
+                    log_outgoing(&bytes);
                     for to in 0..self.peers.len() as ValidatorIndex {
                         if to != self.me {
                             self.send(to, DirectMessage::Consensus(bytes.clone()));
@@ -867,6 +868,33 @@ impl Core {
                 entry.certified = true;
             }
         }
+    }
+}
+
+/// Debug-level record of a block's life as this validator takes part in it.
+fn log_outgoing(bytes: &[u8]) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    match tally_consensus::Message::from_bytes(bytes, MAX_FRAME) {
+        Ok(tally_consensus::Message::Proposal(b)) => tracing::debug!(
+            height = b.height,
+            round = b.round,
+            batches = b.payload.len(),
+            block = %b.id(),
+            "block proposed"
+        ),
+        Ok(tally_consensus::Message::Vote(v)) => {
+            tracing::debug!(height = v.height, round = v.round, block = %v.block, "voted")
+        }
+        Ok(tally_consensus::Message::Timeout(t)) => {
+            tracing::debug!(
+                round = t.round,
+                high_qc_round = t.high_qc.round,
+                "timeout sent"
+            )
+        }
+        Err(_) => {}
     }
 }
 
