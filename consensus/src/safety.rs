@@ -27,6 +27,10 @@ pub struct SafetyState {
     pub last_proposed_round: Round,
     /// Highest QC round seen when voting (the lock of the two-chain rule).
     pub highest_qc_round: Round,
+    /// The last timeout signed: (round, the high QC round it carried). A timeout for that
+    /// round is only ever signed again with the same high QC round (ed25519 signatures are
+    /// deterministic, so the message is the same), never with another.
+    pub last_timeout: Option<(Round, Round)>,
 }
 
 /// The signer.
@@ -100,7 +104,13 @@ impl SafetyRules {
         if epoch != self.state.epoch || round < self.state.last_voted_round {
             return None;
         }
+        if let Some((r, hqc_round)) = self.state.last_timeout {
+            if r == round && hqc_round != high_qc.round {
+                return None;
+            }
+        }
         self.state.last_voted_round = round;
+        self.state.last_timeout = Some((round, high_qc.round));
         let signature = self
             .key
             .sign(&timeout_digest(epoch, round, high_qc.round).0);

@@ -503,9 +503,21 @@ impl Sim {
                     let at = self.now + 2 * self.delay();
                     self.schedule(at, i, Delivery::Event(e));
                 }
-                Action::Evidence(_) => {
+                Action::Evidence(e) => {
                     if self.nodes[i].behaviour == Behaviour::Honest {
                         self.report.evidence += 1;
+                        let accused = e.validator() as usize;
+                        let honest_accused = self
+                            .nodes
+                            .get(accused)
+                            .is_some_and(|n| n.behaviour == Behaviour::Honest);
+                        if honest_accused && !self.cfg.broken_voting {
+                            self.report.safety_violation = Some(format!(
+                                "validator {i} holds {} evidence against honest validator {accused} (round {})",
+                                e.kind(),
+                                e.round()
+                            ));
+                        }
                     }
                 }
                 Action::Misbehaviour { .. } => {

@@ -13,7 +13,6 @@ use crate::codec;
 use crate::primitives::{AccountId, Hash, Height};
 use ed25519_dalek::SigningKey;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tally_consensus::{
@@ -399,7 +398,7 @@ impl Core {
             let held = self.pool.commit(d);
             if let Some(b) = &held {
                 if b.author == me {
-                    self.shared.own_pending.fetch_sub(1, Ordering::Relaxed);
+                    self.shared.own_batch_committed();
                 }
             } else {
                 self.fetch(*d, Some(block.author), Duration::ZERO);
@@ -766,7 +765,7 @@ impl Core {
         if used {
             self.pool.commit(&d);
             if batch.author == self.shared.me {
-                self.shared.own_pending.fetch_sub(1, Ordering::Relaxed);
+                self.shared.own_batch_committed();
             }
             self.release_commits();
         } else if !self.pool.is_committed(&d) {

@@ -274,6 +274,15 @@ impl NodeShared {
         }
     }
 
+    /// One of this validator's batches committed (one made before a restart counts for none).
+    pub(crate) fn own_batch_committed(&self) {
+        let _ = self.own_pending.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |n| Some(n.saturating_sub(1)),
+        );
+    }
+
     /// Stops the node: something that must not fail did.
     pub fn fail(&self, why: String) {
         tracing::error!(error = %why, "fatal: stopping the node");
