@@ -27,10 +27,10 @@ pub struct SafetyState {
     pub last_proposed_round: Round,
     /// Highest QC round seen when voting (the lock of the two-chain rule).
     pub highest_qc_round: Round,
-    /// The last timeout signed: (round, the high QC round it carried). A timeout for that
-    /// round is only ever signed again with the same high QC round (ed25519 signatures are
-    /// deterministic, so the message is the same), never with another.
-    pub last_timeout: Option<(Round, Round)>,
+    /// The last timeout signed: its round and the high QC it carried. A timeout for that round
+    /// is only ever signed again with that same QC (ed25519 signatures are deterministic, so
+    /// the message is identical), even after a restart with an older QC at hand.
+    pub last_timeout: Option<(Round, QuorumCert)>,
 }
 
 /// The signer.
@@ -104,13 +104,12 @@ impl SafetyRules {
         if epoch != self.state.epoch || round < self.state.last_voted_round {
             return None;
         }
-        if let Some((r, hqc_round)) = self.state.last_timeout {
-            if r == round && hqc_round != high_qc.round {
-                return None;
-            }
-        }
+        let high_qc = match &self.state.last_timeout {
+            Some((r, signed)) if *r == round => signed.clone(),
+            _ => high_qc.clone(),
+        };
         self.state.last_voted_round = round;
-        self.state.last_timeout = Some((round, high_qc.round));
+        self.state.last_timeout = Some((round, high_qc.clone()));
         let signature = self
             .key
             .sign(&timeout_digest(epoch, round, high_qc.round).0);
@@ -119,7 +118,7 @@ impl SafetyRules {
             Timeout {
                 epoch,
                 round,
-                high_qc: high_qc.clone(),
+                high_qc,
                 voter: self.me,
                 signature,
                 entered_by: None,
