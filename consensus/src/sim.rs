@@ -231,7 +231,7 @@ impl Sim {
     fn config(&self) -> Config {
         Config {
             base_timeout_ms: 1000,
-            max_timeout_ms: 8000,
+            max_timeout_ms: 4000,
             max_payload_digests: 8,
             max_message_bytes: 1 << 20,
         }
