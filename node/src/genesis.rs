@@ -2,7 +2,12 @@
 
 use crate::codec;
 use crate::ledger::{account_key, asset_key, AccountState, AssetInfo, State};
-use crate::primitives::{AccountId, Amount, AssetCode, Hash, TimestampMs};
+use crate::compliance::governance::{Params, MEMBERS_KEY, PARAMS_KEY};
+use crate::compliance::registry::{
+    check_identity_id, identity_key, role_key, sanction_key, RULES_KEY,
+};
+use crate::compliance::{Identity, Role, RoleEntry, RuleSet, Tier};
+use crate::primitives::{AccountId, Amount, AssetCode, Hash, IdentityId, Jurisdiction, TimestampMs};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -68,6 +73,27 @@ pub struct GenesisAccount {
     pub balances: BTreeMap<AssetCode, Amount>,
 }
 
+/// An identity registered at genesis, with the accounts bound to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisIdentity {
+    /// The provider's id for it.
+    pub id: IdentityId,
+    /// The KYC provider that registered it (must hold the `kyc_provider` role).
+    pub provider: AccountId,
+    /// ISO 3166-1 alpha-2 jurisdiction.
+    pub jurisdiction: Jurisdiction,
+    /// KYC tier.
+    pub tier: Tier,
+    /// Block time after which it expires.
+    pub expires_ms: TimestampMs,
+    /// Salted sha2-256 commitment to the personal data kept off-ledger.
+    pub commitment: Hash,
+    /// Accounts bound to it.
+    #[serde(default)]
+    pub accounts: Vec<AccountId>,
+}
+
 /// The whole genesis file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +113,17 @@ pub struct Genesis {
     /// Accounts with opening balances.
     #[serde(default)]
     pub accounts: Vec<GenesisAccount>,
+    /// The first role registry (validators also get the `validator` role).
+    #[serde(default)]
+    pub roles: Vec<RoleEntry>,
+    /// Identities registered at genesis.
+    #[serde(default)]
+    pub identities: Vec<GenesisIdentity>,
+    /// Identities on a sanctions list at genesis, with the list's name.
+    #[serde(default)]
+    pub sanctioned_identities: BTreeMap<IdentityId, String>,
+    /// The first rule set (version 1).
+    pub rules: RuleSet,
 }
 
 impl Genesis {
@@ -162,7 +199,82 @@ impl Genesis {
                 entry.balances.insert(code.clone(), bal);
             }
         }
-        let mut entries = Vec::new();
+        let mut roles: BTreeMap<AccountId, RoleEntry> = BTreeMap::new();
+        for (i, r) in self.roles.iter().enumerate() {
+            r.validate().map_err(|m| GenesisError::Invalid(format!("roles[{i}]: {m}")))?;
+            if roles.insert(r.key, r.clone()).is_some() {
+                return invalid(format!("roles[{i}].key: duplicate"));
+            }
+        }
+        for v in &self.validators {
+            roles
+                .entry(v.public_key)
+                .or_insert_with(|| RoleEntry {
+                    name: v.name.clone(),
+                    key: v.public_key,
+                    roles: BTreeSet::new(),
+                    jurisdictions: BTreeSet::new(),
+                })
+                .roles
+                .insert(Role::Validator);
+        }
+        let mut identities: BTreeMap<IdentityId, Identity> = BTreeMap::new();
+        for (i, g) in self.identities.iter().enumerate() {
+            check_identity_id(&g.id).map_err(|m| GenesisError::Invalid(format!("identities[{i}].id: {m}")))?;
+            if !roles.get(&g.provider).is_some_and(|r| r.has(Role::KycProvider)) {
+                return invalid(format!(
+                    "identities[{i}].provider: not a key with the kyc_provider role"
+                ));
+            }
+            let identity = Identity {
+                id: g.id.clone(),
+                provider: g.provider,
+                jurisdiction: g.jurisdiction,
+                tier: g.tier,
+                expires_ms: g.expires_ms,
+                commitment: g.commitment,
+                revoked: false,
+                frozen: None,
+            };
+            if identities.insert(g.id.clone(), identity).is_some() {
+                return invalid(format!("identities[{i}].id: duplicate {}", g.id));
+            }
+            for (j, a) in g.accounts.iter().enumerate() {
+                let acct = accounts.entry(*a).or_default();
+                if acct.identity.is_some() {
+                    return invalid(format!(
+                        "identities[{i}].accounts[{j}]: account already bound"
+                    ));
+                }
+                acct.identity = Some(g.id.clone());
+            }
+        }
+        for id in self.sanctioned_identities.keys() {
+            check_identity_id(id)
+                .map_err(|m| GenesisError::Invalid(format!("sanctioned_identities.{id}: {m}")))?;
+        }
+        self.rules.validate().map_err(|m| GenesisError::Invalid(m))?;
+        let mut rules = self.rules.clone();
+        rules.version = 1;
+        let mut extra = Vec::new();
+        let members: BTreeSet<AccountId> = roles
+            .values()
+            .filter(|r| r.has(Role::Member))
+            .map(|r| r.key)
+            .collect();
+        extra.push((MEMBERS_KEY.to_vec(), codec::encode(&members)));
+        extra.push((RULES_KEY.to_vec(), codec::encode(&rules)));
+        extra.push((PARAMS_KEY.to_vec(), codec::encode(&Params::default())));
+        for (key, r) in &roles {
+            extra.push((role_key(key), codec::encode(r)));
+        }
+        for (id, identity) in &identities {
+            extra.push((identity_key(id), codec::encode(identity)));
+        }
+        for (id, list) in &self.sanctioned_identities {
+            extra.push((sanction_key(id), codec::encode(list)));
+        }
+        let mut entries = extra;
         for (code, info) in &assets {
             entries.push((asset_key(code), codec::encode(info)));
         }

@@ -155,6 +155,7 @@ fn sign_payments(
                     asset: a.asset.clone(),
                     amount: 1 + (mix >> 32) % 9_999,
                     memo: None,
+                    travel: None,
                 }),
             };
             (i, tx)

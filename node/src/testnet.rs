@@ -4,6 +4,7 @@
 
 use crate::genesis::{Genesis, GenesisAccount, GenesisAsset, GenesisValidator};
 use crate::keys;
+use crate::testnet_compliance::{demo_rules, DemoCompliance};
 use crate::primitives::{AccountId, AssetCode};
 use ed25519_dalek::SigningKey;
 use std::collections::BTreeMap;
@@ -46,6 +47,19 @@ pub const DEMO_ASSETS: &[(&str, u64)] = &[
     ("SGD", 1_000_000_000_000),
 ];
 
+/// Keys read back from an earlier network, to regenerate the same one.
+#[derive(Default)]
+pub struct ReusedKeys {
+    /// Validator keys in order.
+    pub validators: Vec<SigningKey>,
+    /// Issuer keys by asset.
+    pub issuers: BTreeMap<AssetCode, SigningKey>,
+    /// Demo account keys in order.
+    pub accounts: Vec<SigningKey>,
+    /// Named keys.
+    pub named: BTreeMap<String, SigningKey>,
+}
+
 /// Everything generated, with keys in memory.
 pub struct Testnet {
     /// The genesis.
@@ -56,6 +70,9 @@ pub struct Testnet {
     pub issuer_keys: BTreeMap<AssetCode, SigningKey>,
     /// Demo payment account keys.
     pub account_keys: Vec<SigningKey>,
+    /// Consortium and scenario keys by name (members, KYC provider, regulators, scenario
+    /// accounts): see `testnet_compliance`.
+    pub named_keys: BTreeMap<String, SigningKey>,
     /// The spec it was made from.
     pub spec: TestnetSpec,
 }
@@ -82,20 +99,40 @@ pub enum TestnetError {
 impl Testnet {
     /// Generates fresh keys and the genesis for `spec`.
     pub fn generate(spec: TestnetSpec) -> Result<Testnet, TestnetError> {
+        Testnet::generate_with(spec, None)
+    }
+
+    /// Generates the genesis for `spec`, reusing `keys` (validators, issuers, accounts, named)
+    /// where given.
+    pub fn generate_with(
+        spec: TestnetSpec,
+        reuse: Option<ReusedKeys>,
+    ) -> Result<Testnet, TestnetError> {
         if spec.validators == 0 || spec.validators > 100 {
             return Err(TestnetError::Invalid(
                 "--validators must be between 1 and 100".into(),
             ));
         }
-        let validator_keys: Vec<SigningKey> =
-            (0..spec.validators).map(|_| keys::generate()).collect();
-        let account_keys: Vec<SigningKey> = (0..spec.accounts).map(|_| keys::generate()).collect();
+        let mut reuse = reuse.unwrap_or_default();
+        let validator_keys: Vec<SigningKey> = if reuse.validators.is_empty() {
+            (0..spec.validators).map(|_| keys::generate()).collect()
+        } else {
+            std::mem::take(&mut reuse.validators)
+        };
+        let account_keys: Vec<SigningKey> = if reuse.accounts.is_empty() {
+            (0..spec.accounts).map(|_| keys::generate()).collect()
+        } else {
+            std::mem::take(&mut reuse.accounts)
+        };
         let mut issuer_keys = BTreeMap::new();
         let mut assets = Vec::new();
         for (code, _) in DEMO_ASSETS {
             let code = AssetCode::new(code)
                 .ok_or_else(|| TestnetError::Invalid(format!("bad asset {code}")))?;
-            let key = keys::generate();
+            let key = reuse
+                .issuers
+                .remove(&code)
+                .unwrap_or_else(keys::generate);
             assets.push(GenesisAsset {
                 code: code.clone(),
                 decimals: 6,
@@ -103,7 +140,14 @@ impl Testnet {
             });
             issuer_keys.insert(code, key);
         }
-        let accounts = account_keys
+        let demo = DemoCompliance::build(
+            validator_keys.len(),
+            spec.genesis_time_ms,
+            &issuer_keys,
+            &account_keys,
+            std::mem::take(&mut reuse.named),
+        );
+        let mut accounts: Vec<GenesisAccount> = account_keys
             .iter()
             .map(|k| GenesisAccount {
                 id: keys::account_id(k),
@@ -113,6 +157,7 @@ impl Testnet {
                     .collect(),
             })
             .collect();
+        accounts.extend(demo.accounts);
         let validators = validator_keys
             .iter()
             .enumerate()
@@ -130,12 +175,17 @@ impl Testnet {
             members: Vec::new(),
             assets,
             accounts,
+            roles: demo.roles,
+            identities: demo.identities,
+            sanctioned_identities: demo.sanctioned,
+            rules: demo_rules(),
         };
         Ok(Testnet {
             genesis,
             validator_keys,
             issuer_keys,
             account_keys,
+            named_keys: demo.keys,
             spec,
         })
     }
@@ -147,7 +197,7 @@ impl Testnet {
             let path = path.to_owned();
             move |source| TestnetError::Io { path, source }
         };
-        for sub in ["issuers", "accounts"] {
+        for sub in ["issuers", "accounts", "keys"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(io(&dir.join(sub)))?;
         }
         let genesis_path = dir.join("genesis.json");
@@ -166,6 +216,9 @@ impl Testnet {
         }
         for (j, key) in self.account_keys.iter().enumerate() {
             keys::write_key_file(&dir.join("accounts").join(format!("account-{j}.key")), key)?;
+        }
+        for (name, key) in &self.named_keys {
+            keys::write_key_file(&dir.join("keys").join(format!("{name}.key")), key)?;
         }
         Ok(())
     }
@@ -240,6 +293,11 @@ filter = "info"
         )
     }
 
+    /// A named key (see `named_keys`).
+    pub fn named(&self, name: &str) -> Option<&SigningKey> {
+        self.named_keys.get(name)
+    }
+
     /// Account id of demo account `j`.
     pub fn account(&self, j: usize) -> Option<AccountId> {
         self.account_keys.get(j).map(keys::account_id)
@@ -273,6 +331,8 @@ mod tests {
             assert_eq!(cfg.network.bootstrap.len(), 3);
         }
         let state = genesis.initial_state().unwrap();
-        assert_eq!(state.len(), 3 + 3, "three assets and three accounts");
+        assert!(state.len() > 6, "assets, accounts, roles, identities and rules");
+        let written = std::fs::read_dir(dir.path().join("keys")).unwrap().count();
+        assert_eq!(written, net.named_keys.len());
     }
 }

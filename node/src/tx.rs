@@ -7,6 +7,7 @@
 //! it received once; nothing is re-encoded.
 
 use crate::codec::{self, CodecError};
+use crate::compliance::{FreezeOp, GovAction, IdentityOp, TravelRuleData};
 use crate::primitives::{AccountId, Amount, AssetCode, Hash, Height};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use rayon::prelude::*;
@@ -14,8 +15,11 @@ use serde::{Deserialize, Serialize};
 
 /// Domain tag of transaction ids (and of what the sender signs).
 pub const TX_DOMAIN: &[u8] = b"tally/tx/v1";
-/// Largest accepted encoded transaction, in bytes.
-pub const MAX_TX_BYTES: usize = 4 * 1024;
+/// Largest accepted encoded transaction, in bytes (a governance proposal carrying a rule set or
+/// a sanctions list).
+pub const MAX_TX_BYTES: usize = 128 * 1024;
+/// Largest accepted payment or identity operation, in bytes.
+pub const MAX_PAYMENT_BYTES: usize = 4 * 1024;
 /// Longest accepted memo, in bytes.
 pub const MAX_MEMO_BYTES: usize = 140;
 
@@ -41,6 +45,24 @@ pub enum Payload {
         /// Minor units to destroy.
         amount: Amount,
     },
+    /// A KYC provider's identity operation.
+    Identity(IdentityOp),
+    /// A regulator's or issuer's freeze operation.
+    Freeze(FreezeOp),
+    /// A member proposes a governance change taking effect at `effective_height`.
+    Propose {
+        /// The change.
+        action: GovAction,
+        /// The height at whose start it takes effect.
+        effective_height: Height,
+    },
+    /// A member votes on an open proposal.
+    Vote {
+        /// Proposal id.
+        proposal: u64,
+        /// Yes or no.
+        approve: bool,
+    },
 }
 
 /// A payment between two accounts in one asset.
@@ -54,6 +76,8 @@ pub struct Transfer {
     pub amount: Amount,
     /// Free text for the parties (at most [`MAX_MEMO_BYTES`]).
     pub memo: Option<String>,
+    /// Originator and beneficiary information, required at or above the travel-rule threshold.
+    pub travel: Option<TravelRuleData>,
 }
 
 /// The signed content of a transaction.
@@ -108,6 +132,9 @@ pub enum TxError {
     /// The amount is zero.
     #[error("amount must be greater than zero")]
     ZeroAmount,
+    /// A field of the payload is invalid; the message names it.
+    #[error("invalid payload: {0}")]
+    InvalidPayload(String),
     /// The transaction expired before the current height.
     #[error("transaction expired at height {expiry}, current height is {height}")]
     Expired {
@@ -129,6 +156,7 @@ impl TxError {
             TxError::BadSignature => "bad_signature",
             TxError::MemoTooLong => "memo_too_long",
             TxError::ZeroAmount => "zero_amount",
+            TxError::InvalidPayload(_) => "invalid_payload",
             TxError::Expired { .. } => "expired",
         }
     }
@@ -172,12 +200,22 @@ impl Transaction {
                 if t.amount == 0 {
                     return Err(TxError::ZeroAmount);
                 }
+                if let Some(travel) = &t.travel {
+                    travel.check_shape().map_err(TxError::InvalidPayload)?;
+                }
             }
             Payload::Issue { amount, .. } | Payload::Redeem { amount, .. } => {
                 if *amount == 0 {
                     return Err(TxError::ZeroAmount);
                 }
             }
+            Payload::Identity(op) => op.check_shape().map_err(TxError::InvalidPayload)?,
+            Payload::Freeze(op) => op.check_shape().map_err(TxError::InvalidPayload)?,
+            Payload::Propose { action, .. } => {
+                crate::compliance::governance::validate_action(action)
+                    .map_err(TxError::InvalidPayload)?
+            }
+            Payload::Vote { .. } => {}
         }
         Ok(())
     }
@@ -202,6 +240,12 @@ impl SignedTransaction {
     /// Decodes the body and checks everything but the signature.
     fn open(&self, chain_id: &str) -> Result<Opened, TxError> {
         let tx: Transaction = codec::decode(&self.body, MAX_TX_BYTES)?;
+        if self.body.len() > MAX_PAYMENT_BYTES && !matches!(tx.payload, Payload::Propose { .. }) {
+            return Err(TxError::Malformed(CodecError::TooLarge {
+                len: self.body.len(),
+                max: MAX_PAYMENT_BYTES,
+            }));
+        }
         tx.check_shape(chain_id)?;
         let key = sender_key(&tx.sender.0)?;
         Ok(Opened {
@@ -355,6 +399,7 @@ mod tests {
                 asset: AssetCode::new("USD").unwrap(),
                 amount,
                 memo: None,
+                travel: None,
             }),
         }
         .sign(from)

@@ -126,6 +126,7 @@ async fn transfer(client: &reqwest::Client, args: TransferArgs) -> anyhow::Resul
             asset,
             amount: args.amount,
             memo: args.memo,
+            travel: None,
         }),
     }
     .sign(&key);

@@ -101,6 +101,16 @@ pub fn load_testnet(dir: &Path) -> anyhow::Result<Testnet> {
         }
         account_keys.push(crate::keys::read_key_file(&path)?);
     }
+    let mut named_keys = BTreeMap::new();
+    let keys_dir = dir.join("keys");
+    if keys_dir.exists() {
+        for entry in std::fs::read_dir(&keys_dir)? {
+            let path = entry?.path();
+            if let Some(name) = path.file_stem().and_then(|s| s.to_str()) {
+                named_keys.insert(name.to_owned(), crate::keys::read_key_file(&path)?);
+            }
+        }
+    }
     let spec = TestnetSpec {
         chain_id: genesis.chain_id.clone(),
         validators: genesis.validators.len(),
@@ -113,6 +123,7 @@ pub fn load_testnet(dir: &Path) -> anyhow::Result<Testnet> {
         validator_keys,
         issuer_keys,
         account_keys,
+        named_keys,
         spec,
     })
 }

@@ -1,6 +1,6 @@
 //! Accounts and assets as stored in the state key space.
 
-use crate::primitives::{AccountId, Amount, AssetCode};
+use crate::primitives::{AccountId, Amount, AssetCode, IdentityId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -26,6 +26,9 @@ pub struct AccountState {
     pub sequence: u64,
     /// Balances in minor units; an asset absent from the map is a zero balance.
     pub balances: BTreeMap<AssetCode, Amount>,
+    /// The KYC'd identity the account is bound to; an unbound account can neither send nor
+    /// receive payments.
+    pub identity: Option<IdentityId>,
 }
 
 impl AccountState {

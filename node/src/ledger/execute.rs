@@ -6,6 +6,8 @@
 use super::accounts::{account_key, asset_key, AccountState, AssetInfo};
 use super::receipt::{receipt_root, Event, Flag, Receipt, RejectCode, Rejection};
 use super::state::{Overlay, State, StateError, WriteSet};
+use crate::compliance::registry::RULES_KEY;
+use crate::compliance::{self, governance, Payment, RuleSet, Rules};
 use crate::primitives::{AccountId, Amount, AssetCode, Hash, Height, TimestampMs};
 use crate::tx::{Payload, Transfer, VerifiedTransaction};
 
@@ -36,16 +38,24 @@ pub fn execute_block(
     txs: &[VerifiedTransaction],
 ) -> Result<BlockOutput, StateError> {
     let mut overlay = Overlay::new(state);
+    // Governance changes scheduled for this height apply before its transactions; the rule
+    // set is then read once for the whole block.
+    governance::begin_block(&mut overlay, ctx.height)?;
+    let rules = Rules::new(overlay.get::<RuleSet>(RULES_KEY)?.ok_or_else(|| StateError {
+        key: String::from_utf8_lossy(RULES_KEY).into_owned(),
+        source: crate::codec::CodecError::Malformed("the rule set is missing".into()),
+    })?);
     let mut receipts = Vec::with_capacity(txs.len());
     for tx in txs {
-        let receipt = match execute_tx(&mut overlay, ctx, tx)? {
+        let receipt = match execute_tx(&mut overlay, ctx, &rules, tx)? {
             Ok((events, flags)) => {
                 overlay.commit_tx();
                 Receipt::applied(tx.hash, events, flags)
             }
             Err(rejection) => {
                 overlay.discard_tx();
-                Receipt::rejected(tx.hash, rejection, Vec::new())
+                let flags = rejection.flag.clone().into_iter().collect();
+                Receipt::rejected(tx.hash, rejection, flags)
             }
         };
         receipts.push(receipt);
@@ -62,6 +72,7 @@ type Applied = Result<(Vec<Event>, Vec<Flag>), Rejection>;
 fn execute_tx(
     o: &mut Overlay<'_>,
     ctx: &BlockContext,
+    rules: &Rules,
     vtx: &VerifiedTransaction,
 ) -> Result<Applied, StateError> {
     let tx = &vtx.tx;
@@ -86,10 +97,22 @@ fn execute_tx(
     }
     sender.sequence += 1;
     o.put(account_key(&tx.sender), &sender);
+    let (now, height) = (ctx.timestamp_ms, ctx.height);
     let result = match &tx.payload {
-        Payload::Transfer(t) => transfer(o, &tx.sender, t)?,
-        Payload::Issue { to, asset, amount } => issue(o, &tx.sender, to, asset, *amount)?,
+        Payload::Transfer(t) => return transfer(o, rules, now, &tx.sender, t),
+        Payload::Issue { to, asset, amount } => {
+            issue(o, rules, now, &tx.sender, to, asset, *amount)?
+        }
         Payload::Redeem { asset, amount } => redeem(o, &tx.sender, asset, *amount)?,
+        Payload::Identity(op) => compliance::identity_op(o, &tx.sender, now, op)?,
+        Payload::Freeze(op) => compliance::freeze_op(o, &tx.sender, height, op)?,
+        Payload::Propose {
+            action,
+            effective_height,
+        } => governance::propose(o, &tx.sender, height, action, *effective_height)?,
+        Payload::Vote { proposal, approve } => {
+            governance::vote(o, &tx.sender, height, *proposal, *approve)?
+        }
     };
     Ok(result.map(|events| (events, Vec::new())))
 }
@@ -140,14 +163,28 @@ fn debit(acct: &mut AccountState, asset: &AssetCode, amount: Amount) -> Result<(
 
 fn transfer(
     o: &mut Overlay<'_>,
+    rules: &Rules,
+    now: TimestampMs,
     from: &AccountId,
     t: &Transfer,
-) -> Result<Result<Vec<Event>, Rejection>, StateError> {
+) -> Result<Applied, StateError> {
     if let Err(r) = asset(o, &t.asset)? {
         return Ok(Err(r));
     }
-    // compliance hook: identity and rule checks of payer and payee go here.
-    let mut payer = account(o, from)?;
+    let payer = account(o, from)?;
+    let payee = account(o, &t.to)?;
+    let payment = Payment {
+        from: (from, &payer),
+        to: (&t.to, &payee),
+        asset: &t.asset,
+        amount: t.amount,
+        travel: t.travel.as_ref(),
+    };
+    let flags = match compliance::check_transfer(o, rules, now, &payment)? {
+        Ok(flags) => flags,
+        Err(r) => return Ok(Err(r)),
+    };
+    let mut payer = payer;
     if let Err(r) = debit(&mut payer, &t.asset, t.amount) {
         return Ok(Err(r));
     }
@@ -157,12 +194,13 @@ fn transfer(
         return Ok(Err(r));
     }
     o.put(account_key(&t.to), &payee);
-    Ok(Ok(vec![Event::Transferred {
+    let events = vec![Event::Transferred {
         from: *from,
         to: t.to,
         asset: t.asset.clone(),
         amount: t.amount,
-    }]))
+    }];
+    Ok(Ok((events, flags)))
 }
 
 fn issuer_asset(
@@ -184,6 +222,8 @@ fn issuer_asset(
 
 fn issue(
     o: &mut Overlay<'_>,
+    rules: &Rules,
+    now: TimestampMs,
     sender: &AccountId,
     to: &AccountId,
     code: &AssetCode,
@@ -193,6 +233,11 @@ fn issue(
         Ok(info) => info,
         Err(r) => return Ok(Err(r)),
     };
+    // New units go only to an account whose identity may receive them.
+    let receiver = account(o, to)?;
+    if let Err(r) = compliance::check_party(o, rules, (to, &receiver), code, now, "receiver")? {
+        return Ok(Err(r));
+    }
     let Some(supply) = info.supply.checked_add(amount) else {
         return Ok(Err(overflow("the supply")));
     };

@@ -2,7 +2,7 @@
 
 use crate::codec;
 use crate::merkle;
-use crate::primitives::{AccountId, Amount, AssetCode, Hash};
+use crate::primitives::{AccountId, Amount, AssetCode, Hash, Height, IdentityId};
 use serde::{Deserialize, Serialize};
 
 /// Domain tag of receipt leaves.
@@ -36,6 +36,20 @@ pub enum RejectCode {
     AmountOverflow,
     /// A compliance rule refused the transaction (the receipt names the rule).
     ComplianceRejected,
+    /// The sender lacks the role the operation needs.
+    Unauthorized,
+    /// The identity is not registered.
+    UnknownIdentity,
+    /// An identity with this id is already registered.
+    IdentityExists,
+    /// The operation does not fit the current state (e.g. binding a bound account).
+    InvalidRequest,
+    /// The proposal does not exist.
+    UnknownProposal,
+    /// The proposal is no longer open for votes.
+    ProposalClosed,
+    /// The proposal cannot be accepted (e.g. its height has passed).
+    InvalidProposal,
 }
 
 impl RejectCode {
@@ -49,6 +63,13 @@ impl RejectCode {
             RejectCode::UnauthorizedIssuer => "unauthorized_issuer",
             RejectCode::AmountOverflow => "amount_overflow",
             RejectCode::ComplianceRejected => "compliance_rejected",
+            RejectCode::Unauthorized => "unauthorized",
+            RejectCode::UnknownIdentity => "unknown_identity",
+            RejectCode::IdentityExists => "identity_exists",
+            RejectCode::InvalidRequest => "invalid_request",
+            RejectCode::UnknownProposal => "unknown_proposal",
+            RejectCode::ProposalClosed => "proposal_closed",
+            RejectCode::InvalidProposal => "invalid_proposal",
         }
     }
 }
@@ -60,6 +81,8 @@ pub struct Rejection {
     pub code: RejectCode,
     /// Human reason.
     pub reason: String,
+    /// The compliance rule that refused, if one did.
+    pub flag: Option<Flag>,
 }
 
 impl Rejection {
@@ -68,6 +91,20 @@ impl Rejection {
         Rejection {
             code,
             reason: reason.into(),
+            flag: None,
+        }
+    }
+
+    /// A compliance rule's refusal: code `compliance_rejected`, the rule named in a flag.
+    pub fn rule(rule_id: &str, rule_version: u64, reason: String) -> Rejection {
+        Rejection {
+            code: RejectCode::ComplianceRejected,
+            reason: format!("{rule_id}: {reason}"),
+            flag: Some(Flag {
+                rule_id: rule_id.to_owned(),
+                rule_version,
+                reason,
+            }),
         }
     }
 }
@@ -114,6 +151,90 @@ pub enum Event {
         asset: AssetCode,
         /// Minor units.
         amount: Amount,
+    },
+    /// A KYC provider registered an identity.
+    IdentityRegistered {
+        /// Identity.
+        id: IdentityId,
+    },
+    /// A KYC provider changed an identity's tier, expiry or commitment.
+    IdentityUpdated {
+        /// Identity.
+        id: IdentityId,
+    },
+    /// A KYC provider revoked an identity.
+    IdentityRevoked {
+        /// Identity.
+        id: IdentityId,
+    },
+    /// An account was bound to an identity.
+    AccountBound {
+        /// Account.
+        account: AccountId,
+        /// Identity.
+        id: IdentityId,
+    },
+    /// An account was unbound from its identity.
+    AccountUnbound {
+        /// Account.
+        account: AccountId,
+        /// Identity it was bound to.
+        id: IdentityId,
+    },
+    /// A regulator froze an identity.
+    IdentityFrozen {
+        /// Identity.
+        id: IdentityId,
+    },
+    /// A regulator lifted a freeze.
+    IdentityUnfrozen {
+        /// Identity.
+        id: IdentityId,
+    },
+    /// An issuer froze an identity for its asset.
+    AssetFrozen {
+        /// Asset.
+        asset: AssetCode,
+        /// Identity.
+        id: IdentityId,
+    },
+    /// An issuer lifted its freeze.
+    AssetUnfrozen {
+        /// Asset.
+        asset: AssetCode,
+        /// Identity.
+        id: IdentityId,
+    },
+    /// A member made a governance proposal.
+    ProposalCreated {
+        /// Proposal id.
+        proposal: u64,
+        /// When it would take effect.
+        effective_height: Height,
+    },
+    /// A member voted.
+    Voted {
+        /// Proposal id.
+        proposal: u64,
+        /// Yes or no.
+        approve: bool,
+    },
+    /// More than two thirds of the members approved.
+    ProposalPassed {
+        /// Proposal id.
+        proposal: u64,
+        /// The height at whose start it takes effect.
+        effective_height: Height,
+    },
+    /// The proposal can no longer pass.
+    ProposalRejected {
+        /// Proposal id.
+        proposal: u64,
+    },
+    /// The proposal did not pass in time.
+    ProposalExpired {
+        /// Proposal id.
+        proposal: u64,
     },
 }
 

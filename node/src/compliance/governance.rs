@@ -1,0 +1,426 @@
+//! Consortium governance: members propose and vote with their keys; a proposal passes with more
+//! than two thirds of the members and takes effect at the start of the block at the height it
+//! names. Everything here runs inside deterministic execution.
+
+use super::registry::{role_key, sanction_key, Role, RoleEntry, RULES_KEY};
+use super::rules::{RuleSet, SanctionsUpdate};
+use crate::genesis::GenesisValidator;
+use crate::ledger::{Event, Overlay, RejectCode, Rejection, StateError};
+use crate::primitives::{AccountId, Height};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// What a proposal changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GovAction {
+    /// Replace the rule set (its version becomes the current one + 1).
+    SetRules(RuleSet),
+    /// Add and remove sanctions-list entries (e.g. loaded from a CSV file); bumps the rule-set
+    /// version.
+    UpdateSanctions(SanctionsUpdate),
+    /// Create or replace a key's registry entry.
+    SetRole(RoleEntry),
+    /// Remove a key from the registry.
+    RemoveRole {
+        /// The key.
+        key: AccountId,
+    },
+    /// Replace the validator set; the effective height must be an epoch boundary.
+    SetValidators {
+        /// The new set.
+        validators: Vec<GenesisValidator>,
+    },
+    /// Change a governance parameter (see [`Params`]).
+    SetParameter {
+        /// Parameter name.
+        name: String,
+        /// New value.
+        value: u64,
+    },
+}
+
+/// Where a proposal stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProposalStatus {
+    /// Collecting votes.
+    Open,
+    /// More than two thirds of the members approved; waits for its height.
+    Passed,
+    /// Enough members voted no that it can no longer pass.
+    Rejected,
+    /// It did not pass before its effective height or its voting period ended.
+    Expired,
+    /// It took effect.
+    Applied,
+}
+
+/// A governance proposal as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// Sequential id.
+    pub id: u64,
+    /// The member that proposed it (its proposal counts as its yes vote).
+    pub proposer: AccountId,
+    /// What it changes.
+    pub action: GovAction,
+    /// The height at whose start it takes effect.
+    pub effective_height: Height,
+    /// The height it was proposed at.
+    pub proposed_height: Height,
+    /// Members that voted yes.
+    pub yes: BTreeSet<AccountId>,
+    /// Members that voted no.
+    pub no: BTreeSet<AccountId>,
+    /// Where it stands.
+    pub status: ProposalStatus,
+}
+
+/// Governance parameters, changed by `SetParameter` proposals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Params {
+    /// Longest a KYC provider may make an identity valid from the current block time, in days.
+    pub identity_max_validity_days: u64,
+    /// Blocks a proposal stays open for votes.
+    pub proposal_voting_blocks: u64,
+    /// Validator-set changes take effect only at heights that are multiples of this.
+    pub epoch_blocks: u64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            identity_max_validity_days: 3 * 365,
+            proposal_voting_blocks: 1_000_000,
+            epoch_blocks: 1_000,
+        }
+    }
+}
+
+impl Params {
+    /// Sets one parameter by name; the error names it.
+    pub fn set(&mut self, name: &str, value: u64) -> Result<(), String> {
+        if value == 0 {
+            return Err(format!("parameter {name}: must be greater than zero"));
+        }
+        match name {
+            "identity_max_validity_days" => self.identity_max_validity_days = value,
+            "proposal_voting_blocks" => self.proposal_voting_blocks = value,
+            "epoch_blocks" => self.epoch_blocks = value,
+            _ => return Err(format!("parameter {name:?} does not exist")),
+        }
+        Ok(())
+    }
+}
+
+/// The validator set that takes over at `effective_height`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingValidators {
+    /// First height of the new epoch.
+    pub effective_height: Height,
+    /// The set.
+    pub validators: Vec<GenesisValidator>,
+}
+
+/// State key of the governance parameters.
+pub const PARAMS_KEY: &[u8] = b"gov/params";
+/// State key of the member set.
+pub const MEMBERS_KEY: &[u8] = b"gov/members";
+/// State key of the next proposal id.
+pub const NEXT_PROPOSAL_KEY: &[u8] = b"gov/next_proposal";
+/// State key of the validator set scheduled by governance.
+pub const PENDING_VALIDATORS_KEY: &[u8] = b"gov/pending_validators";
+
+/// `gov/proposal/` + big-endian id.
+pub fn proposal_key(id: u64) -> Vec<u8> {
+    let mut k = b"gov/proposal/".to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// `gov/at/` + big-endian height: ids of passed proposals that take effect there.
+pub fn schedule_key(height: Height) -> Vec<u8> {
+    let mut k = b"gov/at/".to_vec();
+    k.extend_from_slice(&height.to_be_bytes());
+    k
+}
+
+/// Checks an action's content; the error names the field.
+pub fn validate_action(action: &GovAction) -> Result<(), String> {
+    match action {
+        GovAction::SetRules(r) => r.validate(),
+        GovAction::UpdateSanctions(u) => u.validate(),
+        GovAction::SetRole(e) => e.validate(),
+        GovAction::RemoveRole { .. } => Ok(()),
+        GovAction::SetValidators { validators } => {
+            if validators.is_empty() {
+                return Err("validators: at least one validator is required".into());
+            }
+            let mut seen = BTreeSet::new();
+            for (i, v) in validators.iter().enumerate() {
+                if !seen.insert(v.public_key) {
+                    return Err(format!("validators[{i}].public_key: duplicate"));
+                }
+            }
+            Ok(())
+        }
+        GovAction::SetParameter { name, value } => Params::default().set(name, *value),
+    }
+}
+
+fn reject(code: RejectCode, reason: String) -> Rejection {
+    Rejection::new(code, reason)
+}
+
+/// The governance parameters.
+pub fn params(o: &Overlay<'_>) -> Result<Params, StateError> {
+    Ok(o.get(PARAMS_KEY)?.unwrap_or_default())
+}
+
+/// The registry entry of a key.
+pub fn role_entry(o: &Overlay<'_>, key: &AccountId) -> Result<Option<RoleEntry>, StateError> {
+    o.get(&role_key(key))
+}
+
+fn members(o: &Overlay<'_>) -> Result<BTreeSet<AccountId>, StateError> {
+    Ok(o.get(MEMBERS_KEY)?.unwrap_or_default())
+}
+
+/// Writes a registry entry and keeps the member set in step.
+pub fn put_role(o: &mut Overlay<'_>, entry: &RoleEntry) -> Result<(), StateError> {
+    let mut m = members(o)?;
+    if entry.has(Role::Member) {
+        m.insert(entry.key);
+    } else {
+        m.remove(&entry.key);
+    }
+    o.put(MEMBERS_KEY.to_vec(), &m);
+    o.put(role_key(&entry.key), entry);
+    Ok(())
+}
+
+fn remove_role(o: &mut Overlay<'_>, key: &AccountId) -> Result<(), StateError> {
+    let mut m = members(o)?;
+    m.remove(key);
+    o.put(MEMBERS_KEY.to_vec(), &m);
+    o.delete(role_key(key));
+    Ok(())
+}
+
+type Outcome = Result<Result<Vec<Event>, Rejection>, StateError>;
+
+fn require_member(o: &Overlay<'_>, sender: &AccountId) -> Result<Option<Rejection>, StateError> {
+    let is_member = role_entry(o, sender)?.is_some_and(|e| e.has(Role::Member));
+    Ok((!is_member).then(|| {
+        reject(
+            RejectCode::Unauthorized,
+            format!("{sender} is not a consortium member"),
+        )
+    }))
+}
+
+/// A member proposes; its proposal is its yes vote.
+pub fn propose(
+    o: &mut Overlay<'_>,
+    sender: &AccountId,
+    height: Height,
+    action: &GovAction,
+    effective_height: Height,
+) -> Outcome {
+    if let Some(r) = require_member(o, sender)? {
+        return Ok(Err(r));
+    }
+    if effective_height <= height {
+        return Ok(Err(reject(
+            RejectCode::InvalidProposal,
+            format!("effective height {effective_height} is not after the current height {height}"),
+        )));
+    }
+    let p = params(o)?;
+    if let GovAction::SetValidators { .. } = action {
+        if effective_height % p.epoch_blocks != 0 {
+            return Ok(Err(reject(
+                RejectCode::InvalidProposal,
+                format!(
+                    "validator-set changes take effect at an epoch boundary (a multiple of {} blocks); {effective_height} is not",
+                    p.epoch_blocks
+                ),
+            )));
+        }
+    }
+    let id: u64 = o.get(NEXT_PROPOSAL_KEY)?.unwrap_or(1);
+    o.put(NEXT_PROPOSAL_KEY.to_vec(), &(id + 1));
+    let mut proposal = Proposal {
+        id,
+        proposer: *sender,
+        action: action.clone(),
+        effective_height,
+        proposed_height: height,
+        yes: BTreeSet::from([*sender]),
+        no: BTreeSet::new(),
+        status: ProposalStatus::Open,
+    };
+    let mut events = vec![Event::ProposalCreated {
+        proposal: id,
+        effective_height,
+    }];
+    events.extend(tally(o, &mut proposal, height)?);
+    o.put(proposal_key(id), &proposal);
+    Ok(Ok(events))
+}
+
+/// A member votes on an open proposal (a later vote replaces its earlier one).
+pub fn vote(
+    o: &mut Overlay<'_>,
+    sender: &AccountId,
+    height: Height,
+    id: u64,
+    approve: bool,
+) -> Outcome {
+    if let Some(r) = require_member(o, sender)? {
+        return Ok(Err(r));
+    }
+    let Some(mut proposal) = o.get::<Proposal>(&proposal_key(id))? else {
+        return Ok(Err(reject(
+            RejectCode::UnknownProposal,
+            format!("proposal {id} does not exist"),
+        )));
+    };
+    if proposal.status != ProposalStatus::Open {
+        return Ok(Err(reject(
+            RejectCode::ProposalClosed,
+            format!("proposal {id} is {:?}, not open", proposal.status),
+        )));
+    }
+    let voting_ends = proposal
+        .proposed_height
+        .saturating_add(params(o)?.proposal_voting_blocks);
+    if height >= proposal.effective_height || height > voting_ends {
+        proposal.status = ProposalStatus::Expired;
+        o.put(proposal_key(id), &proposal);
+        // The expiry is recorded even though the vote is refused: the refusal is the news.
+        return Ok(Ok(vec![Event::ProposalExpired { proposal: id }]));
+    }
+    if approve {
+        proposal.no.remove(sender);
+        proposal.yes.insert(*sender);
+    } else {
+        proposal.yes.remove(sender);
+        proposal.no.insert(*sender);
+    }
+    let mut events = vec![Event::Voted {
+        proposal: id,
+        approve,
+    }];
+    events.extend(tally(o, &mut proposal, height)?);
+    o.put(proposal_key(id), &proposal);
+    Ok(Ok(events))
+}
+
+/// Counts the current members' votes: more than two thirds yes passes (and schedules) the
+/// proposal; once that can no longer happen it is rejected.
+fn tally(
+    o: &mut Overlay<'_>,
+    proposal: &mut Proposal,
+    height: Height,
+) -> Result<Vec<Event>, StateError> {
+    let m = members(o)?;
+    let n = m.len() as u64;
+    let yes = proposal.yes.iter().filter(|k| m.contains(k)).count() as u64;
+    let no = proposal.no.iter().filter(|k| m.contains(k)).count() as u64;
+    if yes * 3 > n * 2 {
+        if proposal.effective_height <= height {
+            proposal.status = ProposalStatus::Expired;
+            return Ok(vec![Event::ProposalExpired {
+                proposal: proposal.id,
+            }]);
+        }
+        proposal.status = ProposalStatus::Passed;
+        let key = schedule_key(proposal.effective_height);
+        let mut ids: Vec<u64> = o.get(&key)?.unwrap_or_default();
+        ids.push(proposal.id);
+        o.put(key, &ids);
+        return Ok(vec![Event::ProposalPassed {
+            proposal: proposal.id,
+            effective_height: proposal.effective_height,
+        }]);
+    }
+    if (n - no.min(n)) * 3 <= n * 2 {
+        proposal.status = ProposalStatus::Rejected;
+        return Ok(vec![Event::ProposalRejected {
+            proposal: proposal.id,
+        }]);
+    }
+    Ok(Vec::new())
+}
+
+/// Applies the proposals that take effect at `height`, in id order, before the block's
+/// transactions. Returns the ids applied.
+pub fn begin_block(o: &mut Overlay<'_>, height: Height) -> Result<Vec<u64>, StateError> {
+    let key = schedule_key(height);
+    let Some(ids) = o.get::<Vec<u64>>(&key)? else {
+        return Ok(Vec::new());
+    };
+    for id in &ids {
+        let Some(mut proposal) = o.get::<Proposal>(&proposal_key(*id))? else {
+            continue;
+        };
+        apply(o, &proposal.action, height)?;
+        proposal.status = ProposalStatus::Applied;
+        o.put(proposal_key(*id), &proposal);
+    }
+    o.delete(key);
+    o.commit_tx();
+    Ok(ids)
+}
+
+fn bump_rules(o: &mut Overlay<'_>, mut rules: RuleSet) -> Result<(), StateError> {
+    let current: Option<RuleSet> = o.get(RULES_KEY)?;
+    rules.version = current.map_or(1, |r| r.version + 1);
+    o.put(RULES_KEY.to_vec(), &rules);
+    Ok(())
+}
+
+fn apply(o: &mut Overlay<'_>, action: &GovAction, height: Height) -> Result<(), StateError> {
+    match action {
+        GovAction::SetRules(rules) => bump_rules(o, rules.clone())?,
+        GovAction::UpdateSanctions(u) => {
+            let Some(mut rules) = o.get::<RuleSet>(RULES_KEY)? else {
+                return Ok(());
+            };
+            for id in &u.remove_identities {
+                o.delete(sanction_key(id));
+            }
+            for id in &u.add_identities {
+                o.put(sanction_key(id), &u.list);
+            }
+            for j in &u.remove_jurisdictions {
+                rules.sanctioned_jurisdictions.remove(j);
+            }
+            rules
+                .sanctioned_jurisdictions
+                .extend(u.add_jurisdictions.iter().copied());
+            bump_rules(o, rules)?;
+        }
+        GovAction::SetRole(entry) => put_role(o, entry)?,
+        GovAction::RemoveRole { key } => remove_role(o, key)?,
+        GovAction::SetValidators { validators } => {
+            o.put(
+                PENDING_VALIDATORS_KEY.to_vec(),
+                &PendingValidators {
+                    effective_height: height,
+                    validators: validators.clone(),
+                },
+            );
+        }
+        GovAction::SetParameter { name, value } => {
+            let mut p = params(o)?;
+            // Validated when proposed; a name that no longer exists is skipped.
+            if p.set(name, *value).is_ok() {
+                o.put(PARAMS_KEY.to_vec(), &p);
+            }
+        }
+    }
+    Ok(())
+}

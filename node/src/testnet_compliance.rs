@@ -1,0 +1,287 @@
+//! The demo compliance setup of `tally testnet init` and `tally devnet`: a consortium with
+//! members, a KYC provider, regulators and a liquidity provider; identities in a few
+//! jurisdictions; a realistic rule set; and dedicated scenario accounts whose payments hit each
+//! rule (see `scenarios`).
+
+use crate::compliance::{Corridor, Limit, Rate, Role, RoleEntry, RuleSet, Structuring, TravelRule};
+use crate::genesis::{GenesisAccount, GenesisIdentity};
+use crate::keys;
+use crate::primitives::{AccountId, AssetCode, Hash, Jurisdiction, TimestampMs};
+use ed25519_dalek::SigningKey;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Minor units per major unit of the demo assets (6 decimals).
+pub const UNIT: u64 = 1_000_000;
+
+/// Jurisdictions of the demo load accounts, assigned round-robin.
+pub const LOAD_JURISDICTIONS: &[&str] = &["DE", "FR", "GB", "SG"];
+
+/// Identities valid for ten years from genesis in the demo.
+const TEN_YEARS_MS: u64 = 10 * 365 * 86_400_000;
+
+fn j(code: &str) -> Jurisdiction {
+    // Only called with the literal codes of this file.
+    Jurisdiction::new(code).unwrap_or_else(|| panic!("demo jurisdiction {code}"))
+}
+
+fn asset(code: &str) -> AssetCode {
+    AssetCode::new(code).unwrap_or_else(|| panic!("demo asset {code}"))
+}
+
+/// The demo rule set: USD reference; EUR and SGD rates; three tiers in five jurisdictions;
+/// corridors among DE, FR, GB and SG plus US with DE and GB; KP and IR sanctioned; the travel
+/// rule and structuring detection at 1,000 USD.
+pub fn demo_rules() -> RuleSet {
+    let rates = [("USD", 1, 1), ("EUR", 108, 100), ("SGD", 74, 100)]
+        .into_iter()
+        .map(|(c, n, d)| {
+            (
+                asset(c),
+                Rate {
+                    numerator: n,
+                    denominator: d,
+                },
+            )
+        })
+        .collect();
+    let mut limits = Vec::new();
+    for code in ["DE", "FR", "GB", "SG", "US"] {
+        limits.push(Limit {
+            jurisdiction: j(code),
+            tier: 1,
+            per_transaction: Some(1_000 * UNIT),
+            per_day: Some(2_000 * UNIT),
+            per_30_days: Some(10_000 * UNIT),
+            transfers_per_hour: Some(20),
+            transfers_per_day: Some(100),
+        });
+        limits.push(Limit {
+            jurisdiction: j(code),
+            tier: 2,
+            per_transaction: Some(10_000 * UNIT),
+            per_day: Some(25_000 * UNIT),
+            per_30_days: Some(100_000 * UNIT),
+            transfers_per_hour: Some(200),
+            transfers_per_day: Some(2_000),
+        });
+        // Tier 3: institutions and liquidity providers, monitored but not capped.
+        limits.push(Limit {
+            jurisdiction: j(code),
+            tier: 3,
+            per_transaction: None,
+            per_day: None,
+            per_30_days: None,
+            transfers_per_hour: None,
+            transfers_per_day: None,
+        });
+    }
+    let mut corridors = Vec::new();
+    for a in LOAD_JURISDICTIONS {
+        for b in LOAD_JURISDICTIONS {
+            if a != b {
+                corridors.push(Corridor { from: j(a), to: j(b) });
+            }
+        }
+    }
+    for (a, b) in [("US", "DE"), ("DE", "US"), ("US", "GB"), ("GB", "US")] {
+        corridors.push(Corridor { from: j(a), to: j(b) });
+    }
+    RuleSet {
+        version: 1,
+        reference_asset: asset("USD"),
+        rates,
+        limits,
+        corridors,
+        sanctioned_jurisdictions: [j("KP"), j("IR")].into(),
+        travel_rule: Some(TravelRule {
+            threshold: 1_000 * UNIT,
+        }),
+        structuring: Some(Structuring {
+            threshold: 1_000 * UNIT,
+            band_bps: 1_000,
+            min_transfers: 3,
+        }),
+    }
+}
+
+/// A demo scenario account: its identity's jurisdiction and tier, and how it starts.
+struct ScenarioSpec {
+    name: &'static str,
+    jurisdiction: &'static str,
+    tier: u8,
+    bound: bool,
+    expired: bool,
+    sanctioned: bool,
+}
+
+const SCENARIOS: &[ScenarioSpec] = &[
+    spec("retail-de", "DE", 1),
+    spec("velocity-de", "DE", 1),
+    spec("daily-de", "DE", 1),
+    spec("payer-de", "DE", 2),
+    spec("payee-gb", "GB", 2),
+    spec("payer-sg", "SG", 2),
+    spec("payee-us", "US", 2),
+    spec("structuring-fr", "FR", 2),
+    spec("frozen-de", "DE", 2),
+    spec("revoked-de", "DE", 2),
+    spec("asset-frozen-sg", "SG", 2),
+    spec("kp-resident", "KP", 2),
+    ScenarioSpec {
+        sanctioned: true,
+        ..spec("listed-de", "DE", 2)
+    },
+    ScenarioSpec {
+        expired: true,
+        ..spec("expired-fr", "FR", 2)
+    },
+    ScenarioSpec {
+        bound: false,
+        ..spec("unbound", "DE", 2)
+    },
+];
+
+const fn spec(name: &'static str, jurisdiction: &'static str, tier: u8) -> ScenarioSpec {
+    ScenarioSpec {
+        name,
+        jurisdiction,
+        tier,
+        bound: true,
+        expired: false,
+        sanctioned: false,
+    }
+}
+
+/// The demo consortium: every key beyond validators, issuers and load accounts, by name
+/// (`member-i`, `kyc`, `regulator-eu`, `regulator-apac`, `regulator-uk`, `regulator-us`,
+/// `liquidity`, `scenario-<name>`).
+pub struct DemoCompliance {
+    /// Keys by name.
+    pub keys: BTreeMap<String, SigningKey>,
+    /// Role registry.
+    pub roles: Vec<RoleEntry>,
+    /// Identities.
+    pub identities: Vec<GenesisIdentity>,
+    /// Opening balances of scenario accounts.
+    pub accounts: Vec<GenesisAccount>,
+    /// Sanctioned identities.
+    pub sanctioned: BTreeMap<String, String>,
+}
+
+/// Salted commitment for demo identities (the "personal data" is the id itself here).
+fn commitment(id: &str) -> Hash {
+    crate::codec::hash_with_domain(b"tally/demo-kyc/v1", id.as_bytes())
+}
+
+impl DemoCompliance {
+    /// Builds the demo consortium around the given validators, issuers (asset → issuer key)
+    /// and load accounts. `existing` keys (read back from disk) are reused by name.
+    pub fn build(
+        validators: usize,
+        genesis_time_ms: TimestampMs,
+        issuers: &BTreeMap<AssetCode, SigningKey>,
+        load_accounts: &[SigningKey],
+        mut existing: BTreeMap<String, SigningKey>,
+    ) -> DemoCompliance {
+        let mut key = |name: String| existing.remove(&name).unwrap_or_else(keys::generate);
+        let mut named = BTreeMap::new();
+        let mut roles = Vec::new();
+        let mut add_role = |named: &mut BTreeMap<String, SigningKey>,
+                            name: String,
+                            k: SigningKey,
+                            r: &[Role],
+                            js: &[&str]| {
+            roles.push(RoleEntry {
+                name: name.clone(),
+                key: keys::account_id(&k),
+                roles: r.iter().copied().collect(),
+                jurisdictions: js.iter().map(|c| j(c)).collect(),
+            });
+            named.insert(name, k);
+        };
+        for i in 0..validators {
+            let name = format!("member-{i}");
+            let k = key(name.clone());
+            add_role(&mut named, name, k, &[Role::Member], &[]);
+        }
+        let k = key("kyc".into());
+        add_role(&mut named, "kyc".into(), k, &[Role::KycProvider], &[]);
+        for (name, js) in [
+            ("regulator-eu", &["DE", "FR"][..]),
+            ("regulator-uk", &["GB"][..]),
+            ("regulator-apac", &["SG"][..]),
+            ("regulator-us", &["US"][..]),
+        ] {
+            let k = key(name.into());
+            add_role(&mut named, name.into(), k, &[Role::Regulator], js);
+        }
+        let k = key("liquidity".into());
+        add_role(&mut named, "liquidity".into(), k, &[Role::LiquidityProvider], &[]);
+        let provider = keys::account_id(&named["kyc"]);
+        let expires_ms = genesis_time_ms.saturating_add(TEN_YEARS_MS);
+        let mut identities = Vec::new();
+        let mut ident = |id: String, jur: &str, tier: u8, expires_ms: u64, accounts: Vec<AccountId>| {
+            identities.push(GenesisIdentity {
+                commitment: commitment(&id),
+                id,
+                provider,
+                jurisdiction: j(jur),
+                tier,
+                expires_ms,
+                accounts,
+            });
+        };
+        for (code, k) in issuers {
+            let jur = match code.as_str() {
+                "EUR" => "DE",
+                "SGD" => "SG",
+                _ => "US",
+            };
+            roles.push(RoleEntry {
+                name: format!("issuer of {code}"),
+                key: keys::account_id(k),
+                roles: [Role::Issuer].into(),
+                jurisdictions: BTreeSet::new(),
+            });
+            ident(format!("issuer-{code}"), jur, 3, expires_ms, vec![keys::account_id(k)]);
+        }
+        for (n, k) in load_accounts.iter().enumerate() {
+            let jur = LOAD_JURISDICTIONS[n % LOAD_JURISDICTIONS.len()];
+            ident(format!("business-{n}"), jur, 3, expires_ms, vec![keys::account_id(k)]);
+        }
+        let mut accounts = Vec::new();
+        let mut sanctioned = BTreeMap::new();
+        for s in SCENARIOS {
+            let name = format!("scenario-{}", s.name);
+            let k = key(name.clone());
+            let id = keys::account_id(&k);
+            let identity = format!("person-{}", s.name);
+            let expiry = if s.expired {
+                genesis_time_ms + 1
+            } else {
+                expires_ms
+            };
+            let bound = if s.bound { vec![id] } else { Vec::new() };
+            ident(identity.clone(), s.jurisdiction, s.tier, expiry, bound);
+            if s.sanctioned {
+                sanctioned.insert(identity, "demo consolidated list 2026-11".to_owned());
+            }
+            accounts.push(GenesisAccount {
+                id,
+                balances: [
+                    (asset("USD"), 100_000 * UNIT),
+                    (asset("SGD"), 100_000 * UNIT),
+                ]
+                .into(),
+            });
+            named.insert(name, k);
+        }
+        DemoCompliance {
+            keys: named,
+            roles,
+            identities,
+            accounts,
+            sanctioned,
+        }
+    }
+}
