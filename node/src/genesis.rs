@@ -1,13 +1,15 @@
 //! The genesis file: the network's identity, its first validator set, assets and balances.
 
 use crate::codec;
-use crate::ledger::{account_key, asset_key, AccountState, AssetInfo, State};
 use crate::compliance::governance::{Params, MEMBERS_KEY, PARAMS_KEY};
 use crate::compliance::registry::{
     check_identity_id, identity_key, role_key, sanction_key, RULES_KEY,
 };
 use crate::compliance::{Identity, Role, RoleEntry, RuleSet, Tier};
-use crate::primitives::{AccountId, Amount, AssetCode, Hash, IdentityId, Jurisdiction, TimestampMs};
+use crate::ledger::{account_key, asset_key, AccountState, AssetInfo, State};
+use crate::primitives::{
+    AccountId, Amount, AssetCode, Hash, IdentityId, Jurisdiction, TimestampMs,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -201,7 +203,8 @@ impl Genesis {
         }
         let mut roles: BTreeMap<AccountId, RoleEntry> = BTreeMap::new();
         for (i, r) in self.roles.iter().enumerate() {
-            r.validate().map_err(|m| GenesisError::Invalid(format!("roles[{i}]: {m}")))?;
+            r.validate()
+                .map_err(|m| GenesisError::Invalid(format!("roles[{i}]: {m}")))?;
             if roles.insert(r.key, r.clone()).is_some() {
                 return invalid(format!("roles[{i}].key: duplicate"));
             }
@@ -220,8 +223,12 @@ impl Genesis {
         }
         let mut identities: BTreeMap<IdentityId, Identity> = BTreeMap::new();
         for (i, g) in self.identities.iter().enumerate() {
-            check_identity_id(&g.id).map_err(|m| GenesisError::Invalid(format!("identities[{i}].id: {m}")))?;
-            if !roles.get(&g.provider).is_some_and(|r| r.has(Role::KycProvider)) {
+            check_identity_id(&g.id)
+                .map_err(|m| GenesisError::Invalid(format!("identities[{i}].id: {m}")))?;
+            if !roles
+                .get(&g.provider)
+                .is_some_and(|r| r.has(Role::KycProvider))
+            {
                 return invalid(format!(
                     "identities[{i}].provider: not a key with the kyc_provider role"
                 ));
@@ -253,7 +260,9 @@ impl Genesis {
             check_identity_id(id)
                 .map_err(|m| GenesisError::Invalid(format!("sanctioned_identities.{id}: {m}")))?;
         }
-        self.rules.validate().map_err(|m| GenesisError::Invalid(m))?;
+        self.rules
+            .validate()
+            .map_err(|m| GenesisError::Invalid(m))?;
         let mut rules = self.rules.clone();
         rules.version = 1;
         let mut extra = Vec::new();

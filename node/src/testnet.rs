@@ -4,8 +4,8 @@
 
 use crate::genesis::{Genesis, GenesisAccount, GenesisAsset, GenesisValidator};
 use crate::keys;
-use crate::testnet_compliance::{demo_rules, DemoCompliance};
 use crate::primitives::{AccountId, AssetCode};
+use crate::testnet_compliance::{demo_rules, DemoCompliance};
 use ed25519_dalek::SigningKey;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -129,10 +129,7 @@ impl Testnet {
         for (code, _) in DEMO_ASSETS {
             let code = AssetCode::new(code)
                 .ok_or_else(|| TestnetError::Invalid(format!("bad asset {code}")))?;
-            let key = reuse
-                .issuers
-                .remove(&code)
-                .unwrap_or_else(keys::generate);
+            let key = reuse.issuers.remove(&code).unwrap_or_else(keys::generate);
             assets.push(GenesisAsset {
                 code: code.clone(),
                 decimals: 6,
@@ -331,7 +328,10 @@ mod tests {
             assert_eq!(cfg.network.bootstrap.len(), 3);
         }
         let state = genesis.initial_state().unwrap();
-        assert!(state.len() > 6, "assets, accounts, roles, identities and rules");
+        assert!(
+            state.len() > 6,
+            "assets, accounts, roles, identities and rules"
+        );
         let written = std::fs::read_dir(dir.path().join("keys")).unwrap().count();
         assert_eq!(written, net.named_keys.len());
     }

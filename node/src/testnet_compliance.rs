@@ -79,12 +79,18 @@ pub fn demo_rules() -> RuleSet {
     for a in LOAD_JURISDICTIONS {
         for b in LOAD_JURISDICTIONS {
             if a != b {
-                corridors.push(Corridor { from: j(a), to: j(b) });
+                corridors.push(Corridor {
+                    from: j(a),
+                    to: j(b),
+                });
             }
         }
     }
     for (a, b) in [("US", "DE"), ("DE", "US"), ("US", "GB"), ("GB", "US")] {
-        corridors.push(Corridor { from: j(a), to: j(b) });
+        corridors.push(Corridor {
+            from: j(a),
+            to: j(b),
+        });
     }
     RuleSet {
         version: 1,
@@ -216,21 +222,28 @@ impl DemoCompliance {
             add_role(&mut named, name.into(), k, &[Role::Regulator], js);
         }
         let k = key("liquidity".into());
-        add_role(&mut named, "liquidity".into(), k, &[Role::LiquidityProvider], &[]);
+        add_role(
+            &mut named,
+            "liquidity".into(),
+            k,
+            &[Role::LiquidityProvider],
+            &[],
+        );
         let provider = keys::account_id(&named["kyc"]);
         let expires_ms = genesis_time_ms.saturating_add(TEN_YEARS_MS);
         let mut identities = Vec::new();
-        let mut ident = |id: String, jur: &str, tier: u8, expires_ms: u64, accounts: Vec<AccountId>| {
-            identities.push(GenesisIdentity {
-                commitment: commitment(&id),
-                id,
-                provider,
-                jurisdiction: j(jur),
-                tier,
-                expires_ms,
-                accounts,
-            });
-        };
+        let mut ident =
+            |id: String, jur: &str, tier: u8, expires_ms: u64, accounts: Vec<AccountId>| {
+                identities.push(GenesisIdentity {
+                    commitment: commitment(&id),
+                    id,
+                    provider,
+                    jurisdiction: j(jur),
+                    tier,
+                    expires_ms,
+                    accounts,
+                });
+            };
         for (code, k) in issuers {
             let jur = match code.as_str() {
                 "EUR" => "DE",
@@ -243,11 +256,23 @@ impl DemoCompliance {
                 roles: [Role::Issuer].into(),
                 jurisdictions: BTreeSet::new(),
             });
-            ident(format!("issuer-{code}"), jur, 3, expires_ms, vec![keys::account_id(k)]);
+            ident(
+                format!("issuer-{code}"),
+                jur,
+                3,
+                expires_ms,
+                vec![keys::account_id(k)],
+            );
         }
         for (n, k) in load_accounts.iter().enumerate() {
             let jur = LOAD_JURISDICTIONS[n % LOAD_JURISDICTIONS.len()];
-            ident(format!("business-{n}"), jur, 3, expires_ms, vec![keys::account_id(k)]);
+            ident(
+                format!("business-{n}"),
+                jur,
+                3,
+                expires_ms,
+                vec![keys::account_id(k)],
+            );
         }
         let mut accounts = Vec::new();
         let mut sanctioned = BTreeMap::new();
@@ -282,6 +307,79 @@ impl DemoCompliance {
             identities,
             accounts,
             sanctioned,
+        }
+    }
+}
+
+/// The simplest compliant setup, for tests and tools that are not about compliance: one KYC
+/// provider (`provider`), one tier-3 identity in DE per account, and a rule set with a 1:1
+/// rate for each asset and no limits.
+pub struct SimpleCompliance {
+    /// Roles (the provider).
+    pub roles: Vec<RoleEntry>,
+    /// One identity per account.
+    pub identities: Vec<GenesisIdentity>,
+    /// The rule set.
+    pub rules: RuleSet,
+}
+
+impl SimpleCompliance {
+    /// Builds it for `accounts` and `assets`, with `provider` as the KYC provider's key.
+    pub fn new(provider: AccountId, accounts: &[AccountId], assets: &[AssetCode]) -> Self {
+        let roles = vec![RoleEntry {
+            name: "kyc".into(),
+            key: provider,
+            roles: [Role::KycProvider].into(),
+            jurisdictions: BTreeSet::new(),
+        }];
+        let identities = accounts
+            .iter()
+            .map(|a| {
+                let id = format!("id-{}", &a.to_hex()[..16]);
+                GenesisIdentity {
+                    commitment: commitment(&id),
+                    id,
+                    provider,
+                    jurisdiction: j("DE"),
+                    tier: 3,
+                    expires_ms: u64::MAX,
+                    accounts: vec![*a],
+                }
+            })
+            .collect();
+        let rules = RuleSet {
+            version: 1,
+            reference_asset: assets.first().cloned().unwrap_or_else(|| asset("USD")),
+            rates: assets
+                .iter()
+                .map(|a| {
+                    (
+                        a.clone(),
+                        Rate {
+                            numerator: 1,
+                            denominator: 1,
+                        },
+                    )
+                })
+                .collect(),
+            limits: vec![Limit {
+                jurisdiction: j("DE"),
+                tier: 3,
+                per_transaction: None,
+                per_day: None,
+                per_30_days: None,
+                transfers_per_hour: None,
+                transfers_per_day: None,
+            }],
+            corridors: Vec::new(),
+            sanctioned_jurisdictions: BTreeSet::new(),
+            travel_rule: None,
+            structuring: None,
+        };
+        SimpleCompliance {
+            roles,
+            identities,
+            rules,
         }
     }
 }

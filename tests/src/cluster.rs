@@ -200,6 +200,7 @@ impl Cluster {
                 asset: AssetCode::new("USD").expect("code"),
                 amount,
                 memo: None,
+                travel: None,
             }),
         }
         .sign(&key)

@@ -6,6 +6,7 @@ use tally_node::chain::BlockProposal;
 use tally_node::genesis::{Genesis, GenesisAccount, GenesisAsset, GenesisValidator};
 use tally_node::keys::account_id;
 use tally_node::primitives::{AssetCode, Hash, Height};
+use tally_node::testnet_compliance::SimpleCompliance;
 use tally_node::tx::{Payload, Transaction, Transfer, VerifiedTransaction};
 
 const ACCOUNTS: usize = 8;
@@ -21,6 +22,8 @@ fn usd() -> AssetCode {
 
 /// The genesis every run starts from.
 pub fn genesis() -> Genesis {
+    let accounts: Vec<_> = (0..ACCOUNTS).map(|i| account_id(&key(i))).collect();
+    let compliance = SimpleCompliance::new(account_id(&key(97)), &accounts, &[usd()]);
     Genesis {
         chain_id: CHAIN.into(),
         genesis_time_ms: 0,
@@ -42,6 +45,10 @@ pub fn genesis() -> Genesis {
                 balances: [(usd(), 1_000_000_000)].into(),
             })
             .collect(),
+        roles: compliance.roles,
+        identities: compliance.identities,
+        sanctioned_identities: Default::default(),
+        rules: compliance.rules,
     }
 }
 
@@ -60,6 +67,7 @@ pub fn block(height: Height) -> (BlockProposal, Vec<VerifiedTransaction>) {
                     asset: usd(),
                     amount: 1 + (height % 97) * (i as u64 + 1),
                     memo: None,
+                    travel: None,
                 }),
             }
             .sign(&key(i))

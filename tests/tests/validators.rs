@@ -188,6 +188,7 @@ async fn invalid_transactions_get_their_4xx_and_never_reach_a_block() {
         asset: tally_node::primitives::AssetCode::new("USD").expect("code"),
         amount: 5,
         memo: None,
+        travel: None,
     });
     let expired = tally_node::tx::Transaction {
         chain_id: c.testnet.genesis.chain_id.clone(),

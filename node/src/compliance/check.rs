@@ -44,12 +44,18 @@ pub struct TravelRuleData {
 impl TravelRuleData {
     /// Checks field sizes; the error names the field.
     pub fn check_shape(&self) -> Result<(), String> {
-        for (who, p) in [("originator", &self.originator), ("beneficiary", &self.beneficiary)] {
+        for (who, p) in [
+            ("originator", &self.originator),
+            ("beneficiary", &self.beneficiary),
+        ] {
             let fields = [
                 ("name", Some(&p.name)),
                 ("address", p.address.as_ref()),
                 ("national_id", p.national_id.as_ref()),
-                ("date_and_place_of_birth", p.date_and_place_of_birth.as_ref()),
+                (
+                    "date_and_place_of_birth",
+                    p.date_and_place_of_birth.as_ref(),
+                ),
             ];
             for (name, value) in fields {
                 if value.is_some_and(|v| v.len() > MAX_TRAVEL_FIELD) {
@@ -121,7 +127,10 @@ pub fn check_party(
         return Ok(Err(refuse(
             rules,
             "sanctions.jurisdiction",
-            format!("{who} is in sanctioned jurisdiction {}", identity.jurisdiction),
+            format!(
+                "{who} is in sanctioned jurisdiction {}",
+                identity.jurisdiction
+            ),
         )));
     }
     if identity.revoked {
@@ -229,7 +238,10 @@ fn decide(
         if usage.hour.count() >= max {
             return reject(
                 "velocity.hourly",
-                format!("{} already made {max} transfers in the rolling hour", sender.id),
+                format!(
+                    "{} already made {max} transfers in the rolling hour",
+                    sender.id
+                ),
             );
         }
     }
@@ -237,7 +249,10 @@ fn decide(
         if usage.day.count() >= max {
             return reject(
                 "velocity.daily",
-                format!("{} already made {max} transfers in the rolling 24 hours", sender.id),
+                format!(
+                    "{} already made {max} transfers in the rolling 24 hours",
+                    sender.id
+                ),
             );
         }
     }
@@ -257,9 +272,7 @@ fn decide(
         if total > max {
             return reject(
                 "limit.30_days",
-                format!(
-                    "{total} {ref_code} over the rolling 30 days would exceed the limit {max}"
-                ),
+                format!("{total} {ref_code} over the rolling 30 days would exceed the limit {max}"),
             );
         }
     }

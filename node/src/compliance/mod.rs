@@ -14,4 +14,6 @@ pub use check::{check_party, check_transfer, Party, Payment, TravelRuleData};
 pub use governance::{GovAction, Params, PendingValidators, Proposal, ProposalStatus};
 pub use ops::{freeze_op, identity_op, FreezeOp, IdentityOp};
 pub use registry::{Freeze, Identity, Role, RoleEntry, Usage};
-pub use rules::{Corridor, Limit, Rate, RuleSet, Rules, SanctionsUpdate, Structuring, Tier, TravelRule};
+pub use rules::{
+    Corridor, Limit, Rate, RuleSet, Rules, SanctionsUpdate, Structuring, Tier, TravelRule,
+};

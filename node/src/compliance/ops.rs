@@ -9,8 +9,8 @@ use super::registry::{
 use super::rules::Tier;
 use crate::ledger::{account_key, asset_key, AccountState, AssetInfo, Event, Overlay};
 use crate::ledger::{RejectCode, Rejection, StateError};
-use crate::primitives::{AccountId, AssetCode, Hash, Height, IdentityId, Jurisdiction};
 use crate::primitives::TimestampMs;
+use crate::primitives::{AccountId, AssetCode, Hash, Height, IdentityId, Jurisdiction};
 use serde::{Deserialize, Serialize};
 
 /// What a KYC provider does.
@@ -282,7 +282,12 @@ pub fn identity_op(
 }
 
 /// Runs a regulator's or issuer's freeze operation.
-pub fn freeze_op(o: &mut Overlay<'_>, sender: &AccountId, height: Height, op: &FreezeOp) -> Outcome {
+pub fn freeze_op(
+    o: &mut Overlay<'_>,
+    sender: &AccountId,
+    height: Height,
+    op: &FreezeOp,
+) -> Outcome {
     match op {
         FreezeOp::Freeze { id, .. } | FreezeOp::Unfreeze { id } => {
             let mut identity = match load_identity(o, id)? {

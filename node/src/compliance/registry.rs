@@ -1,7 +1,9 @@
 //! Who is who: the role registry (members, validators, KYC providers, issuers, liquidity
 //! providers, regulators) and KYC'd identities, as stored in the state key space.
 
-use crate::primitives::{AccountId, AssetCode, Hash, Height, IdentityId, Jurisdiction, TimestampMs};
+use crate::primitives::{
+    AccountId, AssetCode, Hash, Height, IdentityId, Jurisdiction, TimestampMs,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 

@@ -91,8 +91,8 @@ pub struct Structuring {
 impl Structuring {
     /// Whether a transfer of `reference` units is just under the threshold.
     pub fn is_near(&self, reference: Amount) -> bool {
-        let floor = u128::from(self.threshold) * u128::from(10_000 - self.band_bps.min(10_000))
-            / 10_000;
+        let floor =
+            u128::from(self.threshold) * u128::from(10_000 - self.band_bps.min(10_000)) / 10_000;
         reference < self.threshold && u128::from(reference) >= floor
     }
 }
@@ -258,7 +258,8 @@ impl SanctionsUpdate {
                 .position(|h| h.eq_ignore_ascii_case(name))
                 .ok_or_else(|| header_error(format!("missing column {name:?}")))
         };
-        let (action_col, type_col, value_col) = (column("action")?, column("type")?, column("value")?);
+        let (action_col, type_col, value_col) =
+            (column("action")?, column("type")?, column("value")?);
         let mut update = SanctionsUpdate {
             list: list.to_owned(),
             ..SanctionsUpdate::default()
@@ -295,10 +296,16 @@ impl SanctionsUpdate {
                     };
                     set.insert(j);
                 }
-                other => return Err(err(format!("type {other:?} is not identity or jurisdiction"))),
+                other => {
+                    return Err(err(format!(
+                        "type {other:?} is not identity or jurisdiction"
+                    )))
+                }
             }
         }
-        update.validate().map_err(|message| SanctionsCsvError { line: 0, message })?;
+        update
+            .validate()
+            .map_err(|message| SanctionsCsvError { line: 0, message })?;
         Ok(update)
     }
 

@@ -41,10 +41,14 @@ pub fn execute_block(
     // Governance changes scheduled for this height apply before its transactions; the rule
     // set is then read once for the whole block.
     governance::begin_block(&mut overlay, ctx.height)?;
-    let rules = Rules::new(overlay.get::<RuleSet>(RULES_KEY)?.ok_or_else(|| StateError {
-        key: String::from_utf8_lossy(RULES_KEY).into_owned(),
-        source: crate::codec::CodecError::Malformed("the rule set is missing".into()),
-    })?);
+    let rules = Rules::new(
+        overlay
+            .get::<RuleSet>(RULES_KEY)?
+            .ok_or_else(|| StateError {
+                key: String::from_utf8_lossy(RULES_KEY).into_owned(),
+                source: crate::codec::CodecError::Malformed("the rule set is missing".into()),
+            })?,
+    );
     let mut receipts = Vec::with_capacity(txs.len());
     for tx in txs {
         let receipt = match execute_tx(&mut overlay, ctx, &rules, tx)? {

@@ -232,6 +232,7 @@ mod tests {
                         asset: AssetCode::new("EUR").unwrap(),
                         amount: 5,
                         memo: None,
+                        travel: None,
                     }),
                 }
                 .sign(&key)

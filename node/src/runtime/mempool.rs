@@ -150,6 +150,7 @@ mod tests {
                 asset: AssetCode::new("USD").unwrap(),
                 amount: 1,
                 memo: None,
+                travel: None,
             }),
         }
         .sign(&key)

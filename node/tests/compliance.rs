@@ -1,0 +1,860 @@
+//! Compliance rules through real execution: each rule's allow, reject and flag paths with their
+//! codes, rolling windows at their edges, freezes, revocation, governance applying exactly at
+//! its height, and a property that blocked identities never move money.
+
+use ed25519_dalek::SigningKey;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use tally_node::compliance::{
+    FreezeOp, GovAction, IdentityOp, Party, Role, RoleEntry, TravelRuleData,
+};
+use tally_node::genesis::{
+    Genesis, GenesisAccount, GenesisAsset, GenesisIdentity, GenesisValidator,
+};
+use tally_node::keys::account_id;
+use tally_node::ledger::{execute_block, BlockContext, Outcome, Receipt, State};
+use tally_node::primitives::{AccountId, AssetCode, Hash, Jurisdiction};
+use tally_node::testnet_compliance::{demo_rules, UNIT};
+use tally_node::tx::{Payload, Transaction, Transfer, VerifiedTransaction};
+
+const CHAIN: &str = "compliance";
+const DAY_MS: u64 = 86_400_000;
+const HOUR_MS: u64 = 3_600_000;
+/// Block time of the first block: day 100, 00:00.
+const T0: u64 = 100 * DAY_MS;
+
+fn key(i: u8) -> SigningKey {
+    SigningKey::from_bytes(&[i; 32])
+}
+
+fn id(i: u8) -> AccountId {
+    account_id(&key(i))
+}
+
+fn usd() -> AssetCode {
+    AssetCode::new("USD").unwrap()
+}
+
+fn sgd() -> AssetCode {
+    AssetCode::new("SGD").unwrap()
+}
+
+fn jur(c: &str) -> Jurisdiction {
+    Jurisdiction::new(c).unwrap()
+}
+
+// Keys.
+const KYC: u8 = 1;
+const REG_EU: u8 = 2;
+const REG_SG: u8 = 3;
+const ISSUER_USD: u8 = 4;
+const ISSUER_SGD: u8 = 5;
+const MEMBERS: [u8; 4] = [10, 11, 12, 13];
+// Accounts: (key, identity, jurisdiction, tier).
+const RETAIL_DE: u8 = 20; // tier 1
+const PAYER_DE: u8 = 21; // tier 2
+const PAYEE_GB: u8 = 22;
+const PAYER_SG: u8 = 23;
+const PAYEE_US: u8 = 24;
+const KP: u8 = 25;
+const LISTED: u8 = 26;
+const EXPIRED: u8 = 27;
+const UNBOUND: u8 = 28;
+const PAYER_FR: u8 = 29;
+const RETAIL_DE_2: u8 = 30; // tier 1
+
+const PEOPLE: &[(u8, &str, u8)] = &[
+    (RETAIL_DE, "DE", 1),
+    (PAYER_DE, "DE", 2),
+    (PAYEE_GB, "GB", 2),
+    (PAYER_SG, "SG", 2),
+    (PAYEE_US, "US", 2),
+    (KP, "KP", 2),
+    (LISTED, "DE", 2),
+    (EXPIRED, "FR", 2),
+    (PAYER_FR, "FR", 2),
+    (RETAIL_DE_2, "DE", 1),
+];
+
+fn ident(k: u8) -> String {
+    format!("person-{k}")
+}
+
+fn genesis() -> Genesis {
+    let role = |k: u8, roles: &[Role], js: &[&str]| RoleEntry {
+        name: format!("key-{k}"),
+        key: id(k),
+        roles: roles.iter().copied().collect(),
+        jurisdictions: js.iter().map(|c| jur(c)).collect(),
+    };
+    let mut roles = vec![
+        role(KYC, &[Role::KycProvider], &[]),
+        role(REG_EU, &[Role::Regulator], &["DE", "FR"]),
+        role(REG_SG, &[Role::Regulator], &["SG"]),
+        role(ISSUER_USD, &[Role::Issuer], &[]),
+        role(ISSUER_SGD, &[Role::Issuer], &[]),
+    ];
+    roles.extend(MEMBERS.iter().map(|m| role(*m, &[Role::Member], &[])));
+    let mut identities: Vec<GenesisIdentity> = PEOPLE
+        .iter()
+        .map(|(k, j, tier)| GenesisIdentity {
+            id: ident(*k),
+            provider: id(KYC),
+            jurisdiction: jur(j),
+            tier: *tier,
+            expires_ms: if *k == EXPIRED {
+                T0 - 1
+            } else {
+                T0 + 365 * DAY_MS
+            },
+            commitment: Hash([*k; 32]),
+            accounts: vec![id(*k)],
+        })
+        .collect();
+    for issuer in [ISSUER_USD, ISSUER_SGD] {
+        identities.push(GenesisIdentity {
+            id: ident(issuer),
+            provider: id(KYC),
+            jurisdiction: jur("DE"),
+            tier: 3,
+            expires_ms: T0 + 365 * DAY_MS,
+            commitment: Hash([issuer; 32]),
+            accounts: vec![id(issuer)],
+        });
+    }
+    let mut accounts: Vec<GenesisAccount> = PEOPLE
+        .iter()
+        .map(|(k, ..)| GenesisAccount {
+            id: id(*k),
+            balances: [(usd(), 1_000_000 * UNIT), (sgd(), 1_000_000 * UNIT)].into(),
+        })
+        .collect();
+    accounts.push(GenesisAccount {
+        id: id(UNBOUND),
+        balances: [(usd(), 10_000 * UNIT)].into(),
+    });
+    Genesis {
+        chain_id: CHAIN.into(),
+        genesis_time_ms: T0 - 1,
+        validators: vec![GenesisValidator {
+            name: "v".into(),
+            public_key: id(99),
+            p2p_addr: "/ip4/127.0.0.1/tcp/1".into(),
+            api_addr: "127.0.0.1:1".into(),
+        }],
+        members: vec![],
+        assets: vec![
+            GenesisAsset {
+                code: usd(),
+                decimals: 6,
+                issuer: id(ISSUER_USD),
+            },
+            GenesisAsset {
+                code: sgd(),
+                decimals: 6,
+                issuer: id(ISSUER_SGD),
+            },
+        ],
+        accounts,
+        roles,
+        identities,
+        sanctioned_identities: [(ident(LISTED), "test list".to_owned())].into(),
+        rules: demo_rules(),
+    }
+}
+
+/// A ledger driven block by block, signing for any key and tracking sequences.
+struct Ledger {
+    state: State,
+    height: u64,
+    seqs: BTreeMap<u8, u64>,
+}
+
+impl Ledger {
+    fn new() -> Ledger {
+        Ledger {
+            state: genesis().initial_state().unwrap(),
+            height: 0,
+            seqs: BTreeMap::new(),
+        }
+    }
+
+    fn tx(&mut self, signer: u8, payload: Payload) -> VerifiedTransaction {
+        let seq = self.seqs.entry(signer).or_default();
+        let signed = Transaction {
+            chain_id: CHAIN.into(),
+            sender: id(signer),
+            sequence: *seq,
+            expiry_height: u64::MAX,
+            payload,
+        }
+        .sign(&key(signer));
+        signed.verify(CHAIN).unwrap()
+    }
+
+    /// Executes one block at time `at` and commits it; sequences of rejected transactions are
+    /// not consumed.
+    fn block(&mut self, at: u64, txs: Vec<VerifiedTransaction>) -> Vec<Receipt> {
+        self.height += 1;
+        let ctx = BlockContext {
+            height: self.height,
+            timestamp_ms: at,
+        };
+        let out = execute_block(&self.state, &ctx, &txs).unwrap();
+        self.state.apply(&out.writes);
+        for (tx, r) in txs.iter().zip(&out.receipts) {
+            if r.outcome == Outcome::Applied {
+                let signer = self.signer_of(&tx.tx.sender);
+                *self.seqs.entry(signer).or_default() += 1;
+            }
+        }
+        out.receipts
+    }
+
+    fn signer_of(&self, a: &AccountId) -> u8 {
+        (0..=255u8).find(|k| id(*k) == *a).unwrap()
+    }
+
+    /// One transaction in its own block at `at`.
+    fn run(&mut self, at: u64, signer: u8, payload: Payload) -> Receipt {
+        let tx = self.tx(signer, payload);
+        self.block(at, vec![tx]).remove(0)
+    }
+
+    fn pay(&mut self, at: u64, from: u8, to: u8, asset: AssetCode, major: u64) -> Receipt {
+        self.run(at, from, transfer(from, to, asset, major * UNIT, false))
+    }
+
+    fn balance(&self, k: u8, asset: &AssetCode) -> u64 {
+        self.state
+            .get_raw(&tally_node::ledger::account_key(&id(k)))
+            .map(|b| {
+                tally_node::codec::decode::<tally_node::ledger::AccountState>(b, 1 << 20)
+                    .unwrap()
+                    .balance(asset)
+            })
+            .unwrap_or(0)
+    }
+}
+
+fn travel(from: u8, to: u8) -> TravelRuleData {
+    TravelRuleData {
+        originator: Party {
+            name: "Erika Mustermann".into(),
+            account: id(from),
+            address: Some("Heidestrasse 17, 51147 Koeln, DE".into()),
+            national_id: None,
+            date_and_place_of_birth: None,
+        },
+        beneficiary: Party {
+            name: "John Smith".into(),
+            account: id(to),
+            address: None,
+            national_id: None,
+            date_and_place_of_birth: None,
+        },
+    }
+}
+
+fn transfer(from: u8, to: u8, asset: AssetCode, amount: u64, with_travel: bool) -> Payload {
+    Payload::Transfer(Transfer {
+        to: id(to),
+        asset,
+        amount,
+        memo: None,
+        travel: with_travel.then(|| travel(from, to)),
+    })
+}
+
+/// `(code, rule)` of a receipt: rule is the flag's rule id, or "" when there is none.
+fn decision(r: &Receipt) -> (String, String) {
+    (
+        r.code.clone(),
+        r.flags
+            .first()
+            .map(|f| f.rule_id.clone())
+            .unwrap_or_default(),
+    )
+}
+
+#[test]
+fn each_rule_allows_and_refuses_with_its_code() {
+    struct Case {
+        name: &'static str,
+        from: u8,
+        to: u8,
+        asset: fn() -> AssetCode,
+        major: u64,
+        travel: bool,
+        expect: (&'static str, &'static str),
+    }
+    let case = |name, from, to, major, expect| Case {
+        name,
+        from,
+        to,
+        asset: usd,
+        major,
+        travel: false,
+        expect,
+    };
+    let cases = [
+        case("domestic tier 2", PAYER_DE, RETAIL_DE, 500, ("ok", "")),
+        case("open corridor", PAYER_DE, PAYEE_GB, 500, ("ok", "")),
+        case("open corridor to US", PAYER_DE, PAYEE_US, 500, ("ok", "")),
+        case(
+            "closed corridor",
+            PAYER_SG,
+            PAYEE_US,
+            5,
+            ("compliance_rejected", "corridor.closed"),
+        ),
+        case(
+            "closed corridor, other direction",
+            PAYEE_US,
+            PAYER_SG,
+            5,
+            ("compliance_rejected", "corridor.closed"),
+        ),
+        case(
+            "sanctioned sender",
+            LISTED,
+            PAYER_DE,
+            5,
+            ("compliance_rejected", "sanctions.identity"),
+        ),
+        case(
+            "sanctioned receiver",
+            PAYER_DE,
+            LISTED,
+            5,
+            ("compliance_rejected", "sanctions.identity"),
+        ),
+        case(
+            "sanctioned jurisdiction",
+            PAYER_DE,
+            KP,
+            5,
+            ("compliance_rejected", "sanctions.jurisdiction"),
+        ),
+        case(
+            "expired sender",
+            EXPIRED,
+            PAYER_FR,
+            5,
+            ("compliance_rejected", "identity.expired"),
+        ),
+        case(
+            "expired receiver",
+            PAYER_FR,
+            EXPIRED,
+            5,
+            ("compliance_rejected", "identity.expired"),
+        ),
+        case(
+            "unbound sender",
+            UNBOUND,
+            PAYER_DE,
+            5,
+            ("compliance_rejected", "identity.unbound"),
+        ),
+        case(
+            "unbound receiver",
+            PAYER_DE,
+            UNBOUND,
+            5,
+            ("compliance_rejected", "identity.unbound"),
+        ),
+        case(
+            "tier 1 at its per-transaction limit",
+            RETAIL_DE,
+            PAYER_DE,
+            999,
+            ("ok", ""),
+        ),
+        case(
+            "tier 1 over its per-transaction limit",
+            RETAIL_DE,
+            PAYER_DE,
+            1_001,
+            ("compliance_rejected", "limit.per_transaction"),
+        ),
+        case(
+            "tier 2 over the travel-rule threshold without data",
+            PAYER_DE,
+            PAYEE_GB,
+            1_500,
+            ("compliance_rejected", "travel_rule.missing"),
+        ),
+        Case {
+            travel: true,
+            ..case(
+                "tier 2 over the travel-rule threshold with data",
+                PAYER_DE,
+                PAYEE_GB,
+                1_500,
+                ("ok", ""),
+            )
+        },
+        Case {
+            asset: sgd,
+            // 1,400 SGD is 1,036 USD: over the threshold in reference terms.
+            ..case(
+                "threshold applies in reference currency",
+                PAYER_SG,
+                PAYEE_GB,
+                1_400,
+                ("compliance_rejected", "travel_rule.missing"),
+            )
+        },
+        Case {
+            asset: sgd,
+            ..case(
+                "under the threshold in reference currency",
+                PAYER_SG,
+                PAYEE_GB,
+                1_300,
+                ("ok", ""),
+            )
+        },
+    ];
+    for c in cases {
+        let mut l = Ledger::new();
+        let before = l.state.root();
+        let r = l.run(
+            T0,
+            c.from,
+            transfer(c.from, c.to, (c.asset)(), c.major * UNIT, c.travel),
+        );
+        let (code, rule) = decision(&r);
+        assert_eq!(
+            (code.as_str(), rule.as_str()),
+            c.expect,
+            "{}: {}",
+            c.name,
+            r.reason
+        );
+        if r.outcome == Outcome::Rejected {
+            assert_eq!(
+                l.state.root(),
+                before,
+                "{}: a rejection changed state",
+                c.name
+            );
+            assert_eq!(r.flags[0].rule_version, 1, "{}", c.name);
+            assert!(
+                r.reason.contains(&rule),
+                "{}: reason names the rule",
+                c.name
+            );
+        }
+    }
+}
+
+#[test]
+fn travel_rule_data_must_match_the_transfer() {
+    let mut l = Ledger::new();
+    let mut data = travel(PAYER_DE, PAYEE_GB);
+    data.beneficiary.account = id(RETAIL_DE);
+    let p = Payload::Transfer(Transfer {
+        to: id(PAYEE_GB),
+        asset: usd(),
+        amount: 2_000 * UNIT,
+        memo: None,
+        travel: Some(data),
+    });
+    let r = l.run(T0, PAYER_DE, p);
+    assert_eq!(decision(&r).1, "travel_rule.missing");
+    assert!(r.reason.contains("accounts"), "{}", r.reason);
+    let mut data = travel(PAYER_DE, PAYEE_GB);
+    data.originator.address = None;
+    let p = Payload::Transfer(Transfer {
+        to: id(PAYEE_GB),
+        asset: usd(),
+        amount: 2_000 * UNIT,
+        memo: None,
+        travel: Some(data),
+    });
+    let r = l.run(T0, PAYER_DE, p);
+    assert!(r.reason.contains("address"), "{}", r.reason);
+}
+
+#[test]
+fn daily_limit_counts_the_rolling_24_hours_to_the_edge() {
+    let mut l = Ledger::new();
+    // Tier 1: 2,000 USD per 24 h. 10:00 and 10:30 on day 0.
+    let t = T0 + 10 * HOUR_MS;
+    assert_eq!(l.pay(t, RETAIL_DE, PAYER_DE, usd(), 800).code, "ok");
+    assert_eq!(
+        l.pay(t + 30 * 60_000, RETAIL_DE, PAYER_DE, usd(), 800).code,
+        "ok"
+    );
+    let r = l.pay(t + 5 * HOUR_MS, RETAIL_DE, PAYER_DE, usd(), 800);
+    assert_eq!(decision(&r).1, "limit.daily", "{}", r.reason);
+    // One millisecond before 10:00 the next day both still count...
+    let r = l.pay(t + DAY_MS - 1, RETAIL_DE, PAYER_DE, usd(), 800);
+    assert_eq!(decision(&r).1, "limit.daily");
+    // ...and at 10:00 they have left the window.
+    assert_eq!(
+        l.pay(t + DAY_MS, RETAIL_DE, PAYER_DE, usd(), 800).code,
+        "ok"
+    );
+}
+
+#[test]
+fn thirty_day_limit_and_velocity_windows() {
+    let mut l = Ledger::new();
+    // Tier 1: 10,000 USD per 30 days, 2,000 per day: 900 a day for 11 days is 9,900.
+    for d in 0..11 {
+        assert_eq!(
+            l.pay(T0 + d * DAY_MS, RETAIL_DE, PAYER_DE, usd(), 900).code,
+            "ok"
+        );
+    }
+    let r = l.pay(T0 + 11 * DAY_MS, RETAIL_DE, PAYER_DE, usd(), 200);
+    assert_eq!(decision(&r).1, "limit.30_days", "{}", r.reason);
+    assert_eq!(
+        l.pay(T0 + 11 * DAY_MS, RETAIL_DE, PAYER_DE, usd(), 100)
+            .code,
+        "ok"
+    );
+    // Day 30 drops day 0's 900.
+    assert_eq!(
+        l.pay(T0 + 30 * DAY_MS, RETAIL_DE, PAYER_DE, usd(), 900)
+            .code,
+        "ok"
+    );
+
+    // Velocity: tier 1 makes at most 20 transfers per rolling hour.
+    let mut l = Ledger::new();
+    let t = T0 + 3 * HOUR_MS;
+    for i in 0..20 {
+        assert_eq!(l.pay(t + i, RETAIL_DE_2, PAYER_DE, usd(), 1).code, "ok");
+    }
+    let r = l.pay(t + 20, RETAIL_DE_2, PAYER_DE, usd(), 1);
+    assert_eq!(decision(&r).1, "velocity.hourly");
+    assert_eq!(
+        l.pay(t + HOUR_MS, RETAIL_DE_2, PAYER_DE, usd(), 1).code,
+        "ok"
+    );
+}
+
+#[test]
+fn structuring_is_flagged_not_refused() {
+    let mut l = Ledger::new();
+    // Three transfers of 950 USD (just under 1,000) within 24 hours.
+    let first = l.pay(T0, PAYER_FR, PAYER_DE, usd(), 950);
+    let second = l.pay(T0 + HOUR_MS, PAYER_FR, PAYER_DE, usd(), 950);
+    let third = l.pay(T0 + 2 * HOUR_MS, PAYER_FR, PAYER_DE, usd(), 950);
+    assert_eq!(decision(&first), ("ok".into(), "".into()));
+    assert_eq!(decision(&second), ("ok".into(), "".into()));
+    assert_eq!(
+        decision(&third),
+        ("ok".into(), "structuring.suspected".into())
+    );
+    assert!(
+        third.flags[0].reason.contains("3 transfers"),
+        "{}",
+        third.flags[0].reason
+    );
+    // A transfer well under the band is not counted and not flagged.
+    assert!(l
+        .pay(T0 + 3 * HOUR_MS, PAYER_FR, PAYER_DE, usd(), 100)
+        .flags
+        .is_empty());
+    assert_eq!(l.balance(PAYER_FR, &usd()), (1_000_000 - 2_950) * UNIT);
+}
+
+#[test]
+fn regulators_freeze_their_jurisdictions_and_issuers_their_asset() {
+    let mut l = Ledger::new();
+    let freeze = |id| {
+        Payload::Freeze(FreezeOp::Freeze {
+            id,
+            reason: "court order 17/2026".into(),
+        })
+    };
+    // The SG regulator cannot freeze a DE identity.
+    let r = l.run(T0, REG_SG, freeze(ident(PAYER_DE)));
+    assert_eq!(r.code, "unauthorized");
+    assert_eq!(l.run(T0, REG_EU, freeze(ident(PAYER_DE))).code, "ok");
+    let r = l.pay(T0, PAYER_DE, PAYEE_GB, usd(), 5);
+    assert_eq!(decision(&r).1, "identity.frozen");
+    assert!(r.reason.contains("court order"), "{}", r.reason);
+    let r = l.pay(T0, PAYEE_GB, PAYER_DE, usd(), 5);
+    assert_eq!(
+        decision(&r).1,
+        "identity.frozen",
+        "a frozen identity cannot receive"
+    );
+    let unfreeze = Payload::Freeze(FreezeOp::Unfreeze {
+        id: ident(PAYER_DE),
+    });
+    assert_eq!(l.run(T0, REG_EU, unfreeze).code, "ok");
+    assert_eq!(l.pay(T0, PAYER_DE, PAYEE_GB, usd(), 5).code, "ok");
+
+    // The SGD issuer freezes an identity for SGD only.
+    let fa = Payload::Freeze(FreezeOp::FreezeAsset {
+        asset: sgd(),
+        id: ident(PAYER_SG),
+        reason: "issuer review".into(),
+    });
+    assert_eq!(
+        l.run(T0, ISSUER_USD, fa.clone()).code,
+        "unauthorized_issuer"
+    );
+    assert_eq!(l.run(T0, ISSUER_SGD, fa).code, "ok");
+    let r = l.pay(T0, PAYER_SG, PAYEE_GB, sgd(), 5);
+    assert_eq!(decision(&r).1, "asset.frozen");
+    assert_eq!(l.pay(T0, PAYER_SG, PAYEE_GB, usd(), 5).code, "ok");
+}
+
+#[test]
+fn kyc_providers_register_bind_change_and_revoke() {
+    let mut l = Ledger::new();
+    let register = Payload::Identity(IdentityOp::Register {
+        id: "new-person".into(),
+        jurisdiction: jur("DE"),
+        tier: 1,
+        expires_ms: T0 + 100 * DAY_MS,
+        commitment: Hash([7; 32]),
+    });
+    assert_eq!(l.run(T0, PAYER_DE, register.clone()).code, "unauthorized");
+    assert_eq!(l.run(T0, KYC, register.clone()).code, "ok");
+    assert_eq!(l.run(T0, KYC, register).code, "identity_exists");
+    let bind = Payload::Identity(IdentityOp::Bind {
+        id: "new-person".into(),
+        account: id(UNBOUND),
+    });
+    assert_eq!(l.run(T0, KYC, bind).code, "ok");
+    assert_eq!(l.pay(T0, UNBOUND, PAYER_DE, usd(), 5).code, "ok");
+    // Tier 1 refuses 1,500; after an upgrade to tier 2 it passes (with travel data).
+    let big = transfer(UNBOUND, PAYER_DE, usd(), 1_500 * UNIT, true);
+    assert_eq!(
+        decision(&l.run(T0, UNBOUND, big.clone())).1,
+        "limit.per_transaction"
+    );
+    let upgrade = Payload::Identity(IdentityOp::Update {
+        id: "new-person".into(),
+        tier: 2,
+        expires_ms: T0 + 100 * DAY_MS,
+        commitment: Hash([8; 32]),
+    });
+    assert_eq!(l.run(T0, KYC, upgrade).code, "ok");
+    assert_eq!(l.run(T0, UNBOUND, big).code, "ok");
+    let revoke = Payload::Identity(IdentityOp::Revoke {
+        id: "new-person".into(),
+    });
+    assert_eq!(l.run(T0, KYC, revoke).code, "ok");
+    assert_eq!(
+        decision(&l.pay(T0, UNBOUND, PAYER_DE, usd(), 5)).1,
+        "identity.revoked"
+    );
+    // Identities expire by block time.
+    let r = l.pay(T0 + 365 * DAY_MS + 1, PAYER_DE, PAYEE_GB, usd(), 5);
+    assert_eq!(decision(&r).1, "identity.expired");
+}
+
+#[test]
+fn a_governance_rule_change_applies_exactly_at_its_height() {
+    let mut l = Ledger::new();
+    let mut rules = demo_rules();
+    for limit in rules.limits.iter_mut().filter(|x| x.tier == 1) {
+        limit.per_transaction = Some(1_500 * UNIT);
+    }
+    let effective = 7;
+    let propose = Payload::Propose {
+        action: GovAction::SetRules(rules),
+        effective_height: effective,
+    };
+    // A non-member cannot propose.
+    assert_eq!(l.run(T0, PAYER_DE, propose.clone()).code, "unauthorized");
+    let r = l.run(T0, MEMBERS[0], propose); // height 2
+    assert_eq!(r.code, "ok");
+    assert_eq!(l.height, 2);
+    let vote = |approve| Payload::Vote {
+        proposal: 1,
+        approve,
+    };
+    // 2 of 4 is not more than two thirds; 3 of 4 is.
+    assert_eq!(l.run(T0, MEMBERS[1], vote(true)).events.len(), 1); // height 3
+    let r = l.run(T0, MEMBERS[2], vote(true)); // height 4
+    assert!(
+        format!("{:?}", r.events).contains("ProposalPassed"),
+        "{:?}",
+        r.events
+    );
+    assert_eq!(l.run(T0, MEMBERS[3], vote(false)).code, "proposal_closed");
+    // Height 6: still version 1.
+    let tx = l.tx(
+        RETAIL_DE,
+        transfer(RETAIL_DE, PAYER_DE, usd(), 1_200 * UNIT, true),
+    );
+    let r = l.block(T0, vec![tx]).remove(0);
+    assert_eq!(l.height, effective - 1);
+    assert_eq!(decision(&r).1, "limit.per_transaction");
+    assert_eq!(r.flags[0].rule_version, 1);
+    // Height 7: the new rule set is in force from the block's first transaction.
+    let tx = l.tx(
+        RETAIL_DE,
+        transfer(RETAIL_DE, PAYER_DE, usd(), 1_200 * UNIT, true),
+    );
+    let r = l.block(T0, vec![tx]).remove(0);
+    assert_eq!(l.height, effective);
+    assert_eq!(r.code, "ok", "{}", r.reason);
+    let r = l.pay(T0, RETAIL_DE, PAYER_DE, usd(), 1_600);
+    assert_eq!(r.flags[0].rule_version, 2);
+}
+
+#[test]
+fn sanctions_lists_change_by_governance() {
+    let mut l = Ledger::new();
+    let csv = "action,type,value\nadd,identity,person-21\nremove,identity,person-26\n";
+    let update = tally_node::compliance::SanctionsUpdate::from_csv("list-2", csv).unwrap();
+    let propose = Payload::Propose {
+        action: GovAction::UpdateSanctions(update),
+        effective_height: 11,
+    };
+    assert_eq!(l.run(T0, MEMBERS[0], propose).code, "ok");
+    for m in &MEMBERS[1..3] {
+        l.run(
+            T0,
+            *m,
+            Payload::Vote {
+                proposal: 1,
+                approve: true,
+            },
+        );
+    }
+    while l.height < 9 {
+        l.block(T0, Vec::new());
+    }
+    assert_eq!(l.pay(T0, PAYER_DE, PAYEE_GB, usd(), 5).code, "ok"); // height 10
+    assert_eq!(l.height, 10);
+    let r = l.pay(T0, PAYER_DE, PAYEE_GB, usd(), 5);
+    assert_eq!(decision(&r).1, "sanctions.identity");
+    assert!(r.reason.contains("list-2"));
+    assert_eq!(r.flags[0].rule_version, 2);
+    assert_eq!(l.pay(T0, LISTED, PAYEE_GB, usd(), 5).code, "ok", "delisted");
+}
+
+#[test]
+fn proposals_that_cannot_pass_are_rejected() {
+    let mut l = Ledger::new();
+    let propose = Payload::Propose {
+        action: GovAction::SetParameter {
+            name: "epoch_blocks".into(),
+            value: 10,
+        },
+        effective_height: 100,
+    };
+    assert_eq!(l.run(T0, MEMBERS[0], propose).code, "ok");
+    l.run(
+        T0,
+        MEMBERS[1],
+        Payload::Vote {
+            proposal: 1,
+            approve: false,
+        },
+    );
+    let r = l.run(
+        T0,
+        MEMBERS[2],
+        Payload::Vote {
+            proposal: 1,
+            approve: false,
+        },
+    );
+    assert!(format!("{:?}", r.events).contains("ProposalRejected"));
+    let bad = Payload::Propose {
+        action: GovAction::SetParameter {
+            name: "no_such".into(),
+            value: 1,
+        },
+        effective_height: 100,
+    };
+    let err = Transaction {
+        chain_id: CHAIN.into(),
+        sender: id(MEMBERS[0]),
+        sequence: 9,
+        expiry_height: 10,
+        payload: bad,
+    }
+    .sign(&key(MEMBERS[0]))
+    .verify(CHAIN)
+    .unwrap_err();
+    assert_eq!(err.code(), "invalid_payload");
+    assert!(err.to_string().contains("no_such"));
+}
+
+/// What a random step does.
+#[derive(Debug, Clone)]
+enum Step {
+    Pay { from: u8, to: u8, major: u64 },
+    Freeze(u8),
+    Unfreeze(u8),
+    Revoke(u8),
+    Advance(u64),
+}
+
+const SENDERS: [u8; 6] = [PAYER_DE, PAYEE_GB, PAYER_FR, LISTED, EXPIRED, RETAIL_DE];
+
+fn step() -> impl Strategy<Value = Step> {
+    let who = prop::sample::select(SENDERS.to_vec());
+    prop_oneof![
+        6 => (who.clone(), who.clone(), 1u64..3_000).prop_map(|(from, to, major)| Step::Pay { from, to, major }),
+        1 => who.clone().prop_map(Step::Freeze),
+        1 => who.clone().prop_map(Step::Unfreeze),
+        1 => who.prop_map(Step::Revoke),
+        1 => (0u64..3 * DAY_MS).prop_map(Step::Advance),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Sanctioned, frozen, revoked or expired identities never move money, whatever the
+    /// sequence of payments, freezes, revocations and time.
+    #[test]
+    fn blocked_identities_never_move_money(steps in prop::collection::vec(step(), 1..40)) {
+        let mut l = Ledger::new();
+        let mut now = T0;
+        for s in steps {
+            let payload = match s {
+                Step::Advance(ms) => { now += ms; continue; }
+                Step::Freeze(k) => (regulator_of(k), Payload::Freeze(FreezeOp::Freeze { id: ident(k), reason: "r".into() })),
+                Step::Unfreeze(k) => (regulator_of(k), Payload::Freeze(FreezeOp::Unfreeze { id: ident(k) })),
+                Step::Revoke(k) => (KYC, Payload::Identity(IdentityOp::Revoke { id: ident(k) })),
+                Step::Pay { from, to, major } => (from, transfer(from, to, usd(), major * UNIT, true)),
+            };
+            let (signer, payload) = payload;
+            let is_pay = matches!(payload, Payload::Transfer(_));
+            // Who was blocked before this transaction.
+            let blocked = |l: &Ledger, k: u8| -> bool {
+                let raw = l.state.get_raw(&tally_node::compliance::registry::identity_key(&ident(k))).unwrap();
+                let i: tally_node::compliance::Identity = tally_node::codec::decode(raw, 1 << 20).unwrap();
+                i.revoked || i.frozen.is_some() || now > i.expires_ms || k == LISTED
+            };
+            let parties = match &payload {
+                Payload::Transfer(t) => Some((signer, l.signer_of(&t.to))),
+                _ => None,
+            };
+            let was_blocked = parties.map(|(a, b)| blocked(&l, a) || blocked(&l, b));
+            let before: Vec<u64> = SENDERS.iter().map(|k| l.balance(*k, &usd())).collect();
+            let r = l.run(now, signer, payload);
+            if is_pay && was_blocked == Some(true) {
+                prop_assert_eq!(r.outcome, Outcome::Rejected);
+                let after: Vec<u64> = SENDERS.iter().map(|k| l.balance(*k, &usd())).collect();
+                prop_assert_eq!(before, after);
+            }
+        }
+    }
+}
+
+/// The regulator covering an identity's jurisdiction in this fixture (GB has none, so its
+/// freezes are refused — which must not matter to the property).
+fn regulator_of(k: u8) -> u8 {
+    match k {
+        PAYEE_GB => REG_SG,
+        _ => REG_EU,
+    }
+}
