@@ -16,6 +16,7 @@ pub mod merkle;
 pub mod metrics;
 pub mod primitives;
 pub mod runtime;
+pub mod scenarios;
 pub mod storage;
 pub mod testnet;
 pub mod testnet_compliance;

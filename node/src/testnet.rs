@@ -23,7 +23,7 @@ pub struct TestnetSpec {
     pub api_base_port: u16,
     /// Validator i's libp2p listens on 127.0.0.1:(p2p_base_port + i).
     pub p2p_base_port: u16,
-    /// Genesis time.
+    /// Genesis time; 0 means the time of generation.
     pub genesis_time_ms: u64,
 }
 
@@ -61,6 +61,7 @@ pub struct ReusedKeys {
 }
 
 /// Everything generated, with keys in memory.
+#[derive(Clone)]
 pub struct Testnet {
     /// The genesis.
     pub genesis: Genesis,
@@ -114,6 +115,14 @@ impl Testnet {
             ));
         }
         let mut reuse = reuse.unwrap_or_default();
+        let mut spec = spec;
+        if spec.genesis_time_ms == 0 {
+            // Genesis time anchors the demo identities' expiry; block times are wall-clock
+            // readings agreed by consensus, so a network made now starts now.
+            spec.genesis_time_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+        }
         let validator_keys: Vec<SigningKey> = if reuse.validators.is_empty() {
             (0..spec.validators).map(|_| keys::generate()).collect()
         } else {

@@ -16,8 +16,8 @@ pub const UNIT: u64 = 1_000_000;
 /// Jurisdictions of the demo load accounts, assigned round-robin.
 pub const LOAD_JURISDICTIONS: &[&str] = &["DE", "FR", "GB", "SG"];
 
-/// Identities valid for ten years from genesis in the demo.
-const TEN_YEARS_MS: u64 = 10 * 365 * 86_400_000;
+/// Demo identities are valid for two years from genesis.
+const TWO_YEARS_MS: u64 = 2 * 365 * 86_400_000;
 
 fn j(code: &str) -> Jurisdiction {
     // Only called with the literal codes of this file.
@@ -230,7 +230,7 @@ impl DemoCompliance {
             &[],
         );
         let provider = keys::account_id(&named["kyc"]);
-        let expires_ms = genesis_time_ms.saturating_add(TEN_YEARS_MS);
+        let expires_ms = genesis_time_ms.saturating_add(TWO_YEARS_MS);
         let mut identities = Vec::new();
         let mut ident =
             |id: String, jur: &str, tier: u8, expires_ms: u64, accounts: Vec<AccountId>| {

@@ -26,6 +26,7 @@ pub const MAX_MEMO_BYTES: usize = 140;
 /// What a transaction does. New families are added as variants; the encoding of existing
 /// variants never changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Payload {
     /// Move `amount` of `asset` from the sender to `to`.
     Transfer(Transfer),

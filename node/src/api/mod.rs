@@ -35,6 +35,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/transactions/batch"),
     ("get", "/v1/transactions/{hash}"),
     ("get", "/v1/accounts/{id}"),
+    ("get", "/v1/identities/{id}"),
+    ("get", "/v1/roles/{key}"),
+    ("get", "/v1/compliance/rules"),
+    ("get", "/v1/governance/proposals/{id}"),
     ("get", "/v1/blocks/{height}"),
     ("get", "/v1/status"),
     ("get", "/health"),
@@ -77,6 +81,10 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/transactions/batch", post(submit_batch))
         .route("/v1/transactions/{hash}", get(transaction))
         .route("/v1/accounts/{id}", get(account))
+        .route("/v1/identities/{id}", get(identity))
+        .route("/v1/roles/{key}", get(role))
+        .route("/v1/compliance/rules", get(rules))
+        .route("/v1/governance/proposals/{id}", get(proposal))
         .route("/v1/blocks/{height}", get(block))
         .route("/v1/status", get(status))
         .route("/health", get(health))
@@ -371,6 +379,94 @@ async fn account(
     let state: AccountState = crate::codec::decode(&raw, 1 << 20)
         .map_err(|_| ApiError::internal("stored account does not decode"))?;
     Ok(Json(AccountView::new(id, state, shared.height())))
+}
+
+/// A committed state value, decoded.
+fn state_get<T: serde::de::DeserializeOwned>(
+    shared: &NodeShared,
+    key: &[u8],
+) -> Result<Option<T>, ApiError> {
+    let Some(raw) = shared.store.state_value(key).map_err(storage)? else {
+        return Ok(None);
+    };
+    crate::codec::decode(&raw, 1 << 24)
+        .map(Some)
+        .map_err(|_| ApiError::internal("stored state value does not decode"))
+}
+
+async fn identity(
+    State(shared): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<IdentityView>, ApiError> {
+    use crate::compliance::registry::{check_identity_id, identity_key, sanction_key, usage_key};
+    use crate::compliance::window::{DAY, HOUR, THIRTY_DAYS};
+    check_identity_id(&id).map_err(|m| ApiError::bad_request("bad_identity", m))?;
+    let height = shared.height();
+    let identity: crate::compliance::Identity = state_get(&shared, &identity_key(&id))?
+        .ok_or_else(|| ApiError::not_found("identity_not_found", format!("no identity {id}")))?;
+    let mut usage: crate::compliance::Usage =
+        state_get(&shared, &usage_key(&id))?.unwrap_or_default();
+    let now = shared
+        .store
+        .block(height)
+        .map_err(storage)?
+        .map_or(0, |b| b.header.timestamp_ms);
+    usage.hour.advance(HOUR, now);
+    usage.day.advance(DAY, now);
+    usage.thirty_days.advance(THIRTY_DAYS, now);
+    usage.near_threshold.advance(DAY, now);
+    Ok(Json(IdentityView {
+        sanctioned_by: state_get(&shared, &sanction_key(&id))?,
+        identity,
+        usage: UsageView {
+            transfers_last_hour: usage.hour.count(),
+            transfers_last_24h: usage.day.count(),
+            amount_last_24h: usage.day.amount(),
+            amount_last_30d: usage.thirty_days.amount(),
+            near_threshold_last_24h: usage.near_threshold.count(),
+        },
+        height,
+    }))
+}
+
+async fn role(
+    State(shared): State<Shared>,
+    Path(key): Path<String>,
+) -> Result<Json<crate::compliance::RoleEntry>, ApiError> {
+    let key = AccountId::from_hex(&key)
+        .ok_or_else(|| ApiError::bad_request("bad_key", "a key is 64 hexadecimal characters"))?;
+    let entry = state_get(&shared, &crate::compliance::registry::role_key(&key))?;
+    entry
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("role_not_found", format!("{key} holds no role")))
+}
+
+async fn rules(State(shared): State<Shared>) -> Result<Json<RulesView>, ApiError> {
+    use crate::compliance::governance::{MEMBERS_KEY, PARAMS_KEY, PENDING_VALIDATORS_KEY};
+    let height = shared.height();
+    let rules = state_get(&shared, crate::compliance::registry::RULES_KEY)?
+        .ok_or_else(|| ApiError::internal("the rule set is missing"))?;
+    let members: std::collections::BTreeSet<AccountId> =
+        state_get(&shared, MEMBERS_KEY)?.unwrap_or_default();
+    Ok(Json(RulesView {
+        rules,
+        params: state_get(&shared, PARAMS_KEY)?.unwrap_or_default(),
+        members: members.into_iter().collect(),
+        pending_validators: state_get(&shared, PENDING_VALIDATORS_KEY)?,
+        height,
+    }))
+}
+
+async fn proposal(
+    State(shared): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<crate::compliance::Proposal>, ApiError> {
+    let id: u64 = id.parse().map_err(|_| {
+        ApiError::bad_request("bad_proposal", "a proposal id is a positive integer")
+    })?;
+    let p = state_get(&shared, &crate::compliance::governance::proposal_key(id))?;
+    p.map(Json)
+        .ok_or_else(|| ApiError::not_found("proposal_not_found", format!("no proposal {id}")))
 }
 
 #[derive(Deserialize)]

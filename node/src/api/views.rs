@@ -4,7 +4,7 @@
 use super::ApiError;
 use crate::block::{BlockHeader, CommitCertificate, InclusionProof};
 use crate::ledger::{AccountState, Receipt};
-use crate::primitives::{AccountId, Amount, AssetCode, Hash, Height};
+use crate::primitives::{AccountId, Amount, AssetCode, Hash, Height, IdentityId};
 use crate::runtime::NodeShared;
 use crate::storage::StoredBlock;
 use serde::{Deserialize, Serialize};
@@ -147,6 +147,8 @@ pub struct AccountView {
     pub sequence: u64,
     /// Balances in minor units.
     pub balances: BTreeMap<AssetCode, Amount>,
+    /// The KYC'd identity it is bound to, if any.
+    pub identity: Option<IdentityId>,
     /// Height of the state read.
     pub height: Height,
 }
@@ -157,9 +159,53 @@ impl AccountView {
             id,
             sequence: state.sequence,
             balances: state.balances,
+            identity: state.identity,
             height,
         }
     }
+}
+
+/// An identity with its standing and rolling usage (reference minor units).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdentityView {
+    /// The identity record (no personal data: a commitment only).
+    pub identity: crate::compliance::Identity,
+    /// The sanctions list naming it, if one does.
+    pub sanctioned_by: Option<String>,
+    /// Rolling usage as a sender at the last block's time.
+    pub usage: UsageView,
+    /// Height of the state read.
+    pub height: Height,
+}
+
+/// Rolling usage of an identity as a sender.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UsageView {
+    /// Transfers in the rolling hour.
+    pub transfers_last_hour: u32,
+    /// Transfers in the rolling 24 hours.
+    pub transfers_last_24h: u32,
+    /// Amount sent in the rolling 24 hours.
+    pub amount_last_24h: u64,
+    /// Amount sent in the rolling 30 days.
+    pub amount_last_30d: u64,
+    /// Near-threshold transfers in the rolling 24 hours (structuring watch).
+    pub near_threshold_last_24h: u32,
+}
+
+/// The rule set in force and the governance parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RulesView {
+    /// The rule set (its `version` is the one receipts name).
+    pub rules: crate::compliance::RuleSet,
+    /// Governance parameters.
+    pub params: crate::compliance::Params,
+    /// Current consortium members.
+    pub members: Vec<AccountId>,
+    /// A validator set scheduled by governance, if any.
+    pub pending_validators: Option<crate::compliance::PendingValidators>,
+    /// Height of the state read.
+    pub height: Height,
 }
 
 /// One transaction's outcome inside a block view.

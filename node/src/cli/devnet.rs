@@ -57,6 +57,10 @@ pub struct DevnetArgs {
     /// Log format: `pretty` or `json`.
     #[arg(long, default_value = "pretty")]
     pub log_format: String,
+    /// Skip the compliance scenarios (payments that hit each rule, and a governance change)
+    /// that `tally devnet` runs next to the load.
+    #[arg(long)]
+    pub no_scenarios: bool,
 }
 
 /// `30s`, `500ms`, `2m`, `1h` or plain seconds.
@@ -382,6 +386,29 @@ async fn run(args: DevnetArgs, quiet: bool) -> anyhow::Result<()> {
     } else {
         None
     };
+    let scenarios = (!quiet && !args.no_scenarios).then(|| {
+        let net = devnet.testnet.clone();
+        let url = devnet.urls[0].clone();
+        tokio::spawn(async move {
+            let mut s = crate::scenarios::Scenarios::new(&net, &url);
+            match s.applicable().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    println!("compliance scenarios: already run on this network, skipped");
+                    return;
+                }
+                Err(e) => {
+                    println!("compliance scenarios: {e:#}");
+                    return;
+                }
+            }
+            let result = s.run_all().await;
+            print!("{}", s.report());
+            if let Err(e) = result {
+                println!("compliance scenarios stopped: {e:#}");
+            }
+        })
+    });
     let started = Instant::now();
     let stats = load.as_ref().map(|l| l.stats.clone());
     let mut progress = tokio::time::interval(Duration::from_secs(1));
@@ -403,6 +430,12 @@ async fn run(args: DevnetArgs, quiet: bool) -> anyhow::Result<()> {
         }
     }
     let elapsed = started.elapsed();
+    if let Some(task) = scenarios {
+        if !task.is_finished() {
+            println!("stopping: compliance scenarios did not finish within the run");
+        }
+        task.abort();
+    }
     let finalized_in_window = stats.as_ref().map_or(0, |s| s.finalized());
     if let Some(load) = load {
         load.stop_sending();
