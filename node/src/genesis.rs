@@ -262,7 +262,7 @@ impl Genesis {
         }
         self.rules
             .validate()
-            .map_err(|m| GenesisError::Invalid(m))?;
+            .map_err(GenesisError::Invalid)?;
         let mut rules = self.rules.clone();
         rules.version = 1;
         let mut extra = Vec::new();

@@ -269,6 +269,10 @@ impl Metrics {
         ] {
             self.transactions_rejected.with_label_values(&[stage, code]);
         }
+        for (rule, decision) in crate::compliance::RULE_IDS {
+            self.compliance_decisions
+                .with_label_values(&[rule, decision]);
+        }
         for kind in ["proposal", "vote", "timeout"] {
             self.consensus_evidence.with_label_values(&[kind]);
         }

@@ -171,6 +171,8 @@ impl<'a> Scenarios<'a> {
         Ok(keys::account_id(self.key(name)?))
     }
 
+    // Each call reads as one row of the scenario table.
+    #[allow(clippy::too_many_arguments)]
     async fn pay(
         &mut self,
         name: &str,

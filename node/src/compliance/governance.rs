@@ -299,7 +299,8 @@ pub fn vote(
     if height >= proposal.effective_height || height > voting_ends {
         proposal.status = ProposalStatus::Expired;
         o.put(proposal_key(id), &proposal);
-        // The expiry is recorded even though the vote is refused: the refusal is the news.
+        // The vote arrives after voting closed: it is not counted, and the proposal is
+        // recorded as expired (the receipt says so).
         return Ok(Ok(vec![Event::ProposalExpired { proposal: id }]));
     }
     if approve {
