@@ -260,9 +260,7 @@ impl Genesis {
             check_identity_id(id)
                 .map_err(|m| GenesisError::Invalid(format!("sanctioned_identities.{id}: {m}")))?;
         }
-        self.rules
-            .validate()
-            .map_err(GenesisError::Invalid)?;
+        self.rules.validate().map_err(GenesisError::Invalid)?;
         let mut rules = self.rules.clone();
         rules.version = 1;
         let mut extra = Vec::new();
