@@ -70,10 +70,15 @@ impl Consensus {
         safety: Option<SafetyState>,
     ) -> Consensus {
         let me = validators.index_of(&key.verifying_key().to_bytes());
-        let safety_state = safety.unwrap_or(SafetyState {
-            epoch: validators.epoch(),
-            ..SafetyState::default()
-        });
+        // A replica that stopped right after the boundary block of its epoch restarts in the
+        // next one: its signatures there name the new epoch, so its counters start over.
+        let safety_state = match safety {
+            Some(s) if s.epoch >= validators.epoch() => s,
+            _ => SafetyState {
+                epoch: validators.epoch(),
+                ..SafetyState::default()
+            },
+        };
         let tree = BlockTree::new(root.0, root.1);
         let round = (tree.highest_qc().round + 1).max(safety_state.last_voted_round);
         Consensus {
@@ -192,6 +197,7 @@ impl Consensus {
             Event::Reconfigure { height, validators } => {
                 self.on_reconfigure(height, validators, &mut out)
             }
+            Event::HoldCommits { height } => self.on_hold(height, &mut out),
         }
         out
     }
@@ -629,6 +635,12 @@ impl Consensus {
             if self.tree.knows(&id) || b.height <= self.tree.committed_height() {
                 continue;
             }
+            if b.epoch > self.validators.epoch() {
+                // An honest peer that is already in a later epoch: this replica cannot check
+                // those certificates until it executes the boundary block itself.
+                self.ignore("later_epoch");
+                break;
+            }
             if let Err(reason) = self.check_block(&b) {
                 self.drop_message(from, reason, out);
                 break;
@@ -682,6 +694,27 @@ impl Consensus {
         self.tree.commit_limit = Some(height);
         if height == self.tree.committed_height() {
             self.switch_epoch(out);
+        }
+    }
+
+    fn on_hold(&mut self, height: Option<Height>, out: &mut Vec<Action>) {
+        if let Some((boundary, _)) = &self.reconfiguration {
+            // A pending reconfiguration already holds commits at its boundary.
+            self.tree.commit_limit = Some(*boundary);
+            return;
+        }
+        let lifted = match (self.tree.commit_limit, height) {
+            (Some(old), Some(new)) => new > old,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        self.tree.commit_limit = height;
+        if lifted {
+            // Certificates that arrived during the hold commit now.
+            let hqc = self.tree.highest_qc().clone();
+            if self.tree.knows(&hqc.block) {
+                self.process_qc(&hqc, out);
+            }
         }
     }
 

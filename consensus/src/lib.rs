@@ -101,6 +101,13 @@ pub enum Event {
         /// The next epoch's set (its epoch = current + 1).
         validators: ValidatorSet,
     },
+    /// Commit nothing above `height` until told otherwise (`None` lifts the hold). The node
+    /// holds commits at each possible epoch boundary until it has executed the boundary block
+    /// and knows whether the validator set changes there; voting goes on meanwhile.
+    HoldCommits {
+        /// Highest height that may commit.
+        height: Option<Height>,
+    },
 }
 
 /// What the state machine asks the node to do, in order.

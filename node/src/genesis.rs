@@ -1,7 +1,9 @@
 //! The genesis file: the network's identity, its first validator set, assets and balances.
 
 use crate::codec;
-use crate::compliance::governance::{Params, MEMBERS_KEY, PARAMS_KEY};
+use crate::compliance::governance::{
+    Params, ValidatorEpoch, MEMBERS_KEY, PARAMS_KEY, VALIDATORS_KEY,
+};
 use crate::compliance::registry::{
     check_identity_id, identity_key, role_key, sanction_key, RULES_KEY,
 };
@@ -126,6 +128,9 @@ pub struct Genesis {
     pub sanctioned_identities: BTreeMap<IdentityId, String>,
     /// The first rule set (version 1).
     pub rules: RuleSet,
+    /// Governance parameters (defaults when absent); `epoch_blocks` is fixed here.
+    #[serde(default)]
+    pub params: Params,
 }
 
 impl Genesis {
@@ -261,6 +266,18 @@ impl Genesis {
                 .map_err(|m| GenesisError::Invalid(format!("sanctioned_identities.{id}: {m}")))?;
         }
         self.rules.validate().map_err(GenesisError::Invalid)?;
+        for (name, value) in [
+            (
+                "identity_max_validity_days",
+                self.params.identity_max_validity_days,
+            ),
+            ("proposal_voting_blocks", self.params.proposal_voting_blocks),
+            ("epoch_blocks", self.params.epoch_blocks),
+        ] {
+            if value == 0 {
+                return invalid(format!("params.{name}: must be greater than zero"));
+            }
+        }
         let mut rules = self.rules.clone();
         rules.version = 1;
         let mut extra = Vec::new();
@@ -271,7 +288,15 @@ impl Genesis {
             .collect();
         extra.push((MEMBERS_KEY.to_vec(), codec::encode(&members)));
         extra.push((RULES_KEY.to_vec(), codec::encode(&rules)));
-        extra.push((PARAMS_KEY.to_vec(), codec::encode(&Params::default())));
+        extra.push((PARAMS_KEY.to_vec(), codec::encode(&self.params)));
+        extra.push((
+            VALIDATORS_KEY.to_vec(),
+            codec::encode(&ValidatorEpoch {
+                epoch: 0,
+                first_height: 1,
+                validators: self.validators.clone(),
+            }),
+        ));
         for (key, r) in &roles {
             extra.push((role_key(key), codec::encode(r)));
         }

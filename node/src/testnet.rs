@@ -185,6 +185,7 @@ impl Testnet {
             identities: demo.identities,
             sanctioned_identities: demo.sanctioned,
             rules: demo_rules(),
+            params: crate::compliance::Params::default(),
         };
         Ok(Testnet {
             genesis,

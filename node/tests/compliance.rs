@@ -5,8 +5,10 @@
 use ed25519_dalek::SigningKey;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
+use tally_node::compliance::governance::VALIDATORS_KEY;
+use tally_node::compliance::registry::role_key;
 use tally_node::compliance::{
-    FreezeOp, GovAction, IdentityOp, Party, Role, RoleEntry, TravelRuleData,
+    FreezeOp, GovAction, IdentityOp, Params, Party, Role, RoleEntry, TravelRuleData, ValidatorEpoch,
 };
 use tally_node::genesis::{
     Genesis, GenesisAccount, GenesisAsset, GenesisIdentity, GenesisValidator,
@@ -160,6 +162,10 @@ fn genesis() -> Genesis {
         identities,
         sanctioned_identities: [(ident(LISTED), "test list".to_owned())].into(),
         rules: demo_rules(),
+        params: Params {
+            epoch_blocks: 10,
+            ..Params::default()
+        },
     }
 }
 
@@ -738,11 +744,77 @@ fn sanctions_lists_change_by_governance() {
 }
 
 #[test]
+fn a_validator_set_change_applies_at_its_epoch_boundary_and_nowhere_else() {
+    let mut l = Ledger::new();
+    let next = GenesisValidator {
+        name: "v2".into(),
+        public_key: id(98),
+        p2p_addr: "/ip4/127.0.0.1/tcp/2".into(),
+        api_addr: "127.0.0.1:2".into(),
+    };
+    let change = |h| Payload::Propose {
+        action: GovAction::SetValidators {
+            validators: vec![next.clone()],
+        },
+        effective_height: h,
+    };
+    // Not a multiple of epoch_blocks (10): refused when proposed.
+    let r = l.run(T0, MEMBERS[0], change(15));
+    assert_eq!(r.code, "invalid_proposal", "{}", r.reason);
+    assert!(r.reason.contains("epoch boundary"), "{}", r.reason);
+    // epoch_blocks is fixed at genesis.
+    let fixed = Transaction {
+        chain_id: CHAIN.into(),
+        sender: id(MEMBERS[0]),
+        sequence: 1,
+        expiry_height: 10,
+        payload: Payload::Propose {
+            action: GovAction::SetParameter {
+                name: "epoch_blocks".into(),
+                value: 5,
+            },
+            effective_height: 100,
+        },
+    }
+    .sign(&key(MEMBERS[0]))
+    .verify(CHAIN)
+    .unwrap_err();
+    assert!(fixed.to_string().contains("fixed at genesis"), "{fixed}");
+
+    assert_eq!(l.run(T0, MEMBERS[0], change(20)).code, "ok");
+    for m in &MEMBERS[1..3] {
+        let vote = Payload::Vote {
+            proposal: 1,
+            approve: true,
+        };
+        assert_eq!(l.run(T0, *m, vote).code, "ok");
+    }
+    let epoch = |l: &Ledger| -> ValidatorEpoch {
+        tally_node::codec::decode(l.state.get_raw(VALIDATORS_KEY).unwrap(), 1 << 20).unwrap()
+    };
+    while l.height < 19 {
+        l.block(T0, Vec::new());
+    }
+    assert_eq!(epoch(&l).epoch, 0, "nothing changes before the boundary");
+    assert_eq!(epoch(&l).validators[0].public_key, id(99));
+    l.block(T0, Vec::new()); // height 20: the boundary
+    let e = epoch(&l);
+    assert_eq!((e.epoch, e.first_height), (1, 21));
+    assert_eq!(e.validators, vec![next]);
+    let role = |k: u8| -> Option<RoleEntry> {
+        let bytes = l.state.get_raw(&role_key(&id(k)))?;
+        Some(tally_node::codec::decode(bytes, 1 << 20).unwrap())
+    };
+    assert!(role(98).is_some_and(|r| r.has(Role::Validator)));
+    assert!(!role(99).is_some_and(|r| r.has(Role::Validator)));
+}
+
+#[test]
 fn proposals_that_cannot_pass_are_rejected() {
     let mut l = Ledger::new();
     let propose = Payload::Propose {
         action: GovAction::SetParameter {
-            name: "epoch_blocks".into(),
+            name: "proposal_voting_blocks".into(),
             value: 10,
         },
         effective_height: 100,

@@ -57,6 +57,7 @@ fn genesis() -> Genesis {
         identities: compliance.identities,
         sanctioned_identities: Default::default(),
         rules: compliance.rules,
+        params: Default::default(),
     }
 }
 

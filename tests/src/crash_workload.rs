@@ -49,6 +49,7 @@ pub fn genesis() -> Genesis {
         identities: compliance.identities,
         sanctioned_identities: Default::default(),
         rules: compliance.rules,
+        params: Default::default(),
     }
 }
 

@@ -442,7 +442,7 @@ async fn role(
 }
 
 async fn rules(State(shared): State<Shared>) -> Result<Json<RulesView>, ApiError> {
-    use crate::compliance::governance::{MEMBERS_KEY, PARAMS_KEY, PENDING_VALIDATORS_KEY};
+    use crate::compliance::governance::{MEMBERS_KEY, PARAMS_KEY, VALIDATORS_KEY};
     let height = shared.height();
     let rules = state_get(&shared, crate::compliance::registry::RULES_KEY)?
         .ok_or_else(|| ApiError::internal("the rule set is missing"))?;
@@ -452,7 +452,7 @@ async fn rules(State(shared): State<Shared>) -> Result<Json<RulesView>, ApiError
         rules,
         params: state_get(&shared, PARAMS_KEY)?.unwrap_or_default(),
         members: members.into_iter().collect(),
-        pending_validators: state_get(&shared, PENDING_VALIDATORS_KEY)?,
+        validators: state_get(&shared, VALIDATORS_KEY)?,
         height,
     }))
 }

@@ -202,8 +202,8 @@ pub struct RulesView {
     pub params: crate::compliance::Params,
     /// Current consortium members.
     pub members: Vec<AccountId>,
-    /// A validator set scheduled by governance, if any.
-    pub pending_validators: Option<crate::compliance::PendingValidators>,
+    /// The consensus validator set: its epoch and the first height it signs.
+    pub validators: Option<crate::compliance::ValidatorEpoch>,
     /// Height of the state read.
     pub height: Height,
 }

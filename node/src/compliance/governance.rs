@@ -77,8 +77,10 @@ pub struct Proposal {
     pub status: ProposalStatus,
 }
 
-/// Governance parameters, changed by `SetParameter` proposals.
+/// Governance parameters: set at genesis, changed by `SetParameter` proposals (except
+/// `epoch_blocks`, which is fixed at genesis).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Params {
     /// Longest a KYC provider may make an identity valid from the current block time, in days.
     pub identity_max_validity_days: u64,
@@ -107,19 +109,29 @@ impl Params {
         match name {
             "identity_max_validity_days" => self.identity_max_validity_days = value,
             "proposal_voting_blocks" => self.proposal_voting_blocks = value,
-            "epoch_blocks" => self.epoch_blocks = value,
+            "epoch_blocks" => {
+                return Err(
+                    "parameter epoch_blocks: fixed at genesis (every node holds commits at its boundaries)"
+                        .into(),
+                )
+            }
             _ => return Err(format!("parameter {name:?} does not exist")),
         }
         Ok(())
     }
 }
 
-/// The validator set that takes over at `effective_height`.
+/// The consensus validator set as execution knows it: the set that signs blocks from
+/// `first_height` on. Genesis writes epoch 0; a `set_validators` proposal applied at an epoch
+/// boundary B writes the next epoch, whose first block is B + 1 (the node hands it to consensus
+/// once it has executed B).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingValidators {
-    /// First height of the new epoch.
-    pub effective_height: Height,
-    /// The set.
+pub struct ValidatorEpoch {
+    /// Consensus epoch.
+    pub epoch: u64,
+    /// First height this set signs.
+    pub first_height: Height,
+    /// The set, in consensus index order.
     pub validators: Vec<GenesisValidator>,
 }
 
@@ -129,8 +141,8 @@ pub const PARAMS_KEY: &[u8] = b"gov/params";
 pub const MEMBERS_KEY: &[u8] = b"gov/members";
 /// State key of the next proposal id.
 pub const NEXT_PROPOSAL_KEY: &[u8] = b"gov/next_proposal";
-/// State key of the validator set scheduled by governance.
-pub const PENDING_VALIDATORS_KEY: &[u8] = b"gov/pending_validators";
+/// State key of the current [`ValidatorEpoch`].
+pub const VALIDATORS_KEY: &[u8] = b"gov/validators";
 
 /// `gov/proposal/` + big-endian id.
 pub fn proposal_key(id: u64) -> Vec<u8> {
@@ -407,10 +419,34 @@ fn apply(o: &mut Overlay<'_>, action: &GovAction, height: Height) -> Result<(), 
         GovAction::SetRole(entry) => put_role(o, entry)?,
         GovAction::RemoveRole { key } => remove_role(o, key)?,
         GovAction::SetValidators { validators } => {
+            // Genesis writes epoch 0; a state without it counts as epoch 0.
+            let current: ValidatorEpoch =
+                o.get(VALIDATORS_KEY)?.unwrap_or_else(|| ValidatorEpoch {
+                    epoch: 0,
+                    first_height: 1,
+                    validators: Vec::new(),
+                });
+            for v in &current.validators {
+                if let Some(mut entry) = role_entry(o, &v.public_key)? {
+                    entry.roles.remove(&Role::Validator);
+                    put_role(o, &entry)?;
+                }
+            }
+            for v in validators {
+                let mut entry = role_entry(o, &v.public_key)?.unwrap_or_else(|| RoleEntry {
+                    name: v.name.clone(),
+                    key: v.public_key,
+                    roles: BTreeSet::new(),
+                    jurisdictions: BTreeSet::new(),
+                });
+                entry.roles.insert(Role::Validator);
+                put_role(o, &entry)?;
+            }
             o.put(
-                PENDING_VALIDATORS_KEY.to_vec(),
-                &PendingValidators {
-                    effective_height: height,
+                VALIDATORS_KEY.to_vec(),
+                &ValidatorEpoch {
+                    epoch: current.epoch + 1,
+                    first_height: height + 1,
                     validators: validators.clone(),
                 },
             );

@@ -11,7 +11,7 @@ pub mod rules;
 pub mod window;
 
 pub use check::{check_party, check_transfer, Party, Payment, TravelRuleData};
-pub use governance::{GovAction, Params, PendingValidators, Proposal, ProposalStatus};
+pub use governance::{GovAction, Params, Proposal, ProposalStatus, ValidatorEpoch};
 pub use ops::{freeze_op, identity_op, FreezeOp, IdentityOp};
 pub use registry::{Freeze, Identity, Role, RoleEntry, Usage};
 pub use rules::{
