@@ -29,6 +29,8 @@ pub struct Metrics {
     pub consensus_height: IntGauge,
     /// Current consensus round.
     pub consensus_round: IntGauge,
+    /// Consensus epoch (validator-set changes).
+    pub consensus_epoch: IntGauge,
     /// Blocks committed (final) since start.
     pub consensus_committed_blocks: IntCounter,
     /// Time from a block's proposal (its timestamp) to its commit on this node.
@@ -96,6 +98,11 @@ impl Metrics {
                 "Highest committed block height",
             )?,
             consensus_round: gauge(r, "tally_consensus_round", "Current consensus round")?,
+            consensus_epoch: gauge(
+                r,
+                "tally_consensus_epoch",
+                "Current consensus epoch (advances when governance changes the validator set)",
+            )?,
             consensus_committed_blocks: counter(
                 r,
                 "tally_consensus_committed_blocks_total",

@@ -39,6 +39,15 @@ impl Cluster {
 
     /// Starts `n` validators, letting the caller adjust each one's options.
     pub async fn start_with(n: usize, adjust: impl Fn(&mut NodeOptions)) -> Cluster {
+        Cluster::start_with_genesis(n, |_| {}, adjust).await
+    }
+
+    /// Starts `n` validators on an adjusted genesis, with adjusted options.
+    pub async fn start_with_genesis(
+        n: usize,
+        adjust_genesis: impl Fn(&mut tally_node::genesis::Genesis),
+        adjust: impl Fn(&mut NodeOptions),
+    ) -> Cluster {
         // Logs only when asked for (RUST_LOG=...).
         if let Ok(filter) = std::env::var("RUST_LOG") {
             let _ = tally_node::cli::run::init_logging("pretty", &filter);
@@ -51,6 +60,7 @@ impl Cluster {
             ..TestnetSpec::default()
         })
         .expect("testnet");
+        adjust_genesis(&mut testnet.genesis);
         let p2p: Vec<u16> = (0..n).map(|_| free_port()).collect();
         for (v, port) in testnet.genesis.validators.iter_mut().zip(&p2p) {
             v.p2p_addr = format!("/ip4/127.0.0.1/tcp/{port}");

@@ -195,6 +195,19 @@ fn admit_checks(shared: &NodeShared, tx: &VerifiedTransaction) -> Result<(), Api
     Ok(())
 }
 
+/// Only validators of the current epoch order transactions.
+fn require_validator(shared: &NodeShared) -> Result<(), ApiError> {
+    if shared.is_validator() {
+        return Ok(());
+    }
+    count_rejection(shared, "not_a_validator");
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_a_validator",
+        "this node is not in the current validator set; submit to a validator",
+    ))
+}
+
 fn admit_error(e: AdmitError) -> ApiError {
     match e {
         AdmitError::Full(_) => {
@@ -207,6 +220,7 @@ async fn submit(
     State(shared): State<Shared>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    require_validator(&shared)?;
     let body: SubmitBody = parse_json(body)?;
     let signed = decode_tx(&body.tx).map_err(|e| ApiError::from_tx(&e))?;
     let chain_id = shared.chain_id.clone();
@@ -228,6 +242,7 @@ async fn submit_batch(
     State(shared): State<Shared>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    require_validator(&shared)?;
     let body: SubmitBatchBody = parse_json(body)?;
     if body.txs.len() > shared.max_batch_submit {
         return Err(ApiError::new(

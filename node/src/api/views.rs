@@ -287,7 +287,7 @@ impl StatusView {
             round: s.round,
             epoch: s.epoch,
             leader: s.leader,
-            validators: shared.validators.clone(),
+            validators: shared.validators(),
             peers: shared.network.connected_peers().len(),
             mempool: shared.mempool.len(),
             version: env!("CARGO_PKG_VERSION").into(),

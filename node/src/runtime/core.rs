@@ -72,6 +72,8 @@ pub(crate) struct CoreParams {
     pub max_batch_bytes: usize,
     pub max_batch_txs: usize,
     pub max_payload: usize,
+    /// Validator-set changes happen only after heights that are multiples of this.
+    pub epoch_blocks: Height,
 }
 
 struct PendingCommit {
@@ -92,9 +94,15 @@ pub(crate) struct Core {
     shared: Arc<NodeShared>,
     consensus: Consensus,
     params: CoreParams,
+    /// This validator's index in the current epoch (`NOT_A_VALIDATOR` when outside the set).
     me: ValidatorIndex,
+    epoch: u64,
     peers: Vec<PeerId>,
     index_of: HashMap<PeerId, ValidatorIndex>,
+    /// The previous epoch's keys and its last height: votes on its last headers still count.
+    previous: Option<(Height, Vec<AccountId>)>,
+    /// Commits are held above this height until it is executed (an epoch boundary).
+    hold: Height,
     pool: BatchPool,
     local: VecDeque<Event>,
     timer: Option<(Round, Instant)>,
@@ -117,7 +125,6 @@ impl Core {
         shared: Arc<NodeShared>,
         consensus: Consensus,
         params: CoreParams,
-        me: ValidatorIndex,
         peers: Vec<PeerId>,
         executor: std::sync::mpsc::Sender<CommitJob>,
         internal: mpsc::Sender<Internal>,
@@ -128,13 +135,22 @@ impl Core {
             .enumerate()
             .map(|(i, p)| (*p, i as ValidatorIndex))
             .collect();
+        let me = consensus
+            .validators()
+            .index_of(&params.key.verifying_key().to_bytes())
+            .unwrap_or(NOT_A_VALIDATOR);
+        let epoch = consensus.epoch();
+        let hold = next_boundary(executed, params.epoch_blocks);
         Core {
             shared,
             consensus,
             params,
             me,
+            epoch,
             peers,
             index_of,
+            previous: None,
+            hold,
             pool: BatchPool::default(),
             local: VecDeque::new(),
             timer: None,
@@ -171,7 +187,10 @@ impl Core {
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
             }
         }
-        let actions = self.consensus.start();
+        let mut actions = self.consensus.handle(Event::HoldCommits {
+            height: Some(self.hold),
+        });
+        actions.extend(self.consensus.start());
         if self.perform(actions).is_err() {
             return;
         }
@@ -180,6 +199,9 @@ impl Core {
                 let actions = self.consensus.handle(event);
                 if self.perform(actions).is_err() {
                     return;
+                }
+                if self.consensus.epoch() != self.epoch {
+                    self.adopt_epoch();
                 }
             }
             self.publish_status();
@@ -217,7 +239,7 @@ impl Core {
         let mut status = self.shared.write_status();
         status.round = round;
         status.epoch = self.consensus.epoch();
-        status.leader = self.shared.validators.get(leader as usize).copied();
+        status.leader = self.consensus.validators().key(leader).map(AccountId);
         self.shared.metrics.consensus_round.set(round as i64);
         let stats = self.consensus.stats();
         let view_changes = stats.view_changes;
@@ -424,7 +446,13 @@ impl Core {
             let Some(c) = self.commits.pop_front() else {
                 break;
             };
+            let proposer = self
+                .consensus
+                .validators()
+                .key(c.block.author)
+                .map_or(AccountId([0; 32]), AccountId);
             let job = CommitJob {
+                proposer,
                 block: c.block,
                 qc: c.qc,
                 batches: c.batches.into_iter().flatten().collect(),
@@ -567,18 +595,25 @@ impl Core {
                 });
             }
             NetworkEvent::Direct { from, data } => {
-                let Some(index) = self.index_of.get(&from).copied() else {
+                let index = self.index_of.get(&from).copied();
+                let previous = self.previous.as_ref().is_some_and(|(_, keys)| {
+                    keys.iter()
+                        .any(|k| tally_network::peer_id_from_public_key(&k.0).ok() == Some(from))
+                });
+                if index.is_none() && !previous {
                     self.penalise(from, "direct_from_non_validator");
                     return;
-                };
-                match codec::decode::<DirectMessage>(&data, MAX_FRAME) {
-                    Ok(DirectMessage::Consensus(bytes)) => {
+                }
+                match (codec::decode::<DirectMessage>(&data, MAX_FRAME), index) {
+                    (Ok(DirectMessage::Consensus(bytes)), Some(index)) => {
                         self.local.push_back(Event::Message { from: index, bytes });
                     }
-                    Ok(DirectMessage::CommitVote { height, vote }) => {
-                        self.on_header_vote(index, height, vote)
+                    // A validator of the previous epoch finishing its last round.
+                    (Ok(DirectMessage::Consensus(_)), None) => {}
+                    (Ok(DirectMessage::CommitVote { height, vote }), _) => {
+                        self.on_header_vote(from, height, vote)
                     }
-                    Err(_) => self.penalise_index(index, "malformed_direct"),
+                    (Err(_), _) => self.penalise(from, "malformed_direct"),
                 }
             }
             NetworkEvent::Request {
@@ -789,6 +824,90 @@ impl Core {
 
     fn on_executed(&mut self, height: Height, header_hash: Hash) {
         self.executed = height;
+        self.sign_header(height, header_hash);
+        if height >= self.hold {
+            self.at_boundary(height);
+        }
+    }
+
+    /// The boundary block executed: hand consensus the next epoch's set if governance changed
+    /// it here, then hold commits at the next boundary.
+    fn at_boundary(&mut self, height: Height) {
+        let next = match self.shared.validator_epoch() {
+            Ok(e) => e,
+            Err(e) => return self.shared.fail(e),
+        };
+        if let Some(next) = next.filter(|e| e.epoch > self.epoch && e.first_height == height + 1) {
+            let keys = next.validators.iter().map(|v| v.public_key.0).collect();
+            match tally_consensus::ValidatorSet::new(next.epoch, keys) {
+                Ok(set) => {
+                    tracing::info!(
+                        epoch = next.epoch,
+                        after = height,
+                        validators = next.validators.len(),
+                        "validator set changes"
+                    );
+                    self.local.push_back(Event::Reconfigure {
+                        height,
+                        validators: set,
+                    });
+                }
+                Err(e) => {
+                    return self
+                        .shared
+                        .fail(format!("the validator set of epoch {}: {e}", next.epoch))
+                }
+            }
+        }
+        self.hold = next_boundary(height, self.params.epoch_blocks);
+        self.local.push_back(Event::HoldCommits {
+            height: Some(self.hold),
+        });
+    }
+
+    /// Consensus entered a new epoch: address its validators, admit them on the network.
+    fn adopt_epoch(&mut self) {
+        let set = self.consensus.validators().clone();
+        let keys: Vec<AccountId> = (0..set.len() as ValidatorIndex)
+            .filter_map(|i| set.key(i).map(AccountId))
+            .collect();
+        let peers: Vec<PeerId> = keys
+            .iter()
+            .filter_map(|k| tally_network::peer_id_from_public_key(&k.0).ok())
+            .collect();
+        let old_keys = self.shared.validators();
+        self.previous = Some((self.executed, old_keys));
+        self.index_of = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (*p, i as ValidatorIndex))
+            .collect();
+        self.peers = peers;
+        self.me = set
+            .index_of(&self.params.key.verifying_key().to_bytes())
+            .unwrap_or(NOT_A_VALIDATOR);
+        self.epoch = self.consensus.epoch();
+        self.shared.set_validators(keys.clone());
+        let members = super::network_members(&self.shared.genesis, &keys);
+        let net = self.shared.network.clone();
+        tokio::spawn(async move {
+            if let Err(e) = net.set_members(&members).await {
+                tracing::error!(error = %e, "network members not updated");
+            }
+        });
+        self.shared.metrics.consensus_epoch.set(self.epoch as i64);
+        tracing::info!(
+            epoch = self.epoch,
+            validators = keys.len(),
+            validator = self.me != NOT_A_VALIDATOR,
+            "epoch started"
+        );
+    }
+
+    fn sign_header(&mut self, height: Height, header_hash: Hash) {
+        if !self.signers_of(height).contains(&self.shared.me) {
+            return;
+        }
         let vote = CommitVote::sign(header_hash, &self.params.key);
         for to in 0..self.peers.len() as ValidatorIndex {
             if to != self.me {
@@ -809,10 +928,24 @@ impl Core {
         self.header_votes = self.header_votes.split_off(&keep_from);
     }
 
-    fn on_header_vote(&mut self, from: ValidatorIndex, height: Height, vote: CommitVote) {
-        let expected = self.shared.validators.get(from as usize);
-        if expected != Some(&vote.validator) || !vote.verify() {
-            self.penalise_index(from, "bad_commit_vote");
+    /// The validators that sign the header at `height`.
+    fn signers_of(&self, height: Height) -> Vec<AccountId> {
+        match &self.previous {
+            Some((last, keys)) if height <= *last => keys.clone(),
+            _ => self.shared.validators(),
+        }
+    }
+
+    fn on_header_vote(&mut self, from: PeerId, height: Height, vote: CommitVote) {
+        let sender_signed =
+            tally_network::peer_id_from_public_key(&vote.validator.0).ok() == Some(from);
+        if !sender_signed || !self.signers_of(height).contains(&vote.validator) || !vote.verify() {
+            self.shared
+                .metrics
+                .consensus_invalid_messages
+                .with_label_values(&["bad_commit_vote"])
+                .inc();
+            self.penalise(from, "bad_commit_vote");
             return;
         }
         if height + VOTE_WINDOW < self.executed || height > self.executed + 10_000 {
@@ -827,7 +960,8 @@ impl Core {
     }
 
     fn try_certify(&mut self, height: Height) {
-        let validators: &[AccountId] = &self.shared.validators;
+        let signers = self.signers_of(height);
+        let validators: &[AccountId] = &signers;
         let Some(entry) = self.header_votes.get_mut(&height) else {
             return;
         };
@@ -868,6 +1002,14 @@ impl Core {
             }
         }
     }
+}
+
+/// `Core::me` outside the validator set.
+const NOT_A_VALIDATOR: ValidatorIndex = ValidatorIndex::MAX;
+
+/// The first epoch boundary above `height`: commits wait there for its execution.
+fn next_boundary(height: Height, epoch_blocks: Height) -> Height {
+    (height / epoch_blocks + 1) * epoch_blocks
 }
 
 /// Debug-level record of a block's life as this validator takes part in it.

@@ -19,6 +19,8 @@ use tokio::sync::mpsc;
 
 /// A final block with every batch it names, in order.
 pub(crate) struct CommitJob {
+    /// The block's author (resolved in the epoch the block belongs to).
+    pub proposer: AccountId,
     pub block: Block,
     pub qc: QuorumCert,
     pub batches: Vec<VerifiedBatch>,
@@ -43,14 +45,9 @@ pub(crate) fn run(
         );
         let _enter = span.enter();
         let txs = select_transactions(&chain, &shared, &job.batches);
-        let proposer = shared
-            .validators
-            .get(job.block.author as usize)
-            .copied()
-            .unwrap_or(AccountId([0; 32]));
         let proposal = BlockProposal {
             round: job.block.round,
-            proposer,
+            proposer: job.proposer,
             timestamp_ms: job.block.timestamp_ms,
             batch_digests: job.block.payload.iter().map(batches::to_hash).collect(),
             record: codec::encode(&(&job.block, &job.qc)),

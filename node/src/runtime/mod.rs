@@ -21,6 +21,7 @@ pub mod wire;
 
 use crate::chain::Chain;
 use crate::codec;
+use crate::compliance::governance::{ValidatorEpoch, VALIDATORS_KEY};
 use crate::config::{parse_bootstrap, Config};
 use crate::genesis::Genesis;
 use crate::keys;
@@ -178,8 +179,8 @@ pub struct NodeShared {
     pub name: String,
     /// The genesis.
     pub genesis: Genesis,
-    /// Validator public keys, in consensus index order.
-    pub validators: Vec<AccountId>,
+    /// Validator public keys of the current epoch, in consensus index order.
+    validators: RwLock<Vec<AccountId>>,
     /// This validator.
     pub me: AccountId,
     /// Pending transactions.
@@ -225,6 +226,37 @@ impl NodeShared {
 
     fn write_status(&self) -> std::sync::RwLockWriteGuard<'_, Status> {
         self.status.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Validator public keys of the current epoch, in consensus index order.
+    pub fn validators(&self) -> Vec<AccountId> {
+        self.validators
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// True while this node is in the current validator set.
+    pub fn is_validator(&self) -> bool {
+        self.validators
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&self.me)
+    }
+
+    fn set_validators(&self, validators: Vec<AccountId>) {
+        *self.validators.write().unwrap_or_else(|e| e.into_inner()) = validators;
+    }
+
+    /// The consensus validator set as the executed state records it.
+    pub fn validator_epoch(&self) -> Result<Option<ValidatorEpoch>, String> {
+        let raw = self
+            .store
+            .state_value(VALIDATORS_KEY)
+            .map_err(|e| format!("reading the validator set: {e}"))?;
+        raw.map(|r| codec::decode(&r, 16 << 20))
+            .transpose()
+            .map_err(|e| format!("the stored validator set does not decode: {e}"))
     }
 
     /// Executed height.
@@ -302,6 +334,33 @@ impl NodeShared {
     }
 }
 
+/// Keys the network admits: the current validators, the genesis validators and the members.
+pub(crate) fn network_members(genesis: &Genesis, validators: &[AccountId]) -> Vec<[u8; 32]> {
+    let mut keys: Vec<[u8; 32]> = validators
+        .iter()
+        .chain(genesis.validators.iter().map(|v| &v.public_key))
+        .chain(genesis.members.iter())
+        .map(|k| k.0)
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// Epoch length from the executed state (fixed at genesis).
+fn epoch_blocks(store: &Store) -> Result<Height, StartError> {
+    let params: crate::compliance::Params = match store
+        .state_value(crate::compliance::governance::PARAMS_KEY)
+        .map_err(|e| StartError::Invalid(format!("reading governance parameters: {e}")))?
+    {
+        Some(raw) => codec::decode(&raw, 1 << 20).map_err(|e| {
+            StartError::Invalid(format!("stored governance parameters do not decode: {e}"))
+        })?,
+        None => crate::compliance::Params::default(),
+    };
+    Ok(params.epoch_blocks.max(1))
+}
+
 /// Milliseconds since the Unix epoch (the proposer's clock; execution never reads it).
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
@@ -334,19 +393,45 @@ impl RunningNode {
     /// HTTP API. Must run inside a multi-threaded tokio runtime.
     pub async fn start(options: NodeOptions) -> Result<RunningNode, StartError> {
         let genesis = options.genesis.clone();
-        let validators = genesis.validator_keys();
         let me = keys::account_id(&options.key);
-        let my_index = validators
-            .iter()
-            .position(|v| *v == me)
-            .ok_or_else(|| StartError::Invalid(format!("key {me} is not a genesis validator")))?;
         let metrics = Metrics::new(&genesis.chain_id)?;
         let chain = Chain::open(&options.data_dir, &genesis)?;
         let store = chain.store().clone();
         let height = chain.height();
 
-        let validator_set = ValidatorSet::new(0, validators.iter().map(|v| v.0).collect())
-            .map_err(|e| StartError::Invalid(format!("genesis validators: {e}")))?;
+        // The validator set of the epoch the executed state is in (genesis: epoch 0).
+        let epoch: ValidatorEpoch = match store
+            .state_value(VALIDATORS_KEY)
+            .map_err(|e| StartError::Invalid(format!("reading the validator set: {e}")))?
+        {
+            Some(raw) => codec::decode(&raw, 16 << 20).map_err(|e| {
+                StartError::Invalid(format!("the stored validator set does not decode: {e}"))
+            })?,
+            None => ValidatorEpoch {
+                epoch: 0,
+                first_height: 1,
+                validators: genesis.validators.clone(),
+            },
+        };
+        let epoch_blocks = epoch_blocks(&store)?;
+        let validators: Vec<AccountId> = epoch.validators.iter().map(|v| v.public_key).collect();
+        let my_index = validators.iter().position(|v| *v == me);
+        match my_index {
+            None if epoch.epoch == 0 => {
+                return Err(StartError::Invalid(format!(
+                    "key {me} is not a genesis validator"
+                )))
+            }
+            None => tracing::warn!(
+                epoch = epoch.epoch,
+                "this key is not in the current validator set: the node serves its API and state but takes no part in consensus"
+            ),
+            Some(_) => {}
+        }
+        let validator_set =
+            ValidatorSet::new(epoch.epoch, validators.iter().map(|v| v.0).collect()).map_err(
+                |e| StartError::Invalid(format!("validator set of epoch {}: {e}", epoch.epoch)),
+            )?;
         let root = match stored_consensus_record(&store, height) {
             Some(r) => r,
             None if height == 0 => Block::genesis(&validator_set),
@@ -373,11 +458,7 @@ impl RunningNode {
 
         let mut net_config =
             NetworkConfig::new(options.key.to_bytes(), vec![options.p2p_listen.clone()]);
-        net_config.members = validators
-            .iter()
-            .map(|v| v.0)
-            .chain(genesis.members.iter().map(|m| m.0))
-            .collect();
+        net_config.members = network_members(&genesis, &validators);
         net_config.bootstrap = options.bootstrap.clone();
         net_config.topics = vec![wire::BATCH_TOPIC.to_owned()];
         net_config.redial_max = Duration::from_secs(5);
@@ -393,7 +474,7 @@ impl RunningNode {
             chain_id: genesis.chain_id.clone(),
             name: options.name.clone(),
             genesis: genesis.clone(),
-            validators: validators.clone(),
+            validators: RwLock::new(validators.clone()),
             me,
             mempool: Mempool::new(
                 options.mempool_max_txs,
@@ -437,8 +518,8 @@ impl RunningNode {
                 max_batch_bytes: gossip_limit,
                 max_batch_txs: options.batch_max_txs.max(1),
                 max_payload: options.consensus.max_payload_digests,
+                epoch_blocks,
             },
-            my_index as u16,
             peers,
             jobs_tx,
             internal_tx.clone(),
@@ -474,7 +555,8 @@ impl RunningNode {
         )));
         tracing::info!(
             node = %options.name,
-            validator = my_index,
+            validator = ?my_index,
+            epoch = epoch.epoch,
             height,
             api = %api_addr,
             "validator started"
