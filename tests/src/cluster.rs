@@ -10,8 +10,19 @@ use tally_node::runtime::{NodeOptions, RunningNode};
 use tally_node::testnet::{Testnet, TestnetSpec};
 use tally_node::tx::{Payload, SignedTransaction, Transaction, Transfer};
 
-/// A free loopback TCP port (bound then released).
+/// A free loopback TCP port for a listener. Taken below the kernel's ephemeral range
+/// (32768 and up), so that an outgoing connection of a test running in parallel cannot take
+/// it between this check and the node's bind; each process walks its own slice of the range.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let slice = 20_000 + (std::process::id() % 60) * 200;
+    for _ in 0..200 {
+        let port = (slice + NEXT.fetch_add(1, Ordering::Relaxed) % 200) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -1,6 +1,7 @@
 //! `tally verify-proof`: checks an inclusion proof offline.
 
 use crate::block::InclusionProof;
+use crate::compliance::ValidatorEpoch;
 use crate::genesis::Genesis;
 use anyhow::Context;
 use std::path::PathBuf;
@@ -13,6 +14,10 @@ pub struct VerifyProofArgs {
     /// The network's genesis file: the validator set the certificate must come from.
     #[arg(long)]
     pub genesis: PathBuf,
+    /// For a block after a governance validator-set change: the set of its epoch, as JSON (the
+    /// `validators` object of `GET /v1/compliance/rules`: epoch, first_height, validators).
+    #[arg(long)]
+    pub validator_set: Option<PathBuf>,
 }
 
 pub fn verify(args: VerifyProofArgs) -> anyhow::Result<()> {
@@ -21,7 +26,25 @@ pub fn verify(args: VerifyProofArgs) -> anyhow::Result<()> {
     let proof: InclusionProof = serde_json::from_str(&text)
         .with_context(|| format!("{} is not an inclusion proof", args.file.display()))?;
     let genesis = Genesis::load(&args.genesis)?;
-    let validators = genesis.validator_keys();
+    let (validators, whose) = match &args.validator_set {
+        None => (genesis.validator_keys(), "genesis".to_owned()),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let set: ValidatorEpoch = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a validator set", path.display()))?;
+            if proof.header.height < set.first_height {
+                anyhow::bail!(
+                    "block {} is older than the validator set of epoch {} (first height {})",
+                    proof.header.height,
+                    set.epoch,
+                    set.first_height
+                );
+            }
+            let keys = set.validators.iter().map(|v| v.public_key).collect();
+            (keys, format!("epoch {}", set.epoch))
+        }
+    };
     proof
         .verify(&validators)
         .with_context(|| format!("proof in {} does NOT verify", args.file.display()))?;
@@ -51,7 +74,7 @@ pub fn verify(args: VerifyProofArgs) -> anyhow::Result<()> {
         h.state_root
     );
     println!(
-        "  certified by {} of {} genesis validators (quorum {})",
+        "  certified by {} of {} {whose} validators (quorum {})",
         proof.certificate.signatures.len(),
         validators.len(),
         crate::block::quorum(validators.len())
