@@ -596,11 +596,7 @@ impl Core {
             }
             NetworkEvent::Direct { from, data } => {
                 let index = self.index_of.get(&from).copied();
-                let previous = self.previous.as_ref().is_some_and(|(_, keys)| {
-                    keys.iter()
-                        .any(|k| tally_network::peer_id_from_public_key(&k.0).ok() == Some(from))
-                });
-                if index.is_none() && !previous {
+                if index.is_none() && !self.was_validator(&from) {
                     self.penalise(from, "direct_from_non_validator");
                     return;
                 }
@@ -926,6 +922,14 @@ impl Core {
         self.try_certify(height);
         let keep_from = height.saturating_sub(VOTE_WINDOW);
         self.header_votes = self.header_votes.split_off(&keep_from);
+    }
+
+    /// True if `peer` was a validator of the previous epoch (its last votes may still come).
+    fn was_validator(&self, peer: &PeerId) -> bool {
+        self.previous.as_ref().is_some_and(|(_, keys)| {
+            keys.iter()
+                .any(|k| tally_network::peer_id_from_public_key(&k.0).ok().as_ref() == Some(peer))
+        })
     }
 
     /// The validators that sign the header at `height`.
