@@ -780,6 +780,28 @@ fn a_validator_set_change_applies_at_its_epoch_boundary_and_nowhere_else() {
     .verify(CHAIN)
     .unwrap_err();
     assert!(fixed.to_string().contains("fixed at genesis"), "{fixed}");
+    // A key that is not an ed25519 point would stop every node at the boundary: refused.
+    let mut bad = next.clone();
+    bad.public_key = (2..=255u8)
+        .map(|b| AccountId([b; 32]))
+        .find(|k| ed25519_dalek::VerifyingKey::from_bytes(&k.0).is_err())
+        .expect("some byte pattern is not a curve point");
+    let err = Transaction {
+        chain_id: CHAIN.into(),
+        sender: id(MEMBERS[0]),
+        sequence: 1,
+        expiry_height: 10,
+        payload: Payload::Propose {
+            action: GovAction::SetValidators {
+                validators: vec![bad],
+            },
+            effective_height: 20,
+        },
+    }
+    .sign(&key(MEMBERS[0]))
+    .verify(CHAIN)
+    .unwrap_err();
+    assert!(err.to_string().contains("not an ed25519 key"), "{err}");
 
     assert_eq!(l.run(T0, MEMBERS[0], change(20)).code, "ok");
     for m in &MEMBERS[1..3] {

@@ -135,6 +135,9 @@ pub struct ValidatorEpoch {
     pub validators: Vec<GenesisValidator>,
 }
 
+/// Largest validator set a proposal may name.
+pub const MAX_VALIDATORS: usize = 1_000;
+
 /// State key of the governance parameters.
 pub const PARAMS_KEY: &[u8] = b"gov/params";
 /// State key of the member set.
@@ -169,10 +172,21 @@ pub fn validate_action(action: &GovAction) -> Result<(), String> {
             if validators.is_empty() {
                 return Err("validators: at least one validator is required".into());
             }
+            if validators.len() > MAX_VALIDATORS {
+                return Err(format!(
+                    "validators: {} validators; at most {MAX_VALIDATORS}",
+                    validators.len()
+                ));
+            }
             let mut seen = BTreeSet::new();
             for (i, v) in validators.iter().enumerate() {
                 if !seen.insert(v.public_key) {
                     return Err(format!("validators[{i}].public_key: duplicate"));
+                }
+                // Every node builds its consensus set from these keys at the boundary: one
+                // that is not a curve point would stop the network there.
+                if ed25519_dalek::VerifyingKey::from_bytes(&v.public_key.0).is_err() {
+                    return Err(format!("validators[{i}].public_key: not an ed25519 key"));
                 }
             }
             Ok(())
@@ -442,10 +456,17 @@ fn apply(o: &mut Overlay<'_>, action: &GovAction, height: Height) -> Result<(), 
                 entry.roles.insert(Role::Validator);
                 put_role(o, &entry)?;
             }
+            // Two changes due at the same boundary: the later one replaces the earlier within
+            // the same next epoch (consensus moves one epoch at a time).
+            let epoch = if current.first_height == height + 1 {
+                current.epoch
+            } else {
+                current.epoch + 1
+            };
             o.put(
                 VALIDATORS_KEY.to_vec(),
                 &ValidatorEpoch {
-                    epoch: current.epoch + 1,
+                    epoch,
                     first_height: height + 1,
                     validators: validators.clone(),
                 },
