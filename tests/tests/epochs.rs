@@ -128,6 +128,25 @@ async fn members_vote_a_validator_out_and_the_rest_carry_on_in_the_next_epoch() 
         heights.iter().all(|h| *h == heights[0] && *h > boundary),
         "{heights:?}"
     );
+    // Its block is certified by the new set: the inclusion proof checks against those keys.
+    let keys: Vec<_> = remaining.iter().map(|v| v.public_key).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let proof = loop {
+        let s = cluster
+            .wait_final(0, &pay.hash(), Duration::from_secs(60))
+            .await;
+        if let Some(p) = s.proof {
+            break p;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no certificate");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    proof.verify(&keys).expect("proof verifies against epoch 1");
+    assert!(proof
+        .certificate
+        .signatures
+        .iter()
+        .all(|(v, _)| keys.contains(v)));
 
     // A validator restarted in the new epoch picks it up from its state and keeps going.
     cluster.kill(2).await;
