@@ -116,7 +116,7 @@ pub struct MempoolSection {
 impl Default for MempoolSection {
     fn default() -> Self {
         MempoolSection {
-            max_txs: 100_000,
+            max_txs: 2_000,
             max_bytes: 64 << 20,
         }
     }
@@ -130,6 +130,15 @@ pub struct BatchingSection {
     pub max_txs: usize,
     /// ...or when its oldest transaction has waited this long.
     pub max_age_ms: u64,
+    /// Most transactions of this validator's own batches that wait to be committed; while
+    /// that many wait, no new batch is sealed, the mempool fills, and the API refuses the
+    /// excess with 429 `mempool_full` (back-pressure).
+    #[serde(default = "default_max_inflight_txs")]
+    pub max_inflight_txs: usize,
+}
+
+fn default_max_inflight_txs() -> usize {
+    1_000
 }
 
 impl Default for BatchingSection {
@@ -137,6 +146,7 @@ impl Default for BatchingSection {
         BatchingSection {
             max_txs: 1000,
             max_age_ms: 20,
+            max_inflight_txs: default_max_inflight_txs(),
         }
     }
 }
@@ -270,6 +280,12 @@ impl Config {
         }
         if self.batching.max_txs == 0 || self.batching.max_txs > 10_000 {
             return invalid("batching.max_txs", "must be between 1 and 10000".into());
+        }
+        if self.batching.max_inflight_txs < self.batching.max_txs {
+            return invalid(
+                "batching.max_inflight_txs",
+                "must be at least batching.max_txs".into(),
+            );
         }
         if self.batching.max_age_ms == 0 {
             return invalid("batching.max_age_ms", "must be at least 1".into());

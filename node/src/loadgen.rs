@@ -57,6 +57,10 @@ pub struct LoadConfig {
 /// In-order senders per validator.
 const SENDERS_PER_VALIDATOR: usize = 1;
 
+/// Pause before retrying a submission refused for back-pressure (shorter than the server's
+/// `Retry-After: 1`, so that the measured network never idles for want of load).
+const REFUSED_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Counters shared with the progress display.
 #[derive(Default)]
 pub struct LoadStats {
@@ -353,7 +357,7 @@ async fn send_loop(
             || status == reqwest::StatusCode::SERVICE_UNAVAILABLE
         {
             stats.refuse("mempool_full", n as u64);
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(REFUSED_BACKOFF).await;
             continue;
         }
         let Ok(answer) = response.json::<BatchSubmitted>().await else {
@@ -389,7 +393,7 @@ async fn send_loop(
         queue.drain(..done);
         if full {
             stats.refuse("mempool_full", (n - done) as u64);
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(REFUSED_BACKOFF).await;
         }
     }
 }

@@ -271,7 +271,7 @@ max_batch_submit = 1000
 
 [mempool]
 # Most pending transactions held; beyond this, submissions get 429 mempool_full.
-max_txs = 100000
+max_txs = 2000
 # Most pending bytes held.
 max_bytes = 67108864
 
@@ -280,6 +280,9 @@ max_bytes = 67108864
 max_txs = 1000
 # ...or when its oldest transaction has waited this many milliseconds.
 max_age_ms = 20
+# Most of this validator's transactions in batches not yet committed; beyond it no batch is
+# sealed, the mempool fills and the API refuses the excess (back-pressure).
+max_inflight_txs = 1000
 
 [consensus]
 # Round timeout before a view change, in milliseconds; doubles on consecutive timeouts.

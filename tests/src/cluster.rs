@@ -104,6 +104,7 @@ impl Cluster {
                 mempool_max_bytes: 64 << 20,
                 batch_max_txs: 500,
                 batch_max_age: Duration::from_millis(10),
+                batch_max_inflight_txs: 25_000,
                 consensus: tally_consensus::Config {
                     base_timeout_ms: 1500,
                     ..tally_consensus::Config::default()

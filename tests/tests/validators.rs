@@ -143,6 +143,65 @@ async fn a_transaction_submitted_twice_commits_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_validator_that_cannot_commit_refuses_the_excess_with_429_and_loses_nothing() {
+    let mut c = Cluster::start_with(4, |o| {
+        o.batch_max_txs = 10;
+        o.batch_max_inflight_txs = 10;
+        o.mempool_max_txs = 20;
+    })
+    .await;
+    // Without a quorum nothing commits, so validator 0's own batches stay in flight.
+    for i in 1..4 {
+        c.kill(i).await;
+    }
+    let txs: Vec<_> = (0..31).map(|s| c.transfer(0, 1, s, 5)).collect();
+    assert_eq!(c.submit_batch(0, &txs[..10]).await.accepted, 10);
+    // The batcher seals those ten into one batch, which fills the in-flight allowance...
+    let mempool = &c.node(0).shared().mempool;
+    let deadline = tokio::time::Instant::now() + LONG;
+    while !mempool.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no batch sealed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...so the next twenty stay in the mempool and fill it.
+    assert_eq!(c.submit_batch(0, &txs[10..30]).await.accepted, 20);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        mempool.len(),
+        20,
+        "no batch may be sealed beyond the allowance"
+    );
+    let (status, body) = c.submit(0, &txs[30]).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "mempool_full");
+    // Refused before any work: even a body that does not parse gets 429, not 400.
+    let (status, body) = c
+        .post_json(0, "/v1/transactions", &serde_json::json!({ "tx": "zz" }))
+        .await;
+    assert_eq!(status, 429, "{body}");
+    // With a quorum back, everything accepted commits and submissions are taken again.
+    c.restart(1).await;
+    c.restart(2).await;
+    let fin = c.wait_final(0, &txs[29].hash(), LONG).await;
+    assert_eq!(fin.status, "committed");
+    let mut retried = (0, serde_json::Value::Null);
+    while tokio::time::Instant::now() < deadline + LONG {
+        retried = c.submit(0, &txs[30]).await;
+        if retried.0 == 202 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(retried.0, 202, "{}", retried.1);
+    assert_eq!(
+        c.wait_final(0, &txs[30].hash(), LONG).await.status,
+        "committed"
+    );
+    assert_eq!(c.account_view(0, 0).await.sequence, 31);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn invalid_transactions_get_their_4xx_and_never_reach_a_block() {
     use ed25519_dalek::Signer;
     let c = Cluster::start(4).await;

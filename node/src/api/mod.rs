@@ -208,6 +208,20 @@ fn require_validator(shared: &NodeShared) -> Result<(), ApiError> {
     ))
 }
 
+/// Back-pressure: while the mempool is full a submission is refused before its body is decoded
+/// or its signatures checked, so overload costs the node almost nothing.
+fn require_room(shared: &NodeShared) -> Result<(), ApiError> {
+    if !shared.mempool.is_full() {
+        return Ok(());
+    }
+    count_rejection(shared, "mempool_full");
+    Err(ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "mempool_full",
+        "the mempool is full; retry later",
+    ))
+}
+
 fn admit_error(e: AdmitError) -> ApiError {
     match e {
         AdmitError::Full(_) => {
@@ -221,6 +235,7 @@ async fn submit(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     require_validator(&shared)?;
+    require_room(&shared)?;
     let body: SubmitBody = parse_json(body)?;
     let signed = decode_tx(&body.tx).map_err(|e| ApiError::from_tx(&e))?;
     let chain_id = shared.chain_id.clone();
@@ -243,6 +258,7 @@ async fn submit_batch(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     require_validator(&shared)?;
+    require_room(&shared)?;
     let body: SubmitBatchBody = parse_json(body)?;
     if body.txs.len() > shared.max_batch_submit {
         return Err(ApiError::new(

@@ -49,8 +49,11 @@ pub struct DevnetArgs {
     #[arg(long, default_value_t = 20)]
     pub batch_max_age_ms: u64,
     /// Mempool capacity per validator, in transactions.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 2_000)]
     pub mempool_max_txs: usize,
+    /// Most of a validator's own transactions in uncommitted batches.
+    #[arg(long, default_value_t = 1_000)]
+    pub max_inflight_txs: usize,
     /// Log filter (RUST_LOG overrides it).
     #[arg(long, default_value = "warn,libp2p_gossipsub=error")]
     pub log_filter: String,
@@ -183,6 +186,7 @@ impl Devnet {
             options.batch_max_txs = args.batch_max_txs;
             options.batch_max_age = Duration::from_millis(args.batch_max_age_ms);
             options.mempool_max_txs = args.mempool_max_txs;
+            options.batch_max_inflight_txs = args.max_inflight_txs;
             let node = RunningNode::start(options)
                 .await
                 .with_context(|| format!("starting validator-{i}"))?;
@@ -306,6 +310,7 @@ fn summary(
         "batch_max_txs": args.batch_max_txs,
         "batch_max_age_ms": args.batch_max_age_ms,
         "mempool_max_txs": args.mempool_max_txs,
+        "max_inflight_txs": args.max_inflight_txs,
         "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
         "accepted": stats.accepted.load(Ordering::Relaxed),
         "refused": refused,

@@ -1,7 +1,8 @@
 //! The batcher: seals the mempool into batches by count or age, gossips each batch to the
 //! validators and hands it to the driver. It stops taking from the mempool while too many of
-//! this validator's batches wait to be committed, so that overload fills the mempool and the
-//! API refuses the excess (back-pressure) instead of queues growing without bound.
+//! this validator's transactions wait in uncommitted batches (`batching.max_inflight_txs`),
+//! so that overload fills the mempool and the API refuses the excess (back-pressure) instead
+//! of queues growing without bound.
 
 use super::batches;
 use super::core::Internal;
@@ -12,13 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
-/// Most of this validator's batches in flight (gossiped, not yet committed).
-const MAX_OWN_PENDING: usize = 48;
-
 pub(crate) async fn run(
     shared: Arc<NodeShared>,
     max_txs: usize,
     max_age: Duration,
+    max_inflight_txs: usize,
     internal: mpsc::Sender<Internal>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -32,7 +31,8 @@ pub(crate) async fn run(
             _ = interval.tick() => {}
         }
         loop {
-            if shared.own_pending.load(Ordering::Relaxed) >= MAX_OWN_PENDING {
+            let inflight = shared.own_pending_txs.load(Ordering::Relaxed);
+            if inflight >= max_inflight_txs {
                 break;
             }
             let full = shared.mempool.len() >= max_txs;
@@ -40,7 +40,9 @@ pub(crate) async fn run(
             if !full && !old {
                 break;
             }
-            let taken = shared.mempool.take(max_txs);
+            let taken = shared
+                .mempool
+                .take(max_txs.min(max_inflight_txs - inflight).max(1));
             if taken.is_empty() {
                 break;
             }
@@ -58,7 +60,9 @@ pub(crate) async fn run(
             {
                 tracing::debug!(error = %e, "batch gossip failed; peers will fetch it");
             }
-            shared.own_pending.fetch_add(1, Ordering::Relaxed);
+            shared
+                .own_pending_txs
+                .fetch_add(batch.txs.len(), Ordering::Relaxed);
             if internal.send(Internal::OwnBatch(batch)).await.is_err() {
                 return;
             }

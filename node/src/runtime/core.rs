@@ -420,7 +420,7 @@ impl Core {
             let held = self.pool.commit(d);
             if let Some(b) = &held {
                 if b.author == me {
-                    self.shared.own_batch_committed();
+                    self.shared.own_batch_committed(b.txs.len());
                 }
             } else {
                 self.fetch(*d, Some(block.author), Duration::ZERO);
@@ -796,7 +796,7 @@ impl Core {
         if used {
             self.pool.commit(&d);
             if batch.author == self.shared.me {
-                self.shared.own_batch_committed();
+                self.shared.own_batch_committed(batch.txs.len());
             }
             self.release_commits();
         } else if !self.pool.is_committed(&d) {

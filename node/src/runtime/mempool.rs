@@ -1,6 +1,6 @@
 //! The mempool: transactions that passed the stateless checks, waiting to be packed into a
 //! batch. Bounded by count and bytes; when full, submissions are refused with `mempool_full`
-//! (HTTP 503) instead of growing without limit. First in, first out, so the transactions of one
+//! (HTTP 429) instead of growing without limit. First in, first out, so the transactions of one
 //! account submitted to one node keep their sequence order.
 
 use crate::metrics::Metrics;
@@ -101,6 +101,13 @@ impl Mempool {
         }
         self.update_gauges(&inner);
         taken
+    }
+
+    /// True when no transaction fits: the API then refuses submissions before spending any
+    /// work on them.
+    pub fn is_full(&self) -> bool {
+        let inner = self.lock();
+        inner.queue.len() >= self.max_txs || inner.bytes + crate::tx::MAX_TX_BYTES > self.max_bytes
     }
 
     /// True if the transaction is waiting here.

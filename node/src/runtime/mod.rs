@@ -70,6 +70,8 @@ pub struct NodeOptions {
     pub batch_max_txs: usize,
     /// Batch sealing by age.
     pub batch_max_age: Duration,
+    /// Most of this validator's own transactions sealed in batches and not yet committed.
+    pub batch_max_inflight_txs: usize,
     /// Consensus parameters.
     pub consensus: tally_consensus::Config,
     /// Idle leader's wait before an empty block.
@@ -159,6 +161,7 @@ impl NodeOptions {
             mempool_max_bytes: config.mempool.max_bytes,
             batch_max_txs: config.batching.max_txs,
             batch_max_age: Duration::from_millis(config.batching.max_age_ms),
+            batch_max_inflight_txs: config.batching.max_inflight_txs,
             consensus: tally_consensus::Config {
                 base_timeout_ms: config.consensus.base_timeout_ms,
                 max_payload_digests: config.consensus.max_batches_per_block,
@@ -199,7 +202,8 @@ pub struct NodeShared {
     height: watch::Sender<Height>,
     failure: watch::Sender<Option<String>>,
     inflight: Mutex<HashMap<Hash, Instant>>,
-    pub(crate) own_pending: AtomicUsize,
+    /// Transactions in this validator's own batches that are not committed yet.
+    pub(crate) own_pending_txs: AtomicUsize,
 }
 
 /// A snapshot of consensus progress.
@@ -306,12 +310,13 @@ impl NodeShared {
         }
     }
 
-    /// One of this validator's batches committed (one made before a restart counts for none).
-    pub(crate) fn own_batch_committed(&self) {
-        let _ = self.own_pending.fetch_update(
+    /// One of this validator's batches, of `txs` transactions, committed (one made before a
+    /// restart counts for none).
+    pub(crate) fn own_batch_committed(&self, txs: usize) {
+        let _ = self.own_pending_txs.fetch_update(
             std::sync::atomic::Ordering::Relaxed,
             std::sync::atomic::Ordering::Relaxed,
-            |n| Some(n.saturating_sub(1)),
+            |n| Some(n.saturating_sub(txs)),
         );
     }
 
@@ -493,7 +498,7 @@ impl RunningNode {
             height: height_tx,
             failure: failure_tx,
             inflight: Mutex::new(HashMap::new()),
-            own_pending: AtomicUsize::new(0),
+            own_pending_txs: AtomicUsize::new(0),
         });
         metrics.consensus_height.set(height as i64);
 
@@ -535,6 +540,7 @@ impl RunningNode {
             shared.clone(),
             options.batch_max_txs.max(1),
             options.batch_max_age,
+            options.batch_max_inflight_txs.max(1),
             internal_tx,
             stop_rx.clone(),
         )));
