@@ -4,8 +4,11 @@
 //! certificate by height), `receipts` (a block's receipts by height), `txindex` (tx hash →
 //! height and position), `batches` (transaction batches by digest), `meta` (committed height,
 //! genesis hash) and `safety` (the consensus safety state). Committing a block is one sled
-//! transaction over the trees it touches, followed by one flush (fsync): after a crash at any
-//! moment, reopening gives exactly the last committed block's state.
+//! transaction over the state, block, receipt and meta trees, then the block's tx-index entries
+//! (one atomic batch, outside the transaction: they are most of a block's keys and derive from
+//! its receipts), then one flush (fsync). After a crash at any moment, reopening gives exactly
+//! the last committed block's state; the index of that block is written again on open, so an
+//! index batch that missed the flush is restored.
 
 use crate::block::{BlockHeader, CommitCertificate};
 use crate::codec::{self, CodecError};
@@ -102,7 +105,7 @@ impl Store {
             .cache_capacity(256 << 20)
             .flush_every_ms(None)
             .open()?;
-        Ok(Store {
+        let store = Store {
             state: db.open_tree("state")?,
             blocks: db.open_tree("blocks")?,
             receipts: db.open_tree("receipts")?,
@@ -110,7 +113,24 @@ impl Store {
             batches: db.open_tree("batches")?,
             meta: db.open_tree("meta")?,
             db,
-        })
+        };
+        store.reindex_last_block()?;
+        Ok(store)
+    }
+
+    /// The tx index of the last committed block goes to disk after that block's transaction, in
+    /// the same flush; a crash between the two leaves the block without it. Writing it again
+    /// (idempotent) restores it.
+    fn reindex_last_block(&self) -> Result<(), StorageError> {
+        let height = self.committed_height()?;
+        if height == 0 {
+            return Ok(());
+        }
+        if let Some(receipts) = self.receipts(height)? {
+            self.txindex.apply_batch(index_batch(height, &receipts))?;
+            self.db.flush()?;
+        }
+        Ok(())
     }
 
     /// Writes the genesis state once; on later opens checks that the genesis is the same.
@@ -184,14 +204,7 @@ impl Store {
                 None => state_batch.remove(k.as_slice()),
             }
         }
-        let mut index_batch = sled::Batch::default();
-        for (i, r) in receipts.iter().enumerate() {
-            let loc = TxLocation {
-                height: header.height,
-                index: i as u32,
-            };
-            index_batch.insert(&r.tx_hash.0[..], codec::encode(&loc));
-        }
+        let index = index_batch(header.height, receipts);
         let block = codec::encode(&StoredBlock {
             header: header.clone(),
             certificate: None,
@@ -199,22 +212,16 @@ impl Store {
         });
         let receipts = codec::encode(receipts);
         let height = codec::encode(&header.height);
-        (
-            &self.state,
-            &self.blocks,
-            &self.receipts,
-            &self.txindex,
-            &self.meta,
-        )
-            .transaction(|(st, bl, rc, ix, meta)| {
+        (&self.state, &self.blocks, &self.receipts, &self.meta)
+            .transaction(|(st, bl, rc, meta)| {
                 st.apply_batch(&state_batch)?;
-                ix.apply_batch(&index_batch)?;
                 bl.insert(&key, block.as_slice())?;
                 rc.insert(&key, receipts.as_slice())?;
                 meta.insert(COMMITTED_HEIGHT, height.as_slice())?;
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
             .map_err(flatten)?;
+        self.txindex.apply_batch(index)?;
         self.db.flush()?;
         Ok(())
     }
@@ -297,6 +304,19 @@ impl Store {
     }
 }
 
+/// The tx-index entries of a block's receipts.
+fn index_batch(height: Height, receipts: &[Receipt]) -> sled::Batch {
+    let mut batch = sled::Batch::default();
+    for (i, r) in receipts.iter().enumerate() {
+        let loc = TxLocation {
+            height,
+            index: i as u32,
+        };
+        batch.insert(&r.tx_hash.0[..], codec::encode(&loc));
+    }
+    batch
+}
+
 fn flatten(e: TransactionError<()>) -> StorageError {
     match e {
         TransactionError::Storage(e) => StorageError::Sled(e),
@@ -304,5 +324,60 @@ fn flatten(e: TransactionError<()>) -> StorageError {
         TransactionError::Abort(()) => {
             StorageError::Sled(sled::Error::Unsupported("transaction aborted".into()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::primitives::AccountId;
+
+    fn header(height: Height) -> BlockHeader {
+        BlockHeader {
+            chain_id: "t".into(),
+            height,
+            round: height,
+            parent_hash: Hash::ZERO,
+            proposer: AccountId([1; 32]),
+            timestamp_ms: 1_000 * height,
+            batch_digests: Vec::new(),
+            tx_count: 2,
+            receipt_root: Hash::ZERO,
+            state_root: Hash::ZERO,
+        }
+    }
+
+    #[test]
+    fn a_block_whose_index_missed_the_disk_is_indexed_again_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let receipts: Vec<Receipt> = [3u8, 4]
+            .iter()
+            .map(|b| Receipt::applied(Hash([*b; 32]), Vec::new(), Vec::new()))
+            .collect();
+        let mut writes = WriteSet::new();
+        writes.insert(b"acct/x".to_vec(), Some(vec![7]));
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .init_genesis(Hash([9; 32]), &State::default())
+                .unwrap();
+            store
+                .commit_block(&header(1), &receipts, &writes, b"")
+                .unwrap();
+            // As if the crash came between the block's transaction and its index batch.
+            store.txindex.remove(Hash([4; 32]).0).unwrap();
+            store.db.flush().unwrap();
+            assert_eq!(store.tx_location(&Hash([4; 32])).unwrap(), None);
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.committed_height().unwrap(), 1);
+        assert_eq!(
+            store.tx_location(&Hash([4; 32])).unwrap(),
+            Some(TxLocation {
+                height: 1,
+                index: 1
+            })
+        );
+        assert_eq!(store.state_value(b"acct/x").unwrap(), Some(vec![7]));
     }
 }
