@@ -17,8 +17,6 @@ use crate::primitives::{Hash, Height};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 /// Largest record the store decodes.
 const MAX_RECORD_BYTES: usize = 256 << 20;
@@ -90,9 +88,6 @@ pub struct Store {
     txindex: sled::Tree,
     batches: sled::Tree,
     meta: sled::Tree,
-    /// The committed height, as the last commit or open left it (index entries above it are
-    /// not trusted).
-    committed: Arc<AtomicU64>,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StorageError> {
@@ -118,19 +113,14 @@ impl Store {
             batches: db.open_tree("batches")?,
             meta: db.open_tree("meta")?,
             db,
-            committed: Arc::new(AtomicU64::new(0)),
         };
-        store
-            .committed
-            .store(store.committed_height()?, Ordering::SeqCst);
         store.reindex_last_block()?;
         Ok(store)
     }
 
     /// The tx index of the last committed block goes to disk after that block's transaction, in
     /// the same flush; a crash between the two leaves the block without it. Writing it again
-    /// (idempotent) restores it. (Entries of a block above the committed height are ignored by
-    /// `tx_location`, whatever a crash left.)
+    /// (idempotent) restores it.
     fn reindex_last_block(&self) -> Result<(), StorageError> {
         let height = self.committed_height()?;
         if height == 0 {
@@ -233,7 +223,6 @@ impl Store {
             .map_err(flatten)?;
         self.txindex.apply_batch(index)?;
         self.db.flush()?;
-        self.committed.store(header.height, Ordering::SeqCst);
         Ok(())
     }
 
@@ -269,13 +258,10 @@ impl Store {
 
     /// Where a committed transaction is.
     pub fn tx_location(&self, hash: &Hash) -> Result<Option<TxLocation>, StorageError> {
-        let committed = self.committed.load(Ordering::SeqCst);
-        Ok(self
-            .txindex
+        self.txindex
             .get(hash.0)?
-            .map(|b| decode::<TxLocation>("tx location", &b))
-            .transpose()?
-            .filter(|loc| loc.height <= committed))
+            .map(|b| decode("tx location", &b))
+            .transpose()
     }
 
     /// Stores a transaction batch by digest (not flushed: batches can be fetched again).
@@ -393,15 +379,5 @@ mod tests {
             })
         );
         assert_eq!(store.state_value(b"acct/x").unwrap(), Some(vec![7]));
-        // An index entry of a block that never committed is not taken for a committed one.
-        let stale = TxLocation {
-            height: 2,
-            index: 0,
-        };
-        store
-            .txindex
-            .insert(Hash([5; 32]).0, codec::encode(&stale))
-            .unwrap();
-        assert_eq!(store.tx_location(&Hash([5; 32])).unwrap(), None);
     }
 }
