@@ -273,6 +273,23 @@ fn transfer(from: u8, to: u8, asset: AssetCode, amount: u64, with_travel: bool) 
 }
 
 /// `(code, rule)` of a receipt: rule is the flag's rule id, or "" when there is none.
+/// The stateless check's refusal of a member's proposal (it never reaches a block).
+fn stateless_refusal(action: GovAction) -> tally_node::tx::TxError {
+    Transaction {
+        chain_id: CHAIN.into(),
+        sender: id(MEMBERS[0]),
+        sequence: 1,
+        expiry_height: 10,
+        payload: Payload::Propose {
+            action,
+            effective_height: 20,
+        },
+    }
+    .sign(&key(MEMBERS[0]))
+    .verify(CHAIN)
+    .unwrap_err()
+}
+
 fn decision(r: &Receipt) -> (String, String) {
     (
         r.code.clone(),
@@ -763,22 +780,10 @@ fn a_validator_set_change_applies_at_its_epoch_boundary_and_nowhere_else() {
     assert_eq!(r.code, "invalid_proposal", "{}", r.reason);
     assert!(r.reason.contains("epoch boundary"), "{}", r.reason);
     // epoch_blocks is fixed at genesis.
-    let fixed = Transaction {
-        chain_id: CHAIN.into(),
-        sender: id(MEMBERS[0]),
-        sequence: 1,
-        expiry_height: 10,
-        payload: Payload::Propose {
-            action: GovAction::SetParameter {
-                name: "epoch_blocks".into(),
-                value: 5,
-            },
-            effective_height: 100,
-        },
-    }
-    .sign(&key(MEMBERS[0]))
-    .verify(CHAIN)
-    .unwrap_err();
+    let fixed = stateless_refusal(GovAction::SetParameter {
+        name: "epoch_blocks".into(),
+        value: 5,
+    });
     assert!(fixed.to_string().contains("fixed at genesis"), "{fixed}");
     // A key that is not an ed25519 point would stop every node at the boundary: refused.
     let mut bad = next.clone();
@@ -786,21 +791,9 @@ fn a_validator_set_change_applies_at_its_epoch_boundary_and_nowhere_else() {
         .map(|b| AccountId([b; 32]))
         .find(|k| ed25519_dalek::VerifyingKey::from_bytes(&k.0).is_err())
         .expect("some byte pattern is not a curve point");
-    let err = Transaction {
-        chain_id: CHAIN.into(),
-        sender: id(MEMBERS[0]),
-        sequence: 1,
-        expiry_height: 10,
-        payload: Payload::Propose {
-            action: GovAction::SetValidators {
-                validators: vec![bad],
-            },
-            effective_height: 20,
-        },
-    }
-    .sign(&key(MEMBERS[0]))
-    .verify(CHAIN)
-    .unwrap_err();
+    let err = stateless_refusal(GovAction::SetValidators {
+        validators: vec![bad],
+    });
     assert!(err.to_string().contains("not an ed25519 key"), "{err}");
 
     assert_eq!(l.run(T0, MEMBERS[0], change(20)).code, "ok");

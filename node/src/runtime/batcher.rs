@@ -42,7 +42,7 @@ pub(crate) async fn run(
             }
             let taken = shared
                 .mempool
-                .take(max_txs.min(max_inflight_txs - inflight).max(1));
+                .take(max_txs.min(max_inflight_txs - inflight));
             if taken.is_empty() {
                 break;
             }
