@@ -1,19 +1,36 @@
 //! Runs the deterministic consensus simulator over many seeds.
 //!
-//!     cargo run --release -p tally-consensus --example simulate -- --validators 4 --byzantine 1 --seeds 1000
+//!     cargo run --release -p tally-consensus --example simulate -- --validators 4 --seeds 1000 --adversary all
+//!
+//! `--adversary classic|twins|forge|all` picks the Byzantine behaviours (default `classic`);
+//! `--broken-rule voting|qc|timeout-lock|aggregation|two-chain` runs honest replicas without
+//! one safety rule (the run is then expected to fail: it shows the checker catches it).
 //!
 //! Prints one line per failing seed (everything needed to replay it: `--seed S` with the same
 //! flags) and a summary line; exits non-zero on any safety violation or liveness failure.
 
 use std::process::ExitCode;
-use tally_consensus::sim::{run, SimConfig};
+use tally_consensus::sim::{run, Adversary, SimConfig};
+use tally_consensus::Rule;
+
+fn parse_rule(s: &str) -> Option<Rule> {
+    match s {
+        "voting" => Some(Rule::Voting),
+        "qc" => Some(Rule::QcVerification),
+        "timeout-lock" => Some(Rule::TimeoutLock),
+        "aggregation" => Some(Rule::WholeTupleAggregation),
+        "two-chain" => Some(Rule::TwoChainCommit),
+        _ => None,
+    }
+}
 
 fn main() -> ExitCode {
     let mut validators = 4usize;
     let mut byzantine: Option<usize> = None;
     let mut seeds = 100u64;
     let mut first_seed = 0u64;
-    let mut broken = false;
+    let mut broken: Option<(String, Rule)> = None;
+    let mut adversary = ("classic".to_string(), Adversary::Classic);
     let mut verbose = false;
     let mut calm = false;
     let mut args = std::env::args().skip(1);
@@ -36,11 +53,33 @@ fn main() -> ExitCode {
                 seeds = 1;
             }
             "--first-seed" => first_seed = value("--first-seed"),
-            "--broken-voting" => broken = true,
+            "--broken-voting" => broken = Some(("two-chain".into(), Rule::TwoChainCommit)),
+            "--broken-rule" => {
+                let name = args.next().unwrap_or_default();
+                match parse_rule(&name) {
+                    Some(rule) => broken = Some((name, rule)),
+                    None => {
+                        eprintln!(
+                            "--broken-rule needs voting|qc|timeout-lock|aggregation|two-chain"
+                        );
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            "--adversary" => {
+                let name = args.next().unwrap_or_default();
+                match Adversary::parse(&name) {
+                    Some(a) => adversary = (name, a),
+                    None => {
+                        eprintln!("--adversary needs classic|twins|forge|all");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
             "--verbose" => verbose = true,
             "--no-faults" => calm = true,
             other => {
-                eprintln!("unknown argument {other}; flags: --validators N --byzantine F --seeds K [--seed S] [--first-seed S] [--broken-voting] [--no-faults] [--verbose]");
+                eprintln!("unknown argument {other}; flags: --validators N --byzantine F --seeds K [--seed S] [--first-seed S] [--adversary classic|twins|forge|all] [--broken-rule RULE] [--no-faults] [--verbose]");
                 return ExitCode::from(2);
             }
         }
@@ -53,7 +92,8 @@ fn main() -> ExitCode {
     let (mut safety, mut liveness, mut commits, mut seconds) = (0u64, 0u64, 0u64, 0f64);
     let config = |seed: u64| {
         let mut cfg = SimConfig::new(validators, f, seed);
-        cfg.broken_voting = broken;
+        cfg.broken_rule = broken.as_ref().map(|b| b.1);
+        cfg.adversary = adversary.1;
         if calm {
             cfg.loss = 0.0;
             cfg.duplication = 0.0;
@@ -89,8 +129,12 @@ fn main() -> ExitCode {
         commits += r.min_honest_commits;
         seconds += r.simulated_s;
         let replay = format!(
-            "--validators {validators} --byzantine {f} --seed {seed}{}",
-            if broken { " --broken-voting" } else { "" }
+            "--validators {validators} --byzantine {f} --adversary {} --seed {seed}{}{}",
+            adversary.0,
+            broken
+                .as_ref()
+                .map_or(String::new(), |b| format!(" --broken-rule {}", b.0)),
+            if calm { " --no-faults" } else { "" }
         );
         if let Some(v) = &r.safety_violation {
             safety += 1;

@@ -69,7 +69,7 @@ impl BlockTree {
             return false;
         }
         let parent_height = self.get(&block.parent).map_or(0, |p| p.height);
-        if block.height != parent_height + 1 {
+        if parent_height.checked_add(1) != Some(block.height) {
             return false;
         }
         self.blocks.insert(block.id(), block);
@@ -106,7 +106,7 @@ impl BlockTree {
         let Some(parent) = self.blocks.get(&block.parent) else {
             return Vec::new();
         };
-        if parent.round + 1 != block.round {
+        if parent.round.checked_add(1) != Some(block.round) {
             return Vec::new();
         }
         let parent_id = block.parent;
@@ -215,7 +215,7 @@ impl BlockTree {
         }
         upper.reverse();
         let top = match upper.first() {
-            Some(b) => b.height - 1,
+            Some(b) => b.height.saturating_sub(1),
             None if *id == self.root_id() => self.root.height,
             None => match committed_height_of(id, self, committed) {
                 Some(h) => h,
@@ -223,13 +223,13 @@ impl BlockTree {
             },
         };
         let mut out = Vec::new();
-        let mut h = after + 1;
+        let mut h = after.saturating_add(1);
         while h <= top && out.len() < max {
             match committed(h) {
                 Some(b) => out.push(b),
                 None => return out,
             }
-            h += 1;
+            h = h.saturating_add(1);
         }
         for b in upper {
             if out.len() >= max {
@@ -248,13 +248,13 @@ fn committed_height_of(
     committed: &dyn Fn(Height) -> Option<Block>,
 ) -> Option<Height> {
     let mut h = tree.root.height;
-    let floor = h.saturating_sub(1000);
+    let floor = h.saturating_sub(u64::from(crate::consensus::SYNC_CHUNK));
     while h > floor {
         let b = committed(h)?;
         if b.id() == *id {
             return Some(h);
         }
-        h -= 1;
+        h = h.saturating_sub(1);
     }
     None
 }

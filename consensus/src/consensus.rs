@@ -12,8 +12,31 @@ use crate::{Action, Config, Event};
 use ed25519_dalek::{Signature, SigningKey};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// Most blocks asked for in one sync request.
-const SYNC_CHUNK: u32 = 100;
+/// Most blocks asked for in, and accepted from, one sync answer.
+pub const SYNC_CHUNK: u32 = 100;
+
+/// How far ahead of its current round a replica keeps single-signed messages (proposals,
+/// votes, timeouts). Anything further ahead is not stored: certificates it carries (checked
+/// against a quorum) are still processed, which is how a lagging replica catches up. Together
+/// with one vote and one timeout per validator per round, this bounds what a peer can make a
+/// replica hold.
+pub const ROUND_WINDOW: Round = 100;
+
+/// A safety rule the tests can switch off, to show the simulator catches the broken protocol.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// The voting rule (vote once per round, only on a certified parent or a TC).
+    Voting,
+    /// Verification of quorum certificates carried by proposals and timeouts.
+    QcVerification,
+    /// The lock in the timeout rule (`safe_to_timeout`).
+    TimeoutLock,
+    /// Grouping votes by everything they sign.
+    WholeTupleAggregation,
+    /// The two-chain commit rule (and the voting rule): commit on one certificate.
+    TwoChainCommit,
+}
 
 /// Counters for metrics and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -39,16 +62,21 @@ pub struct Consensus {
     config: Config,
     validators: ValidatorSet,
     me: Option<ValidatorIndex>,
-    safety: SafetyRules,
+    pub(crate) safety: SafetyRules,
     tree: BlockTree,
-    agg: Aggregator,
+    pub(crate) agg: Aggregator,
     round: Round,
     entered_by: Option<TimeoutCert>,
     consecutive_timeouts: u32,
     proposals_seen: BTreeMap<(Round, ValidatorIndex), Block>,
+    /// (round, leader) of equivocating proposals already reported: one piece of evidence each.
+    reported_proposals: BTreeSet<(Round, ValidatorIndex)>,
     awaiting_validation: HashMap<Digest, Block>,
     pending_proposal: Option<(ValidatorIndex, Block)>,
-    sync_in_flight: bool,
+    /// The peer asked for blocks, while its answer is awaited.
+    sync_peer: Option<ValidatorIndex>,
+    /// Test-only: certificates pass without verification.
+    skip_qc_verification: bool,
     my_timeout: Option<Timeout>,
     payload_requested: Option<Round>,
     reconfiguration: Option<(Height, ValidatorSet)>,
@@ -79,8 +107,23 @@ impl Consensus {
                 ..SafetyState::default()
             },
         };
-        let tree = BlockTree::new(root.0, root.1);
-        let round = (tree.highest_qc().round + 1).max(safety_state.last_voted_round);
+        let mut tree = BlockTree::new(root.0, root.1);
+        // The highest QC persisted with the safety state (the lock) survives the restart; its
+        // block is fetched from peers on start.
+        if let Some(qc) = &safety_state.highest_qc {
+            if qc.epoch == validators.epoch() && qc.verify(&validators).is_ok() {
+                tree.add_qc(qc);
+            }
+        }
+        let round = tree
+            .highest_qc()
+            .round
+            .saturating_add(1)
+            .max(safety_state.last_voted_round);
+        let entered_by = safety_state
+            .last_tc
+            .clone()
+            .filter(|tc| tc.round.checked_add(1) == Some(round));
         Consensus {
             config,
             me,
@@ -88,12 +131,14 @@ impl Consensus {
             tree,
             agg: Aggregator::default(),
             round,
-            entered_by: None,
+            entered_by,
             consecutive_timeouts: 0,
             proposals_seen: BTreeMap::new(),
+            reported_proposals: BTreeSet::new(),
             awaiting_validation: HashMap::new(),
             pending_proposal: None,
-            sync_in_flight: false,
+            sync_peer: None,
+            skip_qc_verification: false,
             my_timeout: None,
             payload_requested: None,
             reconfiguration: None,
@@ -104,24 +149,37 @@ impl Consensus {
         }
     }
 
-    /// Test support: make this replica vote without its safety rules.
+    /// Test support: switch off one safety rule of this replica.
     #[doc(hidden)]
-    pub fn break_voting_rule_for_tests(&mut self) {
-        self.safety.ignore_rules = true;
+    pub fn break_rule_for_tests(&mut self, rule: Rule) {
+        match rule {
+            Rule::Voting => self.safety.ignore_voting_rule = true,
+            Rule::QcVerification => self.skip_qc_verification = true,
+            Rule::TimeoutLock => self.safety.ignore_timeout_lock = true,
+            Rule::WholeTupleAggregation => self.agg.group_by_block_only = true,
+            Rule::TwoChainCommit => {
+                self.safety.ignore_voting_rule = true;
+                self.tree.one_chain = true;
+            }
+        }
     }
 
-    /// Test support: make this replica ignore its lock: it votes without the safety rules and
-    /// commits a block on its own certificate instead of the two-chain rule.
-    #[doc(hidden)]
-    pub fn break_safety_for_tests(&mut self) {
-        self.safety.ignore_rules = true;
-        self.tree.one_chain = true;
-    }
-
-    /// Arms the first timer and, if this replica leads the round, asks for a payload.
+    /// Arms the first timer and, if this replica leads the round, asks for a payload. A
+    /// replica restarted with a highest QC whose block it lacks asks a signer of it first.
     pub fn start(&mut self) -> Vec<Action> {
         let mut out = Vec::new();
-        self.enter_round(self.round, None, &mut out);
+        let entered_by = self.entered_by.take();
+        self.enter_round(self.round, entered_by, &mut out);
+        let hqc = self.tree.highest_qc().clone();
+        if !self.tree.knows(&hqc.block) && hqc.height > self.tree.committed_height() {
+            let from = hqc
+                .signatures
+                .iter()
+                .map(|s| s.0)
+                .find(|i| Some(*i) != self.me)
+                .unwrap_or(0);
+            self.request_sync(from, hqc.block, &mut out);
+        }
         out
     }
 
@@ -229,12 +287,29 @@ impl Consensus {
 
     // ---- certificates ----------------------------------------------------------------------
 
+    /// A certificate is accepted when it certifies exactly what the stored root certificate
+    /// certifies (same epoch, round, height and block: checked when the root committed, or
+    /// genesis), or when a quorum of the current set signed it. Nothing else: a certificate
+    /// naming the root with another round, or without signatures, is forged.
     fn verify_qc(&self, qc: &QuorumCert) -> bool {
-        if qc.block == self.tree.root_id() && qc.height == self.tree.root().height {
-            // The root's certificate was checked when it committed (or is genesis).
+        let root = self.tree.root_qc();
+        if qc.epoch == root.epoch
+            && qc.round == root.round
+            && qc.height == root.height
+            && qc.block == root.block
+        {
             return true;
         }
-        qc.verify(&self.validators).is_ok()
+        if self.skip_qc_verification {
+            return true;
+        }
+        !qc.signatures.is_empty() && qc.verify(&self.validators).is_ok()
+    }
+
+    /// Whether a single-signed message for `round` is kept: from the previous round up to
+    /// [`ROUND_WINDOW`] rounds ahead.
+    fn in_window(&self, round: Round) -> bool {
+        round.saturating_add(1) >= self.round && round <= self.round.saturating_add(ROUND_WINDOW)
     }
 
     /// Records a QC: commits what it commits and moves to the next round.
@@ -251,14 +326,14 @@ impl Consensus {
             }
         }
         if qc.round >= self.round {
-            self.enter_round(qc.round + 1, None, out);
+            self.enter_round(qc.round.saturating_add(1), None, out);
         }
     }
 
     fn process_tc(&mut self, tc: TimeoutCert, out: &mut Vec<Action>) {
         if tc.round >= self.round {
             self.stats.view_changes += 1;
-            let next = tc.round + 1;
+            let next = tc.round.saturating_add(1);
             self.enter_round(next, Some(tc), out);
         }
     }
@@ -275,6 +350,7 @@ impl Consensus {
         let keep = round.saturating_sub(2);
         self.agg.prune(keep);
         self.proposals_seen = self.proposals_seen.split_off(&(keep, 0));
+        self.reported_proposals = self.reported_proposals.split_off(&(keep, 0));
         out.push(Action::SetTimer {
             round,
             after_ms: self.timeout_ms(),
@@ -289,6 +365,7 @@ impl Consensus {
             return (self.config.base_timeout_ms / 4).max(50);
         }
         let factor = 1u64 << self.consecutive_timeouts.min(6);
+        // (base / 4 and the shift above cannot overflow: the shift is at most 6.)
         (self.config.base_timeout_ms.saturating_mul(factor)).min(self.config.max_timeout_ms)
     }
 
@@ -329,21 +406,28 @@ impl Consensus {
         let Some(parent) = self.tree.get(&hqc.block) else {
             return;
         };
-        let timeout_cert = if hqc.round + 1 == round {
+        let timeout_cert = if hqc.round.checked_add(1) == Some(round) {
             None
         } else {
             match &self.entered_by {
-                Some(tc) if tc.round + 1 == round => Some(tc.clone()),
+                Some(tc) if tc.round.checked_add(1) == Some(round) => Some(tc.clone()),
                 _ => return,
             }
+        };
+        let (Some(height), Some(after_parent)) = (
+            hqc.height.checked_add(1),
+            parent.timestamp_ms.checked_add(1),
+        ) else {
+            return;
         };
         digests.truncate(self.config.max_payload_digests);
         let block = Block {
             epoch: self.validators.epoch(),
             round,
-            height: hqc.height + 1,
+            height,
             parent: hqc.block,
-            timestamp_ms: timestamp_ms.max(parent.timestamp_ms),
+            // Block time strictly increases along a chain.
+            timestamp_ms: timestamp_ms.max(after_parent),
             justify: hqc,
             timeout_cert,
             author: me,
@@ -371,12 +455,19 @@ impl Consensus {
         if b.author != self.validators.leader(b.round) {
             return Err("not_leader");
         }
-        let same_epoch = b.justify.epoch == b.epoch;
-        if b.parent != b.justify.block
-            || b.height != b.justify.height + 1
-            || (same_epoch && b.round <= b.justify.round)
-        {
+        if b.parent != b.justify.block || b.justify.height.checked_add(1) != Some(b.height) {
             return Err("malformed_block");
+        }
+        // A leader proposes in the round after the certificate it extends: the QC's round, or
+        // the TC's round when the previous round timed out. So a proposal's round is fixed by
+        // certificates, never by its author alone.
+        let after_qc = b.justify.round.checked_add(1) == Some(b.round);
+        let after_tc = b
+            .timeout_cert
+            .as_ref()
+            .is_some_and(|tc| tc.round.checked_add(1) == Some(b.round));
+        if !after_qc && !after_tc && !self.safety.ignore_voting_rule {
+            return Err("round_not_after_certificate");
         }
         if b.payload.len() > self.config.max_payload_digests {
             return Err("oversized_payload");
@@ -388,7 +479,7 @@ impl Consensus {
             return Err("bad_qc");
         }
         if let Some(tc) = &b.timeout_cert {
-            if tc.round + 1 != b.round || tc.verify(&self.validators).is_err() {
+            if tc.round >= b.round || tc.verify(&self.validators).is_err() {
                 return Err("bad_tc");
             }
         }
@@ -402,17 +493,31 @@ impl Consensus {
         if let Err(reason) = self.check_block(&b) {
             return self.drop_message(from, reason, out);
         }
+        if !self.in_window(b.round) {
+            // Its certificates are checked: a replica far behind catches up through them.
+            self.process_qc(&b.justify.clone(), out);
+            if let Some(tc) = b.timeout_cert.clone() {
+                if b.epoch == self.validators.epoch() {
+                    self.process_tc(tc, out);
+                }
+            }
+            if b.epoch != self.validators.epoch() || !self.in_window(b.round) {
+                return self.ignore("proposal_out_of_window");
+            }
+        }
         let id = b.id();
         match self.proposals_seen.get(&(b.round, b.author)) {
             Some(prev) if prev.id() != id => {
-                self.stats.evidence += 1;
-                out.push(Action::Evidence(Box::new(Evidence {
-                    validator: b.author,
-                    epoch: b.epoch,
-                    round: b.round,
-                    first: Message::Proposal(prev.clone()),
-                    second: Message::Proposal(b),
-                })));
+                if self.reported_proposals.insert((b.round, b.author)) {
+                    self.stats.evidence += 1;
+                    out.push(Action::Evidence(Box::new(Evidence {
+                        validator: b.author,
+                        epoch: b.epoch,
+                        round: b.round,
+                        first: Message::Proposal(prev.clone()),
+                        second: Message::Proposal(b),
+                    })));
+                }
                 return;
             }
             Some(_) if self.tree.knows(&id) => return,
@@ -440,6 +545,9 @@ impl Consensus {
         if b.height <= self.tree.committed_height() {
             return self.ignore("stale_proposal");
         }
+        if !self.after_parent_time(&b) {
+            return self.drop_message(from, "timestamp_not_after_parent", out);
+        }
         self.tree.insert(b.clone());
         self.suspected.remove(&b.author);
         if b.round == self.round {
@@ -457,6 +565,14 @@ impl Consensus {
         }
     }
 
+    /// Block time strictly increases along the chain (the node checks the other bound: not
+    /// ahead of its own clock by more than its tolerance). Needs the parent in the tree.
+    fn after_parent_time(&self, b: &Block) -> bool {
+        self.tree
+            .get(&b.parent)
+            .is_some_and(|p| b.timestamp_ms > p.timestamp_ms)
+    }
+
     fn on_validated(&mut self, block: Digest, valid: bool, out: &mut Vec<Action>) {
         let Some(b) = self.awaiting_validation.remove(&block) else {
             return;
@@ -467,7 +583,9 @@ impl Consensus {
         if b.round != self.round {
             return;
         }
-        let Some((state, vote)) = self.safety.vote(&b) else {
+        let hqc = self.tree.highest_qc().clone();
+        let entered_by = self.entered_by.clone();
+        let Some((state, vote)) = self.safety.vote(&b, &hqc, entered_by.as_ref()) else {
             return;
         };
         self.stats.votes += 1;
@@ -488,8 +606,8 @@ impl Consensus {
         if v.voter != from || !v.verify(&self.validators) {
             return self.drop_message(from, "bad_vote", out);
         }
-        if v.round + 1 < self.round {
-            return self.ignore("stale_vote");
+        if !self.in_window(v.round) {
+            return self.ignore("vote_out_of_window");
         }
         self.add_vote(v, out);
     }
@@ -521,7 +639,7 @@ impl Consensus {
         }
         self.stats.timeouts += 1;
         // An unanswered block request must not block sync forever.
-        self.sync_in_flight = false;
+        self.sync_peer = None;
         if !self.proposal_seen_this_round {
             self.suspected.insert(self.validators.leader(round));
         } else {
@@ -530,8 +648,15 @@ impl Consensus {
         let timeout = match &self.my_timeout {
             Some(t) if t.round == round => Some(t.clone()),
             _ => {
-                let hqc = self.tree.highest_qc().clone();
-                match self.safety.timeout(self.validators.epoch(), round, &hqc) {
+                let hqc = if self.safety.ignore_timeout_lock {
+                    // The broken rule: nothing binds the QC a timeout carries to the lock.
+                    self.tree.root_qc().clone()
+                } else {
+                    self.tree.highest_qc().clone()
+                };
+                let entered_by = self.entered_by.clone();
+                let epoch = self.validators.epoch();
+                match self.safety.timeout(epoch, round, &hqc, entered_by.as_ref()) {
                     Some((state, t)) => {
                         out.push(Action::PersistSafety(state));
                         self.my_timeout = Some(t.clone());
@@ -546,7 +671,10 @@ impl Consensus {
             after_ms: self.timeout_ms(),
         });
         if let Some(mut t) = timeout {
-            t.entered_by = self.entered_by.clone().filter(|tc| tc.round + 1 == round);
+            t.entered_by = self
+                .entered_by
+                .clone()
+                .filter(|tc| tc.round.checked_add(1) == Some(round));
             out.push(Action::Broadcast {
                 bytes: Message::Timeout(t.clone()).to_bytes(),
             });
@@ -558,38 +686,43 @@ impl Consensus {
         if t.epoch != self.validators.epoch() {
             return self.ignore("wrong_epoch");
         }
-        if t.voter != from || !t.verify(&self.validators) || !self.verify_qc(&t.high_qc) {
+        // A replica gives up a round above its highest QC: a QC at or above the round is forged.
+        if t.voter != from
+            || t.high_qc.round >= t.round
+            || !t.verify(&self.validators)
+            || !self.verify_qc(&t.high_qc)
+        {
             return self.drop_message(from, "bad_timeout", out);
         }
-        if t.round + 1 < self.round {
+        if t.round.saturating_add(1) < self.round {
             return self.ignore("stale_timeout");
         }
         if let Some(tc) = t.entered_by.clone() {
             if tc.round >= self.round {
-                if tc.verify(&self.validators).is_err() {
+                if tc.epoch != t.epoch || tc.verify(&self.validators).is_err() {
                     return self.drop_message(from, "bad_tc", out);
                 }
                 self.process_tc(tc, out);
             }
         }
         let hqc = t.high_qc.clone();
-        if self.tree.knows(&hqc.block) {
-            self.process_qc(&hqc, out);
-        } else if hqc.height > self.tree.committed_height() {
-            self.tree.add_qc(&hqc);
+        if !self.tree.knows(&hqc.block) && hqc.height > self.tree.committed_height() {
             self.request_sync(from, hqc.block, out);
+        }
+        self.process_qc(&hqc, out);
+        if !self.in_window(t.round) {
+            return self.ignore("timeout_out_of_window");
         }
         let round = t.round;
         self.add_timeout(t, out);
-        // f+1 validators gave up a round this replica has reached or not yet reached: one of
-        // them is honest, so give it up too, without waiting for the local timer (this keeps
-        // replicas' rounds together after partitions, restarts and backoff).
+        // f+1 validators gave up the round this replica is in: one of them is honest, so give
+        // it up too, without waiting for the local timer (this keeps replicas' rounds together
+        // after partitions, restarts and backoff). Rounds ahead are entered only through the
+        // certificates the timeouts carry, so that every timeout this replica signs is for a
+        // round it entered through a QC or a TC (the timeout rule).
         let joined = self.my_timeout.as_ref().is_some_and(|m| m.round == round);
-        if round >= self.round && !joined && self.agg.timeouts_for(round) > self.validators.faults()
+        if round == self.round && !joined && self.agg.timeouts_for(round) > self.validators.faults()
         {
-            if round > self.round {
-                self.enter_round(round, None, out);
-            }
             self.on_local_timeout(round, out);
         }
     }
@@ -608,15 +741,15 @@ impl Consensus {
     // ---- sync ------------------------------------------------------------------------------
 
     fn request_sync(&mut self, from: ValidatorIndex, block: Digest, out: &mut Vec<Action>) {
-        if self.sync_in_flight {
+        if self.sync_peer.is_some() {
             return;
         }
         let to = if Some(from) == self.me {
-            (from + 1) % self.validators.len() as ValidatorIndex
+            self.next_validator(from)
         } else {
             from
         };
-        self.sync_in_flight = true;
+        self.sync_peer = Some(to);
         out.push(Action::RequestBlocks {
             to,
             request: BlockRequest {
@@ -627,8 +760,21 @@ impl Consensus {
         });
     }
 
+    /// The validator after `i`, wrapping.
+    fn next_validator(&self, i: ValidatorIndex) -> ValidatorIndex {
+        let n = self.validators.len();
+        ValidatorIndex::try_from(usize::from(i).saturating_add(1) % n.max(1)).unwrap_or(0)
+    }
+
     fn on_sync(&mut self, from: ValidatorIndex, blocks: Vec<Block>, out: &mut Vec<Action>) {
-        self.sync_in_flight = false;
+        if self.sync_peer != Some(from) {
+            // Not the answer awaited (late, or unasked for).
+            return self.ignore("unexpected_sync_answer");
+        }
+        self.sync_peer = None;
+        if blocks.len() > SYNC_CHUNK as usize {
+            return self.drop_message(from, "oversized_sync_answer", out);
+        }
         let mut inserted = 0;
         for b in blocks {
             let id = b.id();
@@ -646,6 +792,10 @@ impl Consensus {
                 break;
             }
             if !self.tree.knows(&b.parent) {
+                break;
+            }
+            if !self.after_parent_time(&b) {
+                self.drop_message(from, "timestamp_not_after_parent", out);
                 break;
             }
             let justify = b.justify.clone();
@@ -666,7 +816,7 @@ impl Consensus {
                 self.pending_proposal = Some((pfrom, p));
                 // No progress from this peer: ask the next one.
                 let next = if inserted == 0 {
-                    (from + 1) % self.validators.len() as ValidatorIndex
+                    self.next_validator(from)
                 } else {
                     from
                 };
@@ -674,7 +824,7 @@ impl Consensus {
             }
         } else if !self.tree.knows(&hqc.block) && hqc.height > self.tree.committed_height() {
             let next = if inserted == 0 {
-                (from + 1) % self.validators.len() as ValidatorIndex
+                self.next_validator(from)
             } else {
                 from
             };
@@ -685,7 +835,7 @@ impl Consensus {
     // ---- epochs ----------------------------------------------------------------------------
 
     fn on_reconfigure(&mut self, height: Height, validators: ValidatorSet, out: &mut Vec<Action>) {
-        if validators.epoch() != self.validators.epoch() + 1
+        if Some(validators.epoch()) != self.validators.epoch().checked_add(1)
             || height < self.tree.committed_height()
         {
             return self.ignore("late_reconfiguration");
@@ -735,10 +885,11 @@ impl Consensus {
         self.tree = BlockTree::new(root, root_qc);
         self.agg = Aggregator::default();
         self.proposals_seen.clear();
+        self.reported_proposals.clear();
         self.awaiting_validation.clear();
         self.pending_proposal = None;
         self.payload_requested = None;
-        let first = self.tree.root_qc().round + 1;
+        let first = self.tree.root_qc().round.saturating_add(1);
         self.enter_round(first, None, out);
     }
 }

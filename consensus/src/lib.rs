@@ -3,12 +3,14 @@
 
 mod aggregator;
 mod block_tree;
+#[cfg(test)]
+mod byzantine_tests;
 mod consensus;
 mod safety;
 pub mod sim;
 mod types;
 
-pub use consensus::{Consensus, Stats};
+pub use consensus::{Consensus, Rule, Stats, ROUND_WINDOW, SYNC_CHUNK};
 pub use safety::SafetyState;
 pub use types::{
     Block, BlockRequest, Digest, Epoch, Evidence, Height, Message, QuorumCert, Round, Timeout,

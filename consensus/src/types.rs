@@ -49,13 +49,29 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     postcard::to_allocvec(v).unwrap_or_default()
 }
 
-/// The validators of one epoch, in index order.
+/// The validators of one epoch, in index order. Decoding goes through [`ValidatorSet::new`], so
+/// a decoded set is as valid as a constructed one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ValidatorSetWire")]
 pub struct ValidatorSet {
     epoch: Epoch,
     keys: Vec<[u8; 32]>,
     #[serde(skip)]
-    verifying: Vec<Option<VerifyingKey>>,
+    verifying: Vec<VerifyingKey>,
+}
+
+#[derive(Deserialize)]
+struct ValidatorSetWire {
+    epoch: Epoch,
+    keys: Vec<[u8; 32]>,
+}
+
+impl TryFrom<ValidatorSetWire> for ValidatorSet {
+    type Error = ConsensusError;
+
+    fn try_from(w: ValidatorSetWire) -> Result<ValidatorSet, ConsensusError> {
+        ValidatorSet::new(w.epoch, w.keys)
+    }
 }
 
 impl ValidatorSet {
@@ -75,7 +91,12 @@ impl ValidatorSet {
             let v = VerifyingKey::from_bytes(k).map_err(|_| {
                 ConsensusError::InvalidValidatorSet("not an ed25519 public key".into())
             })?;
-            verifying.push(Some(v));
+            if v.is_weak() {
+                return Err(ConsensusError::InvalidValidatorSet(
+                    "a small-order ed25519 key".into(),
+                ));
+            }
+            verifying.push(v);
         }
         Ok(ValidatorSet {
             epoch,
@@ -101,12 +122,12 @@ impl ValidatorSet {
 
     /// Faults tolerated: f = ⌊(n−1)/3⌋.
     pub fn faults(&self) -> usize {
-        (self.len() - 1) / 3
+        self.len().saturating_sub(1) / 3
     }
 
     /// Quorum: n − f (= 2f+1 when n = 3f+1).
     pub fn quorum(&self) -> usize {
-        self.len() - self.faults()
+        self.len().saturating_sub(self.faults())
     }
 
     /// Index of a public key.
@@ -124,23 +145,17 @@ impl ValidatorSet {
 
     /// Leader of a round: round-robin.
     pub fn leader(&self, round: Round) -> ValidatorIndex {
-        (round % self.len() as u64) as ValidatorIndex
-    }
-
-    fn verifying_key(&self, i: ValidatorIndex) -> Option<VerifyingKey> {
-        match self.verifying.get(i as usize) {
-            Some(Some(k)) => Some(*k),
-            // Deserialized sets rebuild their keys lazily.
-            _ => self
-                .keys
-                .get(i as usize)
-                .and_then(|k| VerifyingKey::from_bytes(k).ok()),
-        }
+        // A constructed set has 1..=u16::MAX members, so the remainder fits an index.
+        round
+            .checked_rem(self.len() as u64)
+            .and_then(|i| ValidatorIndex::try_from(i).ok())
+            .unwrap_or(0)
     }
 
     /// Checks `sig` by validator `i` over `msg`.
     pub(crate) fn verify(&self, i: ValidatorIndex, msg: &Digest, sig: &Signature) -> bool {
-        self.verifying_key(i)
+        self.verifying
+            .get(usize::from(i))
             .is_some_and(|k| k.verify_strict(&msg.0, sig).is_ok())
     }
 }
@@ -153,6 +168,37 @@ pub(crate) fn vote_digest(epoch: Epoch, round: Round, height: Height, block: &Di
 /// What a timeout signs: the round given up and the signer's highest QC round.
 pub(crate) fn timeout_digest(epoch: Epoch, round: Round, high_qc_round: Round) -> Digest {
     hash_parts(TIMEOUT_DOMAIN, &encode(&(epoch, round, high_qc_round)))
+}
+
+/// The signer list of a certificate: between a quorum and n entries, every one a member of
+/// the set, strictly ascending (so no signer appears twice). Checked before any signature, so
+/// an oversized certificate costs nothing to refuse.
+fn check_signers(
+    signers: impl ExactSizeIterator<Item = ValidatorIndex>,
+    validators: &ValidatorSet,
+) -> Result<(), ConsensusError> {
+    let count = signers.len();
+    if count > validators.len() {
+        return Err(ConsensusError::InvalidCertificate(
+            "more signers than validators",
+        ));
+    }
+    if count < validators.quorum() {
+        return Err(ConsensusError::InvalidCertificate("no quorum"));
+    }
+    let mut previous: Option<ValidatorIndex> = None;
+    for i in signers {
+        if usize::from(i) >= validators.len() {
+            return Err(ConsensusError::InvalidCertificate("unknown signer"));
+        }
+        if previous.is_some_and(|p| p >= i) {
+            return Err(ConsensusError::InvalidCertificate(
+                "signers not strictly ascending",
+            ));
+        }
+        previous = Some(i);
+    }
+    Ok(())
 }
 
 /// 2f+1 votes for one block: the block is certified.
@@ -191,18 +237,12 @@ impl QuorumCert {
         if self.epoch != validators.epoch() {
             return Err(ConsensusError::InvalidCertificate("wrong epoch"));
         }
+        check_signers(self.signatures.iter().map(|s| s.0), validators)?;
         let msg = vote_digest(self.epoch, self.round, self.height, &self.block);
-        let mut seen = BTreeSet::new();
         for (i, sig) in &self.signatures {
-            if !seen.insert(*i) {
-                return Err(ConsensusError::InvalidCertificate("duplicate signer"));
-            }
             if !validators.verify(*i, &msg, sig) {
                 return Err(ConsensusError::InvalidCertificate("bad signature"));
             }
-        }
-        if seen.len() < validators.quorum() {
-            return Err(ConsensusError::InvalidCertificate("no quorum"));
         }
         Ok(())
     }
@@ -221,7 +261,7 @@ pub struct TimeoutCert {
 }
 
 impl TimeoutCert {
-    /// The highest QC round any signer reported.
+    /// The highest QC round any signer reported (each is below `round` in a verified TC).
     pub fn max_high_qc_round(&self) -> Round {
         self.timeouts.iter().map(|t| t.1).max().unwrap_or(0)
     }
@@ -233,21 +273,17 @@ impl TimeoutCert {
                 "timeout cert of another epoch",
             ));
         }
-        let mut seen = BTreeSet::new();
+        check_signers(self.timeouts.iter().map(|t| t.0), validators)?;
         for (i, hqc, sig) in &self.timeouts {
-            if !seen.insert(*i) {
+            // A replica gives up a round above every QC it knows: a higher claim is forged.
+            if *hqc >= self.round {
                 return Err(ConsensusError::InvalidCertificate(
-                    "duplicate timeout signer",
+                    "timeout high QC round not below the round",
                 ));
             }
             if !validators.verify(*i, &timeout_digest(self.epoch, self.round, *hqc), sig) {
                 return Err(ConsensusError::InvalidCertificate("bad timeout signature"));
             }
-        }
-        if seen.len() < validators.quorum() {
-            return Err(ConsensusError::InvalidCertificate(
-                "timeout cert without quorum",
-            ));
         }
         Ok(())
     }

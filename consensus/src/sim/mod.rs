@@ -3,13 +3,21 @@
 //! The network delays each message by a random amount (a long tail included), loses and
 //! duplicates messages, reorders them (a consequence of the delays), and partitions the
 //! validators into two sides; crashed honest validators restart from their persisted safety
-//! state and committed chain. Byzantine validators equivocate, fork from an old certificate,
-//! double-vote, stay silent or send garbage. After the chaos period the network heals.
+//! state and committed chain. Byzantine validators come from an [`Adversary`] (see
+//! `adversary.rs`): classic misbehaviour, Twins, or forged and mutated messages. After the
+//! chaos period the network heals.
 //!
 //! Every run checks safety (no two honest validators commit different blocks at one height;
-//! every committed chain is gap-free, so chains are prefixes of each other) and liveness
-//! (after the heal, every honest validator commits new blocks).
+//! every committed chain is gap-free, so chains are prefixes of each other; no honest validator
+//! is accused of equivocation; no message makes a replica panic) and liveness (after the heal,
+//! every honest validator commits new blocks). A run is a pure function of its [`SimConfig`]:
+//! a failing seed replays exactly.
 
+mod adversary;
+
+pub use self::adversary::Adversary;
+use self::adversary::{forge, forge_sync, Behaviour};
+use crate::consensus::Rule;
 use crate::types::{hash_parts, vote_digest, Block, Digest, Message, QuorumCert, Vote};
 use crate::{Action, Config, Consensus, Event, SafetyState, ValidatorIndex, ValidatorSet};
 use ed25519_dalek::{Signer, SigningKey};
@@ -17,6 +25,11 @@ use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// How far ahead of the simulated clock an honest validator accepts a block timestamp (the
+/// node's clock tolerance plays this part in production).
+const CLOCK_TOLERANCE_MS: u64 = 500;
 
 /// Parameters of one run.
 #[derive(Clone, Debug)]
@@ -25,6 +38,8 @@ pub struct SimConfig {
     pub validators: usize,
     /// How many of them are Byzantine (the last ones).
     pub byzantine: usize,
+    /// Which Byzantine behaviours they draw from.
+    pub adversary: Adversary,
     /// The seed: the run is a pure function of the config.
     pub seed: u64,
     /// Simulated time with faults (loss, duplication, partitions, crashes), in ms.
@@ -39,8 +54,8 @@ pub struct SimConfig {
     pub crashes: bool,
     /// Partitions during the chaos period.
     pub partitions: bool,
-    /// Honest replicas vote without their safety rules (to show the checker catches it).
-    pub broken_voting: bool,
+    /// A safety rule honest replicas run without (to show the checker catches it).
+    pub broken_rule: Option<Rule>,
     /// Blocks every honest validator must commit after the heal.
     pub min_commits_after_heal: u64,
     /// Start epoch 1 (same validators) after the block at this height.
@@ -48,11 +63,12 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
-    /// The standard run: faults for 10 s, then 10 s healed.
+    /// The standard run: faults for 10 s, then 10 s healed, classic adversary.
     pub fn new(validators: usize, byzantine: usize, seed: u64) -> SimConfig {
         SimConfig {
             validators,
             byzantine,
+            adversary: Adversary::Classic,
             seed,
             chaos_ms: 10_000,
             healed_ms: 10_000,
@@ -60,7 +76,7 @@ impl SimConfig {
             duplication: 0.02,
             crashes: true,
             partitions: true,
-            broken_voting: false,
+            broken_rule: None,
             min_commits_after_heal: 5,
             reconfigure_at: None,
         }
@@ -92,29 +108,6 @@ pub struct SimReport {
     pub epochs_seen: Vec<u64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Behaviour {
-    Honest,
-    Silent,
-    Equivocate,
-    Fork,
-    DoubleVote,
-    Garbage,
-}
-
-impl Behaviour {
-    fn name(self) -> &'static str {
-        match self {
-            Behaviour::Honest => "honest",
-            Behaviour::Silent => "silent",
-            Behaviour::Equivocate => "equivocate",
-            Behaviour::Fork => "fork",
-            Behaviour::DoubleVote => "double-vote",
-            Behaviour::Garbage => "garbage",
-        }
-    }
-}
-
 enum Delivery {
     Msg {
         from: ValidatorIndex,
@@ -128,7 +121,11 @@ enum Delivery {
     Restart,
 }
 
+/// One running instance. A validator is one instance, or two for Twins.
 struct Node {
+    id: ValidatorIndex,
+    /// For a Twins instance: which side of the honest validators it talks to.
+    twin_side: Option<bool>,
     key: SigningKey,
     behaviour: Behaviour,
     consensus: Option<Consensus>,
@@ -150,6 +147,8 @@ struct Sim {
     /// Committed block id per height, from the first honest validator to commit it.
     canonical: BTreeMap<u64, (Digest, usize)>,
     partition: Option<(u64, Vec<bool>)>,
+    /// Which Twins instance each honest validator talks to (by validator index).
+    twin_sides: Vec<bool>,
     report: SimReport,
 }
 
@@ -177,33 +176,37 @@ pub fn run(cfg: &SimConfig) -> SimReport {
             }
         }
     };
-    let byz = [
-        Behaviour::Equivocate,
-        Behaviour::Fork,
-        Behaviour::DoubleVote,
-        Behaviour::Silent,
-        Behaviour::Garbage,
-    ];
+    let pool = cfg.adversary.behaviours();
     let mut nodes = Vec::new();
     let mut behaviours = Vec::new();
     for (i, key) in keys.into_iter().enumerate() {
         let behaviour = if i >= cfg.validators - cfg.byzantine {
-            let b = byz[rng.gen_range(0..byz.len())];
+            let b = pool[rng.gen_range(0..pool.len())];
             behaviours.push((i as ValidatorIndex, b.name()));
             b
         } else {
             Behaviour::Honest
         };
-        nodes.push(Node {
-            key,
-            behaviour,
-            consensus: None,
-            safety: None,
-            committed: Vec::new(),
-            timer_generation: 0,
-            commits_at_heal: None,
-        });
+        let sides: &[Option<bool>] = if behaviour == Behaviour::Twins {
+            &[Some(false), Some(true)]
+        } else {
+            &[None]
+        };
+        for side in sides {
+            nodes.push(Node {
+                id: i as ValidatorIndex,
+                twin_side: *side,
+                key: key.clone(),
+                behaviour,
+                consensus: None,
+                safety: None,
+                committed: Vec::new(),
+                timer_generation: 0,
+                commits_at_heal: None,
+            });
+        }
     }
+    let twin_sides = (0..cfg.validators).map(|_| rng.gen_bool(0.5)).collect();
     let mut sim = Sim {
         cfg: cfg.clone(),
         rng,
@@ -215,6 +218,7 @@ pub fn run(cfg: &SimConfig) -> SimReport {
         validators,
         canonical: BTreeMap::new(),
         partition: None,
+        twin_sides,
         report: SimReport {
             behaviours,
             ..SimReport::default()
@@ -237,6 +241,10 @@ impl Sim {
         }
     }
 
+    fn honest(&self, i: usize) -> bool {
+        self.nodes[i].behaviour == Behaviour::Honest
+    }
+
     fn next_epoch(&self) -> Option<(u64, ValidatorSet)> {
         let h = self.cfg.reconfigure_at?;
         let keys = (0..self.validators.len())
@@ -246,6 +254,8 @@ impl Sim {
     }
 
     fn boot(&mut self, i: usize) {
+        let honest = self.honest(i);
+        let broken = self.cfg.broken_rule.filter(|_| honest);
         let node = &self.nodes[i];
         let root = node
             .committed
@@ -257,24 +267,26 @@ impl Sim {
             Some((h, set)) if node.committed.len() as u64 >= h => (set, None),
             other => (self.validators.clone(), other),
         };
-        let mut c = Consensus::new(
-            self.config(),
-            node.key.clone(),
-            validators,
-            root,
-            node.safety.clone(),
-        );
+        let mut safety = node.safety.clone();
+        if broken == Some(Rule::TimeoutLock) {
+            // The broken rule as it was: the lock neither persisted nor checked.
+            if let Some(s) = safety.as_mut() {
+                s.highest_qc = None;
+                s.last_tc = None;
+            }
+        }
+        let mut c = Consensus::new(self.config(), node.key.clone(), validators, root, safety);
         if let Some((height, validators)) = pending {
             // What the node's execution would announce ahead of the boundary.
             let _ = c.handle(Event::Reconfigure { height, validators });
         }
-        if self.cfg.broken_voting && node.behaviour == Behaviour::Honest {
-            c.break_safety_for_tests();
+        if let Some(rule) = broken {
+            c.break_rule_for_tests(rule);
         } else if matches!(
             node.behaviour,
             Behaviour::DoubleVote | Behaviour::Equivocate
         ) {
-            c.break_voting_rule_for_tests();
+            c.break_rule_for_tests(Rule::Voting);
         }
         let actions = c.start();
         self.nodes[i].consensus = Some(c);
@@ -300,11 +312,31 @@ impl Sim {
         }
     }
 
+    /// Whether the partition separates two instances' validators.
     fn cut(&self, a: usize, b: usize) -> bool {
         match &self.partition {
-            Some((_, side)) => side[a] != side[b],
+            Some((_, side)) => side[self.nodes[a].id as usize] != side[self.nodes[b].id as usize],
             None => false,
         }
+    }
+
+    /// Twins routing: a Twins instance talks only to the honest validators on its side (and
+    /// to the other Twins instances on its side).
+    fn linked(&self, a: usize, b: usize) -> bool {
+        let (na, nb) = (&self.nodes[a], &self.nodes[b]);
+        match (na.twin_side, nb.twin_side) {
+            (Some(x), Some(y)) => x == y,
+            (Some(x), None) => self.twin_sides[nb.id as usize] == x,
+            (None, Some(y)) => self.twin_sides[na.id as usize] == y,
+            (None, None) => true,
+        }
+    }
+
+    /// The instances of validator `v` that instance `from` reaches.
+    fn instances_of(&self, from: usize, v: usize) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|k| self.nodes[*k].id as usize == v && *k != from && self.linked(from, *k))
+            .collect()
     }
 
     fn send(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
@@ -322,11 +354,23 @@ impl Sim {
         for _ in 0..copies {
             let at = self.now + self.delay();
             let d = Delivery::Msg {
-                from: from as ValidatorIndex,
+                from: self.nodes[from].id,
                 bytes: bytes.clone(),
             };
             self.schedule(at, to, d);
         }
+    }
+
+    /// Sends with the shortest delay (a forger close to its victims).
+    fn send_first(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
+        if self.chaos() && self.cut(from, to) {
+            return;
+        }
+        let d = Delivery::Msg {
+            from: self.nodes[from].id,
+            bytes,
+        };
+        self.schedule(self.now + 1, to, d);
     }
 
     fn run(&mut self) {
@@ -360,7 +404,7 @@ impl Sim {
     fn heal(&mut self) {
         self.partition = None;
         for i in 0..self.nodes.len() {
-            if self.nodes[i].consensus.is_none() && self.nodes[i].behaviour == Behaviour::Honest {
+            if self.nodes[i].consensus.is_none() && self.honest(i) {
                 self.boot(i);
             }
             let n = self.nodes[i].committed.len() as u64;
@@ -368,11 +412,12 @@ impl Sim {
         }
     }
 
-    /// A random fault: a partition that heals after a while, or a crash with a later restart.
+    /// A random fault: a partition that heals after a while, a crash with a later restart, or
+    /// a new split of the honest validators between Twins instances.
     fn fault(&mut self) {
-        match self.rng.gen_range(0..3) {
+        match self.rng.gen_range(0..4) {
             0 if self.cfg.partitions => {
-                let side: Vec<bool> = (0..self.nodes.len())
+                let side: Vec<bool> = (0..self.cfg.validators)
                     .map(|_| self.rng.gen_bool(0.5))
                     .collect();
                 let until = self.now + self.rng.gen_range(500..3_000);
@@ -380,10 +425,7 @@ impl Sim {
             }
             1 if self.cfg.crashes => {
                 let honest: Vec<usize> = (0..self.nodes.len())
-                    .filter(|i| {
-                        self.nodes[*i].behaviour == Behaviour::Honest
-                            && self.nodes[*i].consensus.is_some()
-                    })
+                    .filter(|i| self.honest(*i) && self.nodes[*i].consensus.is_some())
                     .collect();
                 if honest.len() > 1 {
                     let victim = honest[self.rng.gen_range(0..honest.len())];
@@ -391,6 +433,11 @@ impl Sim {
                     let back = self.now + self.rng.gen_range(200..3_000);
                     self.schedule(back, victim, Delivery::Restart);
                 }
+            }
+            2 => {
+                self.twin_sides = (0..self.cfg.validators)
+                    .map(|_| self.rng.gen_bool(0.5))
+                    .collect();
             }
             _ => {
                 if let Some((until, _)) = &self.partition {
@@ -425,27 +472,23 @@ impl Sim {
         };
         let trace = std::env::var("TALLY_SIM_TRACE").ok() == Some(i.to_string());
         if trace {
-            let e = match &event {
-                Event::Message { from, bytes } => format!(
-                    "msg from {from}: {:?}",
-                    Message::from_bytes(bytes, 1 << 20).map(|m| match m {
-                        Message::Proposal(b) =>
-                            format!("proposal r{} h{} qc{}", b.round, b.height, b.justify.round),
-                        Message::Vote(v) => format!("vote r{} by {}", v.round, v.voter),
-                        Message::Timeout(t) => format!(
-                            "timeout r{} by {} hqc{} tc{:?}",
-                            t.round,
-                            t.voter,
-                            t.high_qc.round,
-                            t.entered_by.as_ref().map(|x| x.round)
-                        ),
-                    })
-                ),
-                other => format!("{other:?}").chars().take(120).collect(),
-            };
-            eprintln!("{} node {i} round {} <- {e}", self.now, c.round());
+            eprintln!(
+                "{} node {i} round {} <- {}",
+                self.now,
+                c.round(),
+                describe(&event)
+            );
         }
-        let actions = c.handle(event);
+        let actions = match catch_unwind(AssertUnwindSafe(|| c.handle(event))) {
+            Ok(actions) => actions,
+            Err(_) => {
+                self.report.safety_violation = Some(format!(
+                    "validator {} panicked handling an event",
+                    self.nodes[i].id
+                ));
+                return;
+            }
+        };
         if trace {
             for a in &actions {
                 eprintln!(
@@ -479,41 +522,59 @@ impl Sim {
                     };
                     self.schedule(self.now + 1, i, Delivery::Event(e));
                 }
-                Action::ValidatePayload { block, .. } => {
-                    let e = Event::PayloadValidated { block, valid: true };
+                Action::ValidatePayload {
+                    block,
+                    timestamp_ms,
+                    ..
+                } => {
+                    // The node's clock check: not ahead of the local clock by more than the
+                    // tolerance.
+                    let valid = timestamp_ms <= self.now.saturating_add(CLOCK_TOLERANCE_MS);
+                    let e = Event::PayloadValidated { block, valid };
                     self.schedule(self.now + 1, i, Delivery::Event(e));
                 }
                 Action::Commit { block, qc } => self.commit(i, block, qc),
                 Action::RequestBlocks { to, request } => {
-                    let to = to as usize;
-                    let reachable = !(self.cut(i, to) && self.chaos());
-                    let blocks = match &self.nodes[to].consensus {
-                        Some(c) if reachable && self.nodes[to].behaviour != Behaviour::Silent => {
-                            let chain = &self.nodes[to].committed;
-                            c.serve_blocks(&request, &|h| {
-                                chain.get(h as usize - 1).map(|x| x.0.clone())
+                    let server = self
+                        .instances_of(i, to as usize)
+                        .into_iter()
+                        .find(|k| self.nodes[*k].consensus.is_some());
+                    let reachable = server.is_some_and(|k| !(self.cut(i, k) && self.chaos()));
+                    let mut blocks = match server.filter(|_| reachable) {
+                        Some(k) if self.nodes[k].behaviour != Behaviour::Silent => {
+                            let chain = &self.nodes[k].committed;
+                            self.nodes[k].consensus.as_ref().map_or(Vec::new(), |c| {
+                                c.serve_blocks(&request, &|h| {
+                                    let h = usize::try_from(h).ok()?.checked_sub(1)?;
+                                    chain.get(h).map(|x| x.0.clone())
+                                })
                             })
                         }
                         _ => Vec::new(),
                     };
-                    let e = Event::SyncResponse {
-                        from: to as ValidatorIndex,
-                        blocks,
-                    };
+                    if let Some(k) = server.filter(|k| self.nodes[*k].behaviour == Behaviour::Forge)
+                    {
+                        if self.rng.gen_bool(0.5) {
+                            let key = self.nodes[k].key.clone();
+                            blocks = forge_sync(blocks, &key, &mut self.rng);
+                        }
+                    }
+                    let e = Event::SyncResponse { from: to, blocks };
                     let at = self.now + 2 * self.delay();
                     self.schedule(at, i, Delivery::Event(e));
                 }
                 Action::Evidence(e) => {
-                    if self.nodes[i].behaviour == Behaviour::Honest {
+                    if self.honest(i) {
                         self.report.evidence += 1;
                         let accused = e.validator() as usize;
                         let honest_accused = self
                             .nodes
-                            .get(accused)
-                            .is_some_and(|n| n.behaviour == Behaviour::Honest);
-                        if honest_accused && !self.cfg.broken_voting {
+                            .iter()
+                            .any(|n| n.id as usize == accused && n.behaviour == Behaviour::Honest);
+                        if honest_accused {
                             self.report.safety_violation = Some(format!(
-                                "validator {i} holds {} evidence against honest validator {accused} (round {})",
+                                "validator {} holds {} evidence against honest validator {accused} (round {})",
+                                self.nodes[i].id,
                                 e.kind(),
                                 e.round()
                             ));
@@ -521,7 +582,7 @@ impl Sim {
                     }
                 }
                 Action::Misbehaviour { .. } => {
-                    if self.nodes[i].behaviour == Behaviour::Honest {
+                    if self.honest(i) {
                         self.report.dropped += 1;
                     }
                 }
@@ -531,11 +592,15 @@ impl Sim {
 
     /// Sends, applying the sender's Byzantine behaviour.
     fn outgoing(&mut self, i: usize, to: Option<usize>, bytes: Vec<u8>) {
-        let n = self.nodes.len();
-        let targets: Vec<usize> = match to {
+        let me = self.nodes[i].id as usize;
+        let validators: Vec<usize> = match to {
             Some(t) => vec![t],
-            None => (0..n).filter(|j| *j != i).collect(),
+            None => (0..self.cfg.validators).filter(|j| *j != me).collect(),
         };
+        let targets: Vec<usize> = validators
+            .into_iter()
+            .flat_map(|v| self.instances_of(i, v))
+            .collect();
         let behaviour = self.nodes[i].behaviour;
         let msg = Message::from_bytes(&bytes, 1 << 20).ok();
         match (behaviour, msg) {
@@ -554,25 +619,7 @@ impl Sim {
                 }
             }
             (Behaviour::Fork, Some(Message::Proposal(b))) => {
-                // Extend the great-grandparent of the new block instead of its parent: the
-                // grandparent, which replicas that saw the parent's certificate committed, gets
-                // a conflicting sibling.
-                let grand = self.nodes[i].consensus.as_ref().and_then(|c| {
-                    let parent = c.block(&b.parent)?;
-                    let grand = c.block(&parent.parent)?;
-                    Some(grand.justify.clone())
-                });
-                let forked = match grand {
-                    Some(qc) => {
-                        let mut f = b.clone();
-                        f.height = qc.height + 1;
-                        f.parent = qc.block;
-                        f.justify = qc;
-                        f.timeout_cert = None;
-                        f.sign(&self.nodes[i].key)
-                    }
-                    None => b,
-                };
+                let forked = self.fork(i, b);
                 let m = Message::Proposal(forked).to_bytes();
                 for t in targets {
                     self.send(i, t, m.clone());
@@ -610,6 +657,20 @@ impl Sim {
                     self.send(i, t, bytes.clone());
                 }
             }
+            (Behaviour::Forge, Some(_)) => {
+                let key = self.nodes[i].key.clone();
+                let id = self.nodes[i].id;
+                for t in targets {
+                    // The forged copy first: it races the honest votes to the aggregators.
+                    if self.rng.gen_bool(0.6) {
+                        let forged = forge(&bytes, id, self.cfg.validators, &key, &mut self.rng);
+                        self.send_first(i, t, forged);
+                    }
+                    if self.rng.gen_bool(0.7) {
+                        self.send(i, t, bytes.clone());
+                    }
+                }
+            }
             _ => {
                 for t in targets {
                     self.send(i, t, bytes.clone());
@@ -618,14 +679,55 @@ impl Sim {
         }
     }
 
+    /// A leader that forks: after a timeout certificate it extends the lowest certificate it
+    /// knows (honest replicas vote for it only if it is at least the TC's highest QC round);
+    /// otherwise it extends the grandparent of the block it would propose, which honest
+    /// replicas refuse.
+    fn fork(&self, i: usize, b: Block) -> Block {
+        let Some(c) = self.nodes[i].consensus.as_ref() else {
+            return b;
+        };
+        let key = &self.nodes[i].key;
+        let mut lowest: Option<QuorumCert> = None;
+        let mut cur = c.block(&b.parent);
+        let after_tc = b.timeout_cert.is_some();
+        let mut hops = 0;
+        while let Some(blk) = cur {
+            let qc = &blk.justify;
+            if after_tc || hops >= 1 {
+                lowest = Some(qc.clone());
+            }
+            if qc.block == blk.parent && hops < 8 {
+                cur = c.block(&blk.parent);
+                hops += 1;
+            } else {
+                break;
+            }
+        }
+        match lowest {
+            Some(qc) if qc.block != b.parent => {
+                let mut f = b.clone();
+                f.height = qc.height.saturating_add(1);
+                f.parent = qc.block;
+                f.justify = qc;
+                if !after_tc {
+                    f.timeout_cert = None;
+                }
+                f.sign(key)
+            }
+            _ => b,
+        }
+    }
+
     fn commit(&mut self, i: usize, block: Block, qc: QuorumCert) {
+        let honest = self.honest(i);
         let node = &mut self.nodes[i];
         let expected = node.committed.len() as u64 + 1;
-        let honest = node.behaviour == Behaviour::Honest;
         if block.height != expected {
             if honest {
                 self.report.safety_violation = Some(format!(
-                    "validator {i} committed height {} after height {}",
+                    "validator {} committed height {} after height {}",
+                    node.id,
                     block.height,
                     expected - 1
                 ));
@@ -634,30 +736,51 @@ impl Sim {
         }
         let id = block.id();
         let epoch = block.epoch;
+        let certified = qc.block == id && qc.height == block.height && qc.epoch == epoch && {
+            let set = if epoch == self.validators.epoch() {
+                Some(self.validators.clone())
+            } else {
+                self.next_epoch().map(|(_, s)| s)
+            };
+            set.is_some_and(|s| qc.verify(&s).is_ok())
+        };
+        let node = &mut self.nodes[i];
         node.committed.push((block, qc));
         if !honest {
+            return;
+        }
+        if !certified {
+            self.report.safety_violation = Some(format!(
+                "validator {} committed height {expected} with a certificate that does not certify it",
+                self.nodes[i].id
+            ));
             return;
         }
         if i == 0 && self.report.epochs_seen.last() != Some(&epoch) {
             self.report.epochs_seen.push(epoch);
         }
+        let who = self.nodes[i].id as usize;
         match self.canonical.get(&expected) {
             Some((other, j)) if *other != id => {
                 self.report.safety_violation = Some(format!(
-                    "validators {j} and {i} committed different blocks at height {expected} ({other} vs {id})"
+                    "validators {j} and {who} committed different blocks at height {expected} ({other} vs {id})"
                 ));
             }
             Some(_) => {}
             None => {
-                self.canonical.insert(expected, (id, i));
+                self.canonical.insert(expected, (id, who));
             }
         }
     }
 
     fn finish(&mut self) {
         self.report.simulated_s = self.now as f64 / 1000.0;
-        self.report.nodes = self
+        let primary: Vec<&Node> = self
             .nodes
+            .iter()
+            .filter(|n| n.twin_side != Some(true))
+            .collect();
+        self.report.nodes = primary
             .iter()
             .map(|n| match &n.consensus {
                 Some(c) => (
@@ -669,8 +792,7 @@ impl Sim {
                 None => (0, n.committed.len() as u64, 0, false),
             })
             .collect();
-        self.report.stats = self
-            .nodes
+        self.report.stats = primary
             .iter()
             .map(|n| {
                 n.consensus
@@ -680,7 +802,7 @@ impl Sim {
             })
             .collect();
         let mut min = u64::MAX;
-        for (i, n) in self.nodes.iter().enumerate() {
+        for n in &self.nodes {
             if n.behaviour != Behaviour::Honest {
                 continue;
             }
@@ -689,12 +811,34 @@ impl Sim {
             let after = total - n.commits_at_heal.unwrap_or(0).min(total);
             if self.report.liveness_failure.is_none() && after < self.cfg.min_commits_after_heal {
                 self.report.liveness_failure = Some(format!(
-                    "validator {i} committed {after} blocks after the network healed (needs {})",
-                    self.cfg.min_commits_after_heal
+                    "validator {} committed {after} blocks after the network healed (needs {})",
+                    n.id, self.cfg.min_commits_after_heal
                 ));
             }
         }
         self.report.min_honest_commits = if min == u64::MAX { 0 } else { min };
+    }
+}
+
+/// One line about an event, for `TALLY_SIM_TRACE=<node>`.
+fn describe(event: &Event) -> String {
+    match event {
+        Event::Message { from, bytes } => format!(
+            "msg from {from}: {:?}",
+            Message::from_bytes(bytes, 1 << 20).map(|m| match m {
+                Message::Proposal(b) =>
+                    format!("proposal r{} h{} qc{}", b.round, b.height, b.justify.round),
+                Message::Vote(v) => format!("vote r{} by {}", v.round, v.voter),
+                Message::Timeout(t) => format!(
+                    "timeout r{} by {} hqc{} tc{:?}",
+                    t.round,
+                    t.voter,
+                    t.high_qc.round,
+                    t.entered_by.as_ref().map(|x| x.round)
+                ),
+            })
+        ),
+        other => format!("{other:?}").chars().take(120).collect(),
     }
 }
 
@@ -741,7 +885,7 @@ mod tests {
     fn the_checker_catches_replicas_that_ignore_their_lock() {
         let caught = (0..60).find(|seed| {
             let mut cfg = SimConfig::new(4, 1, *seed);
-            cfg.broken_voting = true;
+            cfg.broken_rule = Some(Rule::TwoChainCommit);
             run(&cfg).safety_violation.is_some()
         });
         assert!(

@@ -1,0 +1,437 @@
+//! One honest replica against one Byzantine validator that sends correctly signed messages with
+//! forged or mutated fields. Each test is a finding of the safety review: it failed before the
+//! rule it names existed.
+
+use crate::types::{timeout_digest, vote_digest};
+use crate::{
+    Action, Block, Config, Consensus, Digest, Event, Message, QuorumCert, Round, SafetyState,
+    Timeout, TimeoutCert, ValidatorIndex, ValidatorSet, Vote, ROUND_WINDOW, SYNC_CHUNK,
+};
+use ed25519_dalek::{Signature, Signer, SigningKey};
+
+const BYZANTINE: ValidatorIndex = 3;
+
+struct Fixture {
+    keys: Vec<SigningKey>,
+    set: ValidatorSet,
+    genesis: (Block, QuorumCert),
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let keys: Vec<SigningKey> = (0..4u8)
+            .map(|i| SigningKey::from_bytes(&[i + 1; 32]))
+            .collect();
+        let set = ValidatorSet::new(
+            0,
+            keys.iter().map(|k| k.verifying_key().to_bytes()).collect(),
+        )
+        .expect("set");
+        let genesis = Block::genesis(&set);
+        Fixture { keys, set, genesis }
+    }
+
+    fn replica(&self, i: usize, safety: Option<SafetyState>) -> Consensus {
+        Consensus::new(
+            Config::default(),
+            self.keys[i].clone(),
+            self.set.clone(),
+            self.genesis.clone(),
+            safety,
+        )
+    }
+
+    fn vote(&self, by: ValidatorIndex, round: Round, height: u64, block: Digest) -> Vote {
+        let signature = self.keys[usize::from(by)].sign(&vote_digest(0, round, height, &block).0);
+        Vote {
+            epoch: 0,
+            round,
+            height,
+            block,
+            voter: by,
+            signature,
+        }
+    }
+
+    /// A QC for `block` signed by validators 0, 1, 2.
+    fn qc(&self, block: &Block) -> QuorumCert {
+        let id = block.id();
+        QuorumCert {
+            epoch: 0,
+            round: block.round,
+            height: block.height,
+            block: id,
+            signatures: (0..3)
+                .map(|i| (i, self.vote(i, block.round, block.height, id).signature))
+                .collect(),
+        }
+    }
+
+    /// The block validator `leader(round)` proposes on `justify`, signed by it.
+    fn block(&self, round: Round, justify: &QuorumCert, timestamp_ms: u64) -> Block {
+        let author = self.set.leader(round);
+        Block {
+            epoch: 0,
+            round,
+            height: justify.height + 1,
+            parent: justify.block,
+            justify: justify.clone(),
+            timeout_cert: None,
+            author,
+            timestamp_ms,
+            payload: vec![Digest([round as u8; 32])],
+            signature: Signature::from_bytes(&[0; 64]),
+        }
+        .sign(&self.keys[usize::from(author)])
+    }
+
+    fn timeout(&self, by: ValidatorIndex, round: Round, high_qc: QuorumCert) -> Timeout {
+        let signature = self.keys[usize::from(by)].sign(&timeout_digest(0, round, high_qc.round).0);
+        Timeout {
+            epoch: 0,
+            round,
+            high_qc,
+            voter: by,
+            signature,
+            entered_by: None,
+        }
+    }
+}
+
+fn msg(from: ValidatorIndex, m: Message) -> Event {
+    Event::Message {
+        from,
+        bytes: m.to_bytes(),
+    }
+}
+
+fn penalised(actions: &[Action]) -> Vec<&'static str> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Misbehaviour { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .collect()
+}
+
+fn votes_to_validate(actions: &[Action]) -> usize {
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::ValidatePayload { .. }))
+        .count()
+}
+
+#[test]
+fn a_timeout_carrying_the_root_certificate_with_a_forged_round_is_refused() {
+    let f = Fixture::new();
+    let mut r = f.replica(0, None);
+    r.start();
+    let forged = QuorumCert {
+        round: u64::MAX - 2,
+        signatures: Vec::new(),
+        ..f.genesis.1.clone()
+    };
+    let actions = r.handle(msg(
+        BYZANTINE,
+        Message::Timeout(f.timeout(BYZANTINE, 1, forged)),
+    ));
+    assert_eq!(penalised(&actions), vec!["bad_timeout"]);
+    assert_eq!(r.highest_qc().round, 0);
+    assert_eq!(r.round(), 1);
+}
+
+#[test]
+fn a_timeout_for_a_far_round_carrying_a_forged_certificate_just_below_it_is_refused() {
+    let f = Fixture::new();
+    let mut r = f.replica(0, None);
+    r.start();
+    let forged = QuorumCert {
+        round: u64::MAX - 2,
+        signatures: Vec::new(),
+        ..f.genesis.1.clone()
+    };
+    let actions = r.handle(msg(
+        BYZANTINE,
+        Message::Timeout(f.timeout(BYZANTINE, u64::MAX - 1, forged)),
+    ));
+    assert_eq!(penalised(&actions), vec!["bad_timeout"]);
+    assert_eq!(r.round(), 1);
+}
+
+#[test]
+fn a_proposal_justified_by_a_forged_root_certificate_is_refused() {
+    let f = Fixture::new();
+    let mut r = f.replica(0, None);
+    r.start();
+    // Validator 3 leads round 3 (and every round = 3 mod 4).
+    let round = u64::MAX - u64::MAX % 4 - 1;
+    assert_eq!(f.set.leader(round), BYZANTINE);
+    let mut b = f.block(round, &f.genesis.1, 10);
+    b.justify.round = round - 1;
+    let b = b.sign(&f.keys[3]);
+    let actions = r.handle(msg(BYZANTINE, Message::Proposal(b)));
+    assert_eq!(penalised(&actions), vec!["bad_qc"]);
+    assert_eq!(r.highest_qc().round, 0);
+    assert_eq!(r.round(), 1);
+}
+
+#[test]
+fn a_vote_with_a_wrong_height_does_not_poison_the_certificate() {
+    let f = Fixture::new();
+    let mut r = f.replica(0, None);
+    r.start();
+    let b1 = f.block(1, &f.genesis.1, 10);
+    let id = b1.id();
+    // The Byzantine vote arrives first, signed, naming the block with the wrong height.
+    r.handle(msg(BYZANTINE, Message::Vote(f.vote(BYZANTINE, 1, 7, id))));
+    r.handle(msg(1, Message::Proposal(b1.clone())));
+    for i in 1..3 {
+        r.handle(msg(i, Message::Vote(f.vote(i, 1, 1, id))));
+    }
+    // Replica 0's own vote (validation answered) completes a quorum of the right height.
+    r.handle(Event::PayloadValidated {
+        block: id,
+        valid: true,
+    });
+    let qc = r.highest_qc().clone();
+    assert_eq!((qc.round, qc.height, qc.block), (1, 1, id));
+    assert!(qc.verify(&f.set).is_ok(), "{qc:?}");
+}
+
+#[test]
+fn a_restarted_replica_times_out_with_a_certificate_at_least_as_high_as_its_lock() {
+    let f = Fixture::new();
+    let mut r = f.replica(0, None);
+    r.start();
+    let b1 = f.block(1, &f.genesis.1, 10);
+    let qc1 = f.qc(&b1);
+    let b2 = f.block(2, &qc1, 20);
+    r.handle(msg(1, Message::Proposal(b1)));
+    r.handle(msg(2, Message::Proposal(b2.clone())));
+    let actions = r.handle(Event::PayloadValidated {
+        block: b2.id(),
+        valid: true,
+    });
+    let state = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::PersistSafety(s) => Some(s.clone()),
+            _ => None,
+        })
+        .expect("voting persists the safety state");
+    assert_eq!(state.highest_qc_round, 1);
+    // kill -9, restart from the committed root (genesis) and the persisted state.
+    let mut restarted = f.replica(0, Some(state));
+    restarted.start();
+    let round = restarted.round();
+    let actions = restarted.handle(Event::Timeout { round });
+    let sent = actions.iter().find_map(|a| match a {
+        Action::Broadcast { bytes } => match Message::from_bytes(bytes, 1 << 20) {
+            Ok(Message::Timeout(t)) => Some(t),
+            _ => None,
+        },
+        _ => None,
+    });
+    let t = sent.expect("the restarted replica times out its round");
+    assert!(t.high_qc.round >= 1, "timeout below the lock: {t:?}");
+}
+
+#[test]
+fn safety_rules_refuse_a_timeout_below_the_lock() {
+    let f = Fixture::new();
+    let mut r = f.replica(0, None);
+    r.start();
+    let b1 = f.block(1, &f.genesis.1, 10);
+    let qc1 = f.qc(&b1);
+    let b2 = f.block(2, &qc1, 20);
+    r.handle(msg(1, Message::Proposal(b1)));
+    r.handle(msg(2, Message::Proposal(b2.clone())));
+    r.handle(Event::PayloadValidated {
+        block: b2.id(),
+        valid: true,
+    });
+    assert!(r.safety.timeout(0, 3, &f.genesis.1, None).is_none());
+    assert!(r.safety.timeout(0, 2, &qc1, None).is_some());
+}
+
+#[test]
+fn messages_beyond_the_round_window_are_not_kept() {
+    let f = Fixture::new();
+    let mut r = f.replica(0, None);
+    r.start();
+    for k in 0..2_000u64 {
+        let round = 1 + k * 7;
+        r.handle(msg(
+            BYZANTINE,
+            Message::Timeout(f.timeout(BYZANTINE, round, f.genesis.1.clone())),
+        ));
+        let id = Digest([k as u8; 32]);
+        r.handle(msg(
+            BYZANTINE,
+            Message::Vote(f.vote(BYZANTINE, round, 1, id)),
+        ));
+    }
+    assert!(
+        r.agg.len() <= 2 * (ROUND_WINDOW as usize + 2),
+        "{}",
+        r.agg.len()
+    );
+    assert_eq!(r.round(), 1);
+    let out = r
+        .stats()
+        .dropped
+        .get("timeout_out_of_window")
+        .copied()
+        .unwrap_or(0);
+    assert!(out > 1_900, "{:?}", r.stats().dropped);
+}
+
+#[test]
+fn rounds_and_heights_near_the_end_of_u64_never_panic_or_move_the_replica() {
+    let f = Fixture::new();
+    let mut r = f.replica(0, None);
+    r.start();
+    for round in [u64::MAX, u64::MAX - 1] {
+        r.handle(msg(
+            BYZANTINE,
+            Message::Vote(f.vote(BYZANTINE, round, u64::MAX, Digest([1; 32]))),
+        ));
+        let qc = f.genesis.1.clone();
+        r.handle(msg(
+            BYZANTINE,
+            Message::Timeout(f.timeout(BYZANTINE, round, qc)),
+        ));
+    }
+    let mut b = f.block(3, &f.genesis.1, 10);
+    b.justify.height = u64::MAX;
+    b.height = 0;
+    r.handle(msg(BYZANTINE, Message::Proposal(b.sign(&f.keys[3]))));
+    assert_eq!(r.round(), 1);
+}
+
+#[test]
+fn a_proposal_not_later_than_its_parent_gets_no_vote() {
+    let f = Fixture::new();
+    let mut r = f.replica(0, None);
+    r.start();
+    let b1 = f.block(1, &f.genesis.1, 50);
+    r.handle(msg(1, Message::Proposal(b1.clone())));
+    let b2 = f.block(2, &f.qc(&b1), 50);
+    let actions = r.handle(msg(2, Message::Proposal(b2)));
+    assert_eq!(votes_to_validate(&actions), 0);
+    assert_eq!(penalised(&actions), vec!["timestamp_not_after_parent"]);
+}
+
+#[test]
+fn a_proposal_in_a_round_no_certificate_leads_to_is_refused() {
+    let f = Fixture::new();
+    let mut r = f.replica(0, None);
+    r.start();
+    // Validator 3 leads round 7 but holds no certificate for round 6.
+    let b = f.block(7, &f.genesis.1, 10);
+    let actions = r.handle(msg(BYZANTINE, Message::Proposal(b)));
+    assert_eq!(penalised(&actions), vec!["round_not_after_certificate"]);
+}
+
+#[test]
+fn an_equivocating_leader_yields_one_piece_of_evidence_per_round() {
+    let f = Fixture::new();
+    let mut r = f.replica(0, None);
+    r.start();
+    let b1 = f.block(1, &f.genesis.1, 10);
+    let qc1 = f.qc(&b1);
+    r.handle(msg(1, Message::Proposal(b1)));
+    let mut evidence = 0;
+    for k in 0..50u8 {
+        let mut b = f.block(2, &qc1, 20);
+        b.payload = vec![Digest([k; 32])];
+        let actions = r.handle(msg(2, Message::Proposal(b.sign(&f.keys[2]))));
+        evidence += actions
+            .iter()
+            .filter(|a| matches!(a, Action::Evidence(_)))
+            .count();
+    }
+    assert_eq!(evidence, 1);
+}
+
+#[test]
+fn certificates_with_too_many_unknown_or_repeated_signers_are_refused() {
+    let f = Fixture::new();
+    let b1 = f.block(1, &f.genesis.1, 10);
+    let good = f.qc(&b1);
+    assert!(good.verify(&f.set).is_ok());
+    let sig = good.signatures[0].1;
+    let mut repeated = good.clone();
+    repeated.signatures.push(good.signatures[2]);
+    let mut unknown = good.clone();
+    unknown.signatures.push((9, sig));
+    let mut oversized = good.clone();
+    oversized.signatures = (0..5).map(|i| (i, sig)).collect();
+    let mut unsorted = good.clone();
+    unsorted.signatures.reverse();
+    let mut short = good.clone();
+    short.signatures.truncate(2);
+    for bad in [repeated, unknown, oversized, unsorted, short] {
+        assert!(bad.verify(&f.set).is_err(), "{:?}", bad.signatures);
+    }
+    // A TC whose signer claims a QC at or above the TC's round is forged.
+    let tc = TimeoutCert {
+        epoch: 0,
+        round: 4,
+        timeouts: (0..3)
+            .map(|i| {
+                let hqc = if i == 2 { 4 } else { 0 };
+                (
+                    i,
+                    hqc,
+                    f.keys[usize::from(i)].sign(&timeout_digest(0, 4, hqc).0),
+                )
+            })
+            .collect(),
+    };
+    assert!(tc.verify(&f.set).is_err());
+}
+
+#[test]
+fn sync_answers_are_taken_only_from_the_peer_asked_and_only_up_to_the_chunk() {
+    let f = Fixture::new();
+    let mut r = f.replica(0, None);
+    r.start();
+    let b1 = f.block(1, &f.genesis.1, 10);
+    let b2 = f.block(2, &f.qc(&b1), 20);
+    // A proposal whose parent is unknown: the replica asks its sender.
+    let actions = r.handle(msg(2, Message::Proposal(b2)));
+    let asked = actions.iter().find_map(|a| match a {
+        Action::RequestBlocks { to, .. } => Some(*to),
+        _ => None,
+    });
+    assert_eq!(asked, Some(2));
+    // Someone else answers first: ignored.
+    r.handle(Event::SyncResponse {
+        from: BYZANTINE,
+        blocks: vec![b1.clone()],
+    });
+    assert!(r.block(&b1.id()).is_none());
+    // The asked peer answers with far more than a chunk: refused.
+    let actions = r.handle(Event::SyncResponse {
+        from: 2,
+        blocks: vec![b1.clone(); SYNC_CHUNK as usize + 1],
+    });
+    assert_eq!(penalised(&actions), vec!["oversized_sync_answer"]);
+    assert!(r.block(&b1.id()).is_none());
+}
+
+#[test]
+fn a_decoded_validator_set_is_checked_like_a_constructed_one() {
+    let f = Fixture::new();
+    let mut bytes = postcard::to_allocvec(&f.set).expect("encode");
+    assert!(postcard::from_bytes::<ValidatorSet>(&bytes).is_ok());
+    // An empty set.
+    bytes = postcard::to_allocvec(&(0u64, Vec::<[u8; 32]>::new())).expect("encode");
+    assert!(postcard::from_bytes::<ValidatorSet>(&bytes).is_err());
+    // A small-order key.
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    assert!(ValidatorSet::new(0, vec![identity]).is_err());
+}
