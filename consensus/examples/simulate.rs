@@ -33,6 +33,7 @@ fn main() -> ExitCode {
     let mut adversary = ("classic".to_string(), Adversary::Classic);
     let mut verbose = false;
     let mut calm = false;
+    let mut loss: Option<f64> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| -> u64 {
@@ -77,6 +78,7 @@ fn main() -> ExitCode {
                 }
             }
             "--verbose" => verbose = true,
+            "--loss-percent" => loss = Some(value("--loss-percent") as f64 / 100.0),
             "--no-faults" => calm = true,
             other => {
                 eprintln!("unknown argument {other}; flags: --validators N --byzantine F --seeds K [--seed S] [--first-seed S] [--adversary classic|twins|forge|all] [--broken-rule RULE] [--no-faults] [--verbose]");
@@ -94,6 +96,9 @@ fn main() -> ExitCode {
         let mut cfg = SimConfig::new(validators, f, seed);
         cfg.broken_rule = broken.as_ref().map(|b| b.1);
         cfg.adversary = adversary.1;
+        if let Some(p) = loss {
+            cfg.loss = p.min(1.0);
+        }
         if calm {
             cfg.loss = 0.0;
             cfg.duplication = 0.0;

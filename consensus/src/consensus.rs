@@ -38,6 +38,11 @@ pub enum Rule {
     TwoChainCommit,
 }
 
+/// Adds one to a counter, saturating.
+fn bump(counter: &mut u64) {
+    *counter = counter.saturating_add(1);
+}
+
 /// Counters for metrics and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -74,7 +79,7 @@ pub struct Consensus {
     awaiting_validation: HashMap<Digest, Block>,
     pending_proposal: Option<(ValidatorIndex, Block)>,
     /// The peer asked for blocks, while its answer is awaited.
-    sync_peer: Option<ValidatorIndex>,
+    pub(crate) sync_peer: Option<ValidatorIndex>,
     /// Test-only: certificates pass without verification.
     skip_qc_verification: bool,
     my_timeout: Option<Timeout>,
@@ -261,12 +266,12 @@ impl Consensus {
     }
 
     fn drop_message(&mut self, from: ValidatorIndex, reason: &'static str, out: &mut Vec<Action>) {
-        *self.stats.dropped.entry(reason).or_default() += 1;
+        bump(self.stats.dropped.entry(reason).or_default());
         out.push(Action::Misbehaviour { from, reason });
     }
 
     fn ignore(&mut self, reason: &'static str) {
-        *self.stats.dropped.entry(reason).or_default() += 1;
+        bump(self.stats.dropped.entry(reason).or_default());
     }
 
     fn on_message(&mut self, from: ValidatorIndex, bytes: &[u8], out: &mut Vec<Action>) {
@@ -315,7 +320,7 @@ impl Consensus {
     /// Records a QC: commits what it commits and moves to the next round.
     fn process_qc(&mut self, qc: &QuorumCert, out: &mut Vec<Action>) {
         for (block, cert) in self.tree.add_qc(qc) {
-            self.stats.commits += 1;
+            bump(&mut self.stats.commits);
             let height = block.height;
             out.push(Action::Commit { block, qc: cert });
             if let Some((h, _)) = &self.reconfiguration {
@@ -332,7 +337,7 @@ impl Consensus {
 
     fn process_tc(&mut self, tc: TimeoutCert, out: &mut Vec<Action>) {
         if tc.round >= self.round {
-            self.stats.view_changes += 1;
+            bump(&mut self.stats.view_changes);
             let next = tc.round.saturating_add(1);
             self.enter_round(next, Some(tc), out);
         }
@@ -437,7 +442,7 @@ impl Consensus {
         let Some((state, block)) = self.safety.propose(block) else {
             return;
         };
-        self.stats.proposals += 1;
+        bump(&mut self.stats.proposals);
         out.push(Action::PersistSafety(state));
         out.push(Action::Broadcast {
             bytes: Message::Proposal(block.clone()).to_bytes(),
@@ -509,7 +514,7 @@ impl Consensus {
         match self.proposals_seen.get(&(b.round, b.author)) {
             Some(prev) if prev.id() != id => {
                 if self.reported_proposals.insert((b.round, b.author)) {
-                    self.stats.evidence += 1;
+                    bump(&mut self.stats.evidence);
                     out.push(Action::Evidence(Box::new(Evidence {
                         validator: b.author,
                         epoch: b.epoch,
@@ -588,7 +593,7 @@ impl Consensus {
         let Some((state, vote)) = self.safety.vote(&b, &hqc, entered_by.as_ref()) else {
             return;
         };
-        self.stats.votes += 1;
+        bump(&mut self.stats.votes);
         out.push(Action::PersistSafety(state));
         // Votes go to every validator, so each forms the QC itself: a crashed next leader
         // costs only its own round, and every replica is ready for the next round one
@@ -624,7 +629,7 @@ impl Consensus {
                 self.process_qc(&qc, out);
             }
             Added::Equivocation(e) => {
-                self.stats.evidence += 1;
+                bump(&mut self.stats.evidence);
                 out.push(Action::Evidence(e));
             }
             Added::Pending | Added::Duplicate => {}
@@ -637,13 +642,13 @@ impl Consensus {
         if round != self.round || self.me.is_none() {
             return;
         }
-        self.stats.timeouts += 1;
+        bump(&mut self.stats.timeouts);
         // An unanswered block request must not block sync forever.
         self.sync_peer = None;
         if !self.proposal_seen_this_round {
             self.suspected.insert(self.validators.leader(round));
         } else {
-            self.consecutive_timeouts += 1;
+            self.consecutive_timeouts = self.consecutive_timeouts.saturating_add(1);
         }
         let timeout = match &self.my_timeout {
             Some(t) if t.round == round => Some(t.clone()),
@@ -731,7 +736,7 @@ impl Consensus {
         match self.agg.add_timeout(t, &self.validators) {
             Added::Certificate(tc) => self.process_tc(tc, out),
             Added::Equivocation(e) => {
-                self.stats.evidence += 1;
+                bump(&mut self.stats.evidence);
                 out.push(Action::Evidence(e));
             }
             Added::Pending | Added::Duplicate => {}
@@ -763,7 +768,8 @@ impl Consensus {
     /// The validator after `i`, wrapping.
     fn next_validator(&self, i: ValidatorIndex) -> ValidatorIndex {
         let n = self.validators.len();
-        ValidatorIndex::try_from(usize::from(i).saturating_add(1) % n.max(1)).unwrap_or(0)
+        ValidatorIndex::try_from(usize::from(i).saturating_add(1).checked_rem(n).unwrap_or(0))
+            .unwrap_or(0)
     }
 
     fn on_sync(&mut self, from: ValidatorIndex, blocks: Vec<Block>, out: &mut Vec<Action>) {
@@ -775,7 +781,7 @@ impl Consensus {
         if blocks.len() > SYNC_CHUNK as usize {
             return self.drop_message(from, "oversized_sync_answer", out);
         }
-        let mut inserted = 0;
+        let mut inserted = 0u32;
         for b in blocks {
             let id = b.id();
             if self.tree.knows(&id) || b.height <= self.tree.committed_height() {
@@ -800,7 +806,7 @@ impl Consensus {
             }
             let justify = b.justify.clone();
             self.tree.insert(b);
-            inserted += 1;
+            inserted = inserted.saturating_add(1);
             self.process_qc(&justify, out);
         }
         // A QC learned without its block (from votes or timeouts) may now commit.

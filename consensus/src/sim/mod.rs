@@ -96,6 +96,8 @@ pub struct SimReport {
     pub simulated_s: f64,
     /// Equivocation evidence reported by honest validators.
     pub evidence: u64,
+    /// Rounds in which two Twins instances signed different proposals or votes.
+    pub twin_equivocations: u64,
     /// Messages honest validators dropped as malformed or invalid.
     pub dropped: u64,
     /// The Byzantine behaviours used, by validator.
@@ -149,6 +151,8 @@ struct Sim {
     partition: Option<(u64, Vec<bool>)>,
     /// Which Twins instance each honest validator talks to (by validator index).
     twin_sides: Vec<bool>,
+    /// What Twins instances signed: (validator, round, is a vote) → block.
+    twin_signed: BTreeMap<(ValidatorIndex, u64, bool), Digest>,
     report: SimReport,
 }
 
@@ -219,6 +223,7 @@ pub fn run(cfg: &SimConfig) -> SimReport {
         canonical: BTreeMap::new(),
         partition: None,
         twin_sides,
+        twin_signed: BTreeMap::new(),
         report: SimReport {
             behaviours,
             ..SimReport::default()
@@ -320,15 +325,16 @@ impl Sim {
         }
     }
 
-    /// Twins routing: a Twins instance talks only to the honest validators on its side (and
-    /// to the other Twins instances on its side).
+    /// Twins routing: both instances hear everything honest validators send (so both keep up
+    /// and both sign in every round), but each talks only to the honest validators on its
+    /// side (and to the other Twins instances on its side): the two sides see different,
+    /// honestly produced messages under one key.
     fn linked(&self, a: usize, b: usize) -> bool {
         let (na, nb) = (&self.nodes[a], &self.nodes[b]);
         match (na.twin_side, nb.twin_side) {
             (Some(x), Some(y)) => x == y,
             (Some(x), None) => self.twin_sides[nb.id as usize] == x,
-            (None, Some(y)) => self.twin_sides[na.id as usize] == y,
-            (None, None) => true,
+            (None, _) => true,
         }
     }
 
@@ -412,10 +418,15 @@ impl Sim {
         }
     }
 
-    /// A random fault: a partition that heals after a while, a crash with a later restart, or
-    /// a new split of the honest validators between Twins instances.
+    /// A random fault: a partition that heals after a while or a crash with a later restart;
+    /// and, most of the time, a new split of the honest validators between Twins instances.
     fn fault(&mut self) {
-        match self.rng.gen_range(0..4) {
+        if self.rng.gen_bool(0.7) {
+            self.twin_sides = (0..self.cfg.validators)
+                .map(|_| self.rng.gen_bool(0.5))
+                .collect();
+        }
+        match self.rng.gen_range(0..3) {
             0 if self.cfg.partitions => {
                 let side: Vec<bool> = (0..self.cfg.validators)
                     .map(|_| self.rng.gen_bool(0.5))
@@ -433,11 +444,6 @@ impl Sim {
                     let back = self.now + self.rng.gen_range(200..3_000);
                     self.schedule(back, victim, Delivery::Restart);
                 }
-            }
-            2 => {
-                self.twin_sides = (0..self.cfg.validators)
-                    .map(|_| self.rng.gen_bool(0.5))
-                    .collect();
             }
             _ => {
                 if let Some((until, _)) = &self.partition {
@@ -603,6 +609,23 @@ impl Sim {
             .collect();
         let behaviour = self.nodes[i].behaviour;
         let msg = Message::from_bytes(&bytes, 1 << 20).ok();
+        if behaviour == Behaviour::Twins {
+            let signed = match &msg {
+                Some(Message::Proposal(b)) => Some((b.round, false, b.id())),
+                Some(Message::Vote(v)) => Some((v.round, true, v.block)),
+                _ => None,
+            };
+            if let Some((round, vote, block)) = signed {
+                let key = (self.nodes[i].id, round, vote);
+                match self.twin_signed.get(&key) {
+                    Some(other) if *other != block => self.report.twin_equivocations += 1,
+                    Some(_) => {}
+                    None => {
+                        self.twin_signed.insert(key, block);
+                    }
+                }
+            }
+        }
         match (behaviour, msg) {
             (Behaviour::Equivocate, Some(Message::Proposal(b))) => {
                 let mut other = b.clone();
@@ -619,10 +642,25 @@ impl Sim {
                 }
             }
             (Behaviour::Fork, Some(Message::Proposal(b))) => {
+                // The fork, and the forker's own vote for it.
                 let forked = self.fork(i, b);
+                let id = forked.id();
+                let signature = self.nodes[i]
+                    .key
+                    .sign(&vote_digest(forked.epoch, forked.round, forked.height, &id).0);
+                let vote = Message::Vote(Vote {
+                    epoch: forked.epoch,
+                    round: forked.round,
+                    height: forked.height,
+                    block: id,
+                    voter: self.nodes[i].id,
+                    signature,
+                })
+                .to_bytes();
                 let m = Message::Proposal(forked).to_bytes();
                 for t in targets {
                     self.send(i, t, m.clone());
+                    self.send(i, t, vote.clone());
                 }
             }
             (Behaviour::DoubleVote, Some(Message::Vote(v))) => {
@@ -679,41 +717,32 @@ impl Sim {
         }
     }
 
-    /// A leader that forks: after a timeout certificate it extends the lowest certificate it
-    /// knows (honest replicas vote for it only if it is at least the TC's highest QC round);
-    /// otherwise it extends the grandparent of the block it would propose, which honest
-    /// replicas refuse.
+    /// A leader that forks, knowing everything (the worst case): its block extends the parent
+    /// of the highest block any honest validator committed, so it conflicts with that block,
+    /// while validators that lag behind still hold a tree it fits into. Without such a block it
+    /// extends the certificate just below the one it should extend. Honest replicas refuse
+    /// either: the round does not follow the certificate, or after a TC the certificate is
+    /// below the highest one the TC reports (the voting rule).
     fn fork(&self, i: usize, b: Block) -> Block {
-        let Some(c) = self.nodes[i].consensus.as_ref() else {
-            return b;
-        };
-        let key = &self.nodes[i].key;
-        let mut lowest: Option<QuorumCert> = None;
-        let mut cur = c.block(&b.parent);
-        let after_tc = b.timeout_cert.is_some();
-        let mut hops = 0;
-        while let Some(blk) = cur {
-            let qc = &blk.justify;
-            if after_tc || hops >= 1 {
-                lowest = Some(qc.clone());
-            }
-            if qc.block == blk.parent && hops < 8 {
-                cur = c.block(&blk.parent);
-                hops += 1;
-            } else {
-                break;
-            }
-        }
-        match lowest {
-            Some(qc) if qc.block != b.parent => {
+        let committed_parent = self.canonical.iter().next_back().and_then(|(h, (_, who))| {
+            let chain = &self.nodes.iter().find(|n| n.id as usize == *who)?.committed;
+            let below = usize::try_from(*h).ok()?.checked_sub(2)?;
+            chain.get(below).map(|(_, qc)| qc.clone())
+        });
+        let lower = committed_parent.or_else(|| {
+            self.nodes[i]
+                .consensus
+                .as_ref()
+                .and_then(|c| c.block(&b.parent))
+                .map(|parent| parent.justify.clone())
+        });
+        match lower {
+            Some(qc) if qc.block != b.parent && qc.height.checked_add(1).is_some() => {
                 let mut f = b.clone();
-                f.height = qc.height.saturating_add(1);
+                f.height = qc.height + 1;
                 f.parent = qc.block;
                 f.justify = qc;
-                if !after_tc {
-                    f.timeout_cert = None;
-                }
-                f.sign(key)
+                f.sign(&self.nodes[i].key)
             }
             _ => b,
         }
@@ -881,17 +910,72 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_checker_catches_replicas_that_ignore_their_lock() {
-        let caught = (0..60).find(|seed| {
+    /// The first of `seeds` seeds on which the simulator catches honest replicas running
+    /// without `rule` (a safety violation or a liveness failure).
+    fn caught(rule: Rule, adversary: Adversary, seeds: u64) -> Option<u64> {
+        (0..seeds).find(|seed| {
             let mut cfg = SimConfig::new(4, 1, *seed);
-            cfg.broken_rule = Some(Rule::TwoChainCommit);
-            run(&cfg).safety_violation.is_some()
-        });
-        assert!(
-            caught.is_some(),
-            "replicas without their lock must be caught on some seed"
-        );
+            cfg.adversary = adversary;
+            cfg.broken_rule = Some(rule);
+            let r = run(&cfg);
+            r.safety_violation.is_some() || r.liveness_failure.is_some()
+        })
+    }
+
+    #[test]
+    fn the_checker_catches_replicas_that_commit_on_one_certificate() {
+        assert!(caught(Rule::TwoChainCommit, Adversary::Classic, 60).is_some());
+    }
+
+    #[test]
+    fn the_checker_catches_replicas_that_take_certificates_unverified() {
+        assert!(caught(Rule::QcVerification, Adversary::Forge, 40).is_some());
+    }
+
+    #[test]
+    fn the_checker_catches_replicas_that_time_out_below_their_lock() {
+        assert!(caught(Rule::TimeoutLock, Adversary::All, 40).is_some());
+    }
+
+    #[test]
+    fn the_checker_catches_replicas_that_count_votes_by_block_alone() {
+        assert!(caught(Rule::WholeTupleAggregation, Adversary::Forge, 40).is_some());
+    }
+
+    #[test]
+    fn every_adversary_meets_safe_and_live_replicas() {
+        for adversary in [Adversary::Twins, Adversary::Forge, Adversary::All] {
+            for seed in 0..3 {
+                let mut cfg = SimConfig::new(4, 1, seed);
+                cfg.adversary = adversary;
+                let r = run(&cfg);
+                assert!(
+                    r.safety_violation.is_none() && r.liveness_failure.is_none(),
+                    "{adversary:?} seed {seed}: {r:?}"
+                );
+                assert!(
+                    r.min_honest_commits > 10,
+                    "{adversary:?} seed {seed}: {r:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn twins_instances_equivocate_from_honest_code() {
+        let mut cfg = SimConfig::new(4, 1, 0);
+        cfg.adversary = Adversary::Twins;
+        let r = run(&cfg);
+        assert!(r.twin_equivocations > 5, "{r:?}");
+        assert!(r.safety_violation.is_none(), "{r:?}");
+    }
+
+    #[test]
+    fn forged_messages_are_dropped_and_reported() {
+        let mut cfg = SimConfig::new(4, 1, 1);
+        cfg.adversary = Adversary::Forge;
+        let r = run(&cfg);
+        assert!(r.dropped > 20, "{r:?}");
     }
 
     #[test]
