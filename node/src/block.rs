@@ -124,6 +124,14 @@ pub enum ProofError {
     /// The receipt is not under the header's receipt root.
     #[error("the receipt's Merkle path does not lead to the header's receipt root")]
     BadMerklePath,
+    /// The path claims another number of leaves than the header's transaction count.
+    #[error("the Merkle path has {path} leaves, the block has {header} transactions")]
+    LeafCount {
+        /// Leaves the path claims.
+        path: u64,
+        /// Transactions the header names.
+        header: u64,
+    },
 }
 
 /// Quorum size for `n` validators: 2f+1 with f = ⌊(n−1)/3⌋.
@@ -201,6 +209,13 @@ pub struct InclusionProof {
 impl InclusionProof {
     /// Checks the whole chain against the validator set (from genesis).
     pub fn verify(&self, validators: &[AccountId]) -> Result<(), ProofError> {
+        // One receipt per transaction: "leaf i of n" must be the block's n.
+        if self.path.leaf_count != self.header.tx_count {
+            return Err(ProofError::LeafCount {
+                path: self.path.leaf_count,
+                header: self.header.tx_count,
+            });
+        }
         if !self
             .path
             .verify(self.receipt.leaf(), &self.header.receipt_root)
@@ -297,6 +312,16 @@ mod tests {
             other_state.verify(&validators),
             Err(ProofError::WrongHeader { .. })
         ));
+
+        // Leaf counts that give the same path shape still must match the header.
+        for count in [6, 7, 8] {
+            let mut q = p.clone();
+            q.path.leaf_count = count;
+            assert!(matches!(
+                q.verify(&validators),
+                Err(ProofError::LeafCount { .. })
+            ));
+        }
 
         let outsiders = ids(&keys(4)[1..]);
         assert!(matches!(

@@ -280,6 +280,11 @@ fn sender_key(bytes: &[u8; 32]) -> Result<VerifyingKey, TxError> {
         return Ok(k);
     }
     let key = VerifyingKey::from_bytes(bytes).map_err(|_| TxError::BadSender)?;
+    // Small-order keys are refused by strict verification; refuse them here so that every
+    // path (single or batch) agrees.
+    if key.is_weak() {
+        return Err(TxError::BadSender);
+    }
     SENDER_KEYS.with(|c| {
         let mut c = c.borrow_mut();
         if c.len() >= KEY_CACHE_ENTRIES {
@@ -351,6 +356,60 @@ fn chunked<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
     chunks
 }
 
+/// Encodings of R (sign bit ignored) that strict verification refuses and batch verification
+/// might not: the small-order points, and y = p and y = p + 1 (non-canonical encodings of
+/// small-order points). The list libsodium checks.
+const REFUSED_R: [[u8; 32]; 7] = [
+    // identity (order 1)
+    [
+        0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0,
+    ],
+    // order 8
+    [
+        0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98,
+        0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53,
+        0xfc, 0x05,
+    ],
+    // order 8
+    [
+        0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67,
+        0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac,
+        0x03, 0x7a,
+    ],
+    // y = -1 (order 2)
+    [
+        0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+    // y = 0 (order 4)
+    [0; 32],
+    // y = p (non-canonical 0)
+    [
+        0xed, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+    // y = p + 1 (non-canonical 1)
+    [
+        0xee, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+];
+
+/// Whether batch verification judges this signature as strict verification does: its R is
+/// canonically encoded (y < p) and not a small-order point. Cheap byte comparisons only.
+fn strict_batchable(signature: &ed25519_dalek::Signature) -> bool {
+    let r = signature.r_bytes();
+    let mut y = *r;
+    y[31] &= 0x7f;
+    // y >= p = 2^255 - 19: the top 31 bytes all 0xff (0x7f at the top) and the low byte >= 0xed.
+    let non_canonical = y[0] >= 0xed && y[1..31].iter().all(|b| *b == 0xff) && y[31] == 0x7f;
+    !non_canonical && !REFUSED_R.contains(&y)
+}
+
 fn verify_chunk(
     chunk: Vec<SignedTransaction>,
     chain_id: &str,
@@ -359,20 +418,24 @@ fn verify_chunk(
     let (mut msgs, mut sigs, mut keys) = (Vec::new(), Vec::new(), Vec::new());
     for (o, s) in opened.iter().zip(&chunk) {
         if let Ok(o) = o {
-            msgs.push(&o.hash.0[..]);
-            sigs.push(s.signature);
-            keys.push(o.key);
+            if strict_batchable(&s.signature) {
+                msgs.push(&o.hash.0[..]);
+                sigs.push(s.signature);
+                keys.push(o.key);
+            }
         }
     }
     // Batch verification accepts or refuses the whole set; strict single verification then
     // tells which ones are bad. Either way the result for a good signature is the same.
+    // Signatures batch verification would judge differently from strict verification are
+    // left out of the batch and always verified strictly.
     let all_good = ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok();
     opened
         .into_iter()
         .zip(chunk)
         .map(|(o, s)| {
             let o = o?;
-            if all_good {
+            if all_good && strict_batchable(&s.signature) {
                 Ok(o.accept(s))
             } else {
                 o.verify_one(s)
@@ -450,5 +513,50 @@ mod tests {
                 _ => assert_eq!(r.as_ref().unwrap().hash, txs[i].hash()),
             }
         }
+    }
+
+    /// A transaction from the identity point (a small-order key) with R = identity and s = 0
+    /// satisfies the batch equation for any message; strict verification refuses it. Both paths
+    /// must refuse it, with the same code.
+    #[test]
+    fn single_and_batch_verification_agree_on_small_order_keys_and_points() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let tx = Transaction {
+            chain_id: "test".into(),
+            sender: AccountId(identity),
+            sequence: 0,
+            expiry_height: 100,
+            payload: Payload::Transfer(Transfer {
+                to: AccountId([9; 32]),
+                asset: AssetCode::new("USD").unwrap(),
+                amount: 5,
+                memo: None,
+                travel: None,
+            }),
+        };
+        let mut sig = [0u8; 64];
+        sig[0] = 1;
+        let forged = SignedTransaction {
+            body: crate::codec::encode(&tx),
+            signature: Signature::from_bytes(&sig),
+        };
+        let single = forged.clone().verify("test").unwrap_err().code();
+        let batch = verify_batch(vec![forged; 3], "test");
+        for r in batch {
+            assert_eq!(r.unwrap_err().code(), single);
+        }
+        // A valid key with a small-order or non-canonical R is kept out of the batch.
+        for r in [[0u8; 32], {
+            let mut r = [0xffu8; 32];
+            r[0] = 0xee;
+            r[31] = 0x7f;
+            r
+        }] {
+            let mut sig = transfer(&key(1), 0, 5).signature.to_bytes();
+            sig[..32].copy_from_slice(&r);
+            assert!(!strict_batchable(&Signature::from_bytes(&sig)));
+        }
+        assert!(strict_batchable(&transfer(&key(1), 0, 5).signature));
     }
 }

@@ -35,6 +35,9 @@ pub enum BatchError {
     /// The batch is empty or over the size limit.
     #[error("batch holds {0} transactions, outside 1..={1}")]
     BadSize(usize, usize),
+    /// The batch names another author than the validator that signed its gossip message.
+    #[error("batch names another author than its publisher")]
+    WrongAuthor,
     /// A transaction fails the stateless checks.
     #[error("transaction {index} of the batch is invalid: {error}")]
     BadTransaction {
@@ -51,6 +54,7 @@ impl BatchError {
         match self {
             BatchError::Malformed(_) => "malformed",
             BatchError::BadSize(..) => "bad_size",
+            BatchError::WrongAuthor => "wrong_author",
             BatchError::BadTransaction { .. } => "bad_transaction",
         }
     }
@@ -99,13 +103,20 @@ pub fn pack(author: AccountId, nonce: u64, txs: Vec<VerifiedTransaction>) -> Ver
 }
 
 /// Decodes and verifies a batch received from a peer (CPU heavy: call off the event loop).
+/// `publisher` is the validator that signed the gossip message carrying it: the batch must name
+/// it as author (checked before any signature). Batches fetched by digest are bound to the
+/// digest a certified block named, and pass `None`.
 pub fn verify(
     bytes: Vec<u8>,
     chain_id: &str,
     max_bytes: usize,
     max_txs: usize,
+    publisher: Option<AccountId>,
 ) -> Result<VerifiedBatch, BatchError> {
     let batch: Batch = codec::decode(&bytes, max_bytes)?;
+    if publisher.is_some_and(|p| p != batch.author) {
+        return Err(BatchError::WrongAuthor);
+    }
     if batch.txs.is_empty() || batch.txs.len() > max_txs {
         return Err(BatchError::BadSize(batch.txs.len(), max_txs));
     }
@@ -245,7 +256,7 @@ mod tests {
     #[test]
     fn a_packed_batch_verifies_on_the_other_side_with_the_same_digest() {
         let b = pack(AccountId([1; 32]), 0, txs(10));
-        let v = verify(b.bytes.to_vec(), "c", 1 << 20, 100).unwrap();
+        let v = verify(b.bytes.to_vec(), "c", 1 << 20, 100, None).unwrap();
         assert_eq!(v.digest, b.digest);
         assert_eq!(v.txs.len(), 10);
         assert_eq!(v.txs[3].hash, b.txs[3].hash);
@@ -256,22 +267,31 @@ mod tests {
         let b = pack(AccountId([1; 32]), 0, txs(3));
         let mut bad: Batch = codec::decode(&b.bytes, 1 << 20).unwrap();
         bad.txs[1].signature = SigningKey::from_bytes(&[9; 32]).sign_placeholder();
-        let e = verify(codec::encode(&bad), "c", 1 << 20, 100).unwrap_err();
+        let e = verify(codec::encode(&bad), "c", 1 << 20, 100, None).unwrap_err();
         assert_eq!(e.reason(), "bad_transaction");
-        let e = verify(b.bytes[..b.bytes.len() - 3].to_vec(), "c", 1 << 20, 100).unwrap_err();
+        let e = verify(b.bytes[..b.bytes.len() - 3].to_vec(), "c", 1 << 20, 100, None).unwrap_err();
         assert_eq!(e.reason(), "malformed");
         assert_eq!(
-            verify(b.bytes.to_vec(), "c", 1 << 20, 2)
+            verify(b.bytes.to_vec(), "c", 1 << 20, 2, None)
                 .unwrap_err()
                 .reason(),
             "bad_size"
         );
         assert_eq!(
-            verify(b.bytes.to_vec(), "other", 1 << 20, 100)
+            verify(b.bytes.to_vec(), "other", 1 << 20, 100, None)
                 .unwrap_err()
                 .reason(),
             "bad_transaction"
         );
+    }
+
+    #[test]
+    fn a_gossiped_batch_must_name_its_publisher_as_author() {
+        let b = pack(AccountId([1; 32]), 0, txs(2));
+        let bytes = b.bytes.to_vec();
+        let e = verify(bytes.clone(), "c", 1 << 20, 100, Some(AccountId([2; 32]))).unwrap_err();
+        assert_eq!(e.reason(), "wrong_author");
+        assert!(verify(bytes, "c", 1 << 20, 100, Some(AccountId([1; 32]))).is_ok());
     }
 
     trait Placeholder {

@@ -512,7 +512,8 @@ impl Core {
         tokio::spawn(async move {
             let hash = batches::to_hash(&digest);
             if let Ok(Some(bytes)) = shared.store.batch(&hash) {
-                let batch = verify_off_loop(bytes, &shared.chain_id, max_bytes, max_txs).await;
+                let batch =
+                    verify_off_loop(bytes, &shared.chain_id, max_bytes, max_txs, None).await;
                 let _ = internal
                     .send(Internal::Verified {
                         batch,
@@ -537,6 +538,7 @@ impl Core {
                                 &shared.chain_id,
                                 max_bytes,
                                 max_txs,
+                                None,
                             )
                             .await;
                             let _ = internal
@@ -572,8 +574,12 @@ impl Core {
                 message_id,
                 data,
             } => {
-                let from_validator = author.is_some_and(|a| self.index_of.contains_key(&a));
-                if topic != BATCH_TOPIC || !from_validator {
+                // The validator that signed the gossip message: the batch must name it.
+                let publisher = author
+                    .and_then(|a| self.index_of.get(&a).copied())
+                    .and_then(|i| self.consensus.validators().key(i))
+                    .map(AccountId);
+                if topic != BATCH_TOPIC || publisher.is_none() {
                     self.report(message_id, source, Acceptance::Reject);
                     return;
                 }
@@ -583,7 +589,9 @@ impl Core {
                 let order = self.gossip_received;
                 self.gossip_received += 1;
                 tokio::spawn(async move {
-                    let batch = verify_off_loop(data, &shared.chain_id, max_bytes, max_txs).await;
+                    let batch =
+                        verify_off_loop(data, &shared.chain_id, max_bytes, max_txs, publisher)
+                            .await;
                     let _ = internal
                         .send(Internal::Verified {
                             batch,
@@ -1056,10 +1064,13 @@ pub(crate) async fn verify_off_loop(
     chain_id: &str,
     max_bytes: usize,
     max_txs: usize,
+    publisher: Option<AccountId>,
 ) -> Result<VerifiedBatch, batches::BatchError> {
     let chain_id = chain_id.to_owned();
-    match tokio::task::spawn_blocking(move || batches::verify(bytes, &chain_id, max_bytes, max_txs))
-        .await
+    match tokio::task::spawn_blocking(move || {
+        batches::verify(bytes, &chain_id, max_bytes, max_txs, publisher)
+    })
+    .await
     {
         Ok(r) => r,
         Err(_) => Err(batches::BatchError::BadSize(0, 0)),
