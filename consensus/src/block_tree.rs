@@ -194,6 +194,29 @@ impl BlockTree {
         verdict
     }
 
+    /// See [`crate::Consensus::uncommitted_chain`].
+    pub(crate) fn uncommitted_chain(
+        &self,
+        id: &Digest,
+        after: Height,
+    ) -> Option<(Height, Vec<Block>)> {
+        if *id == self.root_id() {
+            return Some((self.root.height, Vec::new()));
+        }
+        self.blocks.get(id)?;
+        let mut upper = Vec::new();
+        let mut cur = *id;
+        while let Some(b) = self.blocks.get(&cur) {
+            if b.height <= after {
+                break;
+            }
+            upper.push(b.clone());
+            cur = b.parent;
+        }
+        upper.reverse();
+        Some((self.root.height, upper))
+    }
+
     /// The chain ending at `id` above height `after`, oldest first, at most `max` blocks (the
     /// oldest ones), from this tree; `committed` supplies blocks at or below the root.
     pub(crate) fn chain(

@@ -233,6 +233,17 @@ impl Consensus {
         &self.stats
     }
 
+    /// The part of a block request this replica answers from memory: when the requested
+    /// block is the committed root or in the tree of uncommitted blocks, the highest committed
+    /// height the answer starts from and the uncommitted blocks above it (oldest first, above
+    /// `after_height`, ending at the requested block). `None` when the block is unknown here
+    /// (it may be an older committed block: the node looks it up in its store). No I/O, so
+    /// the node calls it on its event loop and reads the committed part elsewhere.
+    pub fn uncommitted_chain(&self, request: &BlockRequest) -> Option<(Height, Vec<Block>)> {
+        self.tree
+            .uncommitted_chain(&request.block, request.after_height)
+    }
+
     /// Answers a peer's block request from the tree and, for committed blocks, `committed`.
     pub fn serve_blocks(
         &self,

@@ -20,8 +20,8 @@ mod types;
 pub use consensus::{Consensus, Rule, Stats, ROUND_WINDOW, SYNC_CHUNK};
 pub use safety::SafetyState;
 pub use types::{
-    Block, BlockRequest, Digest, Epoch, Evidence, Height, Message, QuorumCert, Round, Timeout,
-    TimeoutCert, ValidatorIndex, ValidatorSet, Vote,
+    timeout_digest, vote_digest, Block, BlockRequest, Digest, Epoch, Evidence, Height, Message,
+    QuorumCert, Round, Timeout, TimeoutCert, ValidatorIndex, ValidatorSet, Vote,
 };
 
 /// Why a value was refused.

@@ -161,12 +161,12 @@ impl ValidatorSet {
 }
 
 /// What a vote signs: a block at a round, height and epoch.
-pub(crate) fn vote_digest(epoch: Epoch, round: Round, height: Height, block: &Digest) -> Digest {
+pub fn vote_digest(epoch: Epoch, round: Round, height: Height, block: &Digest) -> Digest {
     hash_parts(VOTE_DOMAIN, &encode(&(epoch, round, height, block)))
 }
 
 /// What a timeout signs: the round given up and the signer's highest QC round.
-pub(crate) fn timeout_digest(epoch: Epoch, round: Round, high_qc_round: Round) -> Digest {
+pub fn timeout_digest(epoch: Epoch, round: Round, high_qc_round: Round) -> Digest {
     hash_parts(TIMEOUT_DOMAIN, &encode(&(epoch, round, high_qc_round)))
 }
 

@@ -26,6 +26,7 @@ use tokio::{
 };
 
 use crate::{
+    ban::Bans,
     behaviour::{TallyBehaviour, TallyBehaviourEvent, DIRECT_PROTOCOL, SYNC_PROTOCOL},
     codec::{is_oversized, Frame},
     config::{NetworkConfig, SizeLimits},
@@ -34,6 +35,7 @@ use crate::{
     handle::{lock, Acceptance, Command, NetworkEvent, NetworkHandle, Responder, Shared},
     identity::{keypair_from_secret, peer_id_from_public_key},
     metrics::{NetworkMetrics, IN, OUT},
+    queue::{Budget, Charge, NetworkEvents, Refused},
     redial::Redialer,
 };
 
@@ -58,7 +60,7 @@ impl Network {
     pub fn spawn(
         config: NetworkConfig,
         registry: &Registry,
-    ) -> Result<(NetworkHandle, mpsc::Receiver<NetworkEvent>)> {
+    ) -> Result<(NetworkHandle, NetworkEvents)> {
         config.validate().map_err(NetworkError::InvalidConfig)?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| NetworkError::Build("Network::spawn needs a tokio runtime".into()))?;
@@ -72,18 +74,26 @@ impl Network {
             .collect::<Result<HashSet<_>>>()?;
         let gate = MembershipGate::new(members, metrics.refused_connections.clone());
         let behaviour = TallyBehaviour::new(&key, &config, gate)?;
+        let max_streams = config.max_streams_per_connection;
 
         let mut swarm = SwarmBuilder::with_existing_identity(key)
             .with_tokio()
             .with_tcp(
                 tcp::Config::default().nodelay(true),
                 noise::Config::new,
-                yamux::Config::default,
+                move || {
+                    let mut c = yamux::Config::default();
+                    c.set_max_num_streams(max_streams);
+                    c
+                },
             )
             .map_err(|e| NetworkError::Build(e.to_string()))?
             .with_behaviour(|_| behaviour)
             .map_err(|e| NetworkError::Build(e.to_string()))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+            .with_swarm_config(|c| {
+                c.with_idle_connection_timeout(Duration::from_secs(3600))
+                    .with_max_negotiating_inbound_streams(32)
+            })
             .build();
         for addr in &config.listen_addrs {
             swarm
@@ -106,6 +116,7 @@ impl Network {
 
         let (commands_tx, commands_rx) = mpsc::channel(4096);
         let (events_tx, events_rx) = mpsc::channel(config.event_queue);
+        let budget = Budget::new(config.event_queue_bytes, config.event_queue_peer_bytes);
         let shared = Arc::new(Mutex::new(Shared::default()));
         let topics = config
             .topics
@@ -124,6 +135,8 @@ impl Network {
             pending_requests: HashMap::new(),
             pending_responses: FuturesUnordered::new(),
             app_scores: HashMap::new(),
+            budget,
+            bans: Bans::new(config.ban_threshold, config.ban_initial, config.ban_max),
         };
         for peer in first_dials {
             actor.dial(peer);
@@ -136,14 +149,14 @@ impl Network {
             limits: config.limits,
             task: Arc::new(Mutex::new(Some(task))),
         };
-        Ok((handle, events_rx))
+        Ok((handle, NetworkEvents { rx: events_rx }))
     }
 }
 
 struct Actor {
     swarm: Swarm<TallyBehaviour>,
     commands: mpsc::Receiver<Command>,
-    events: mpsc::Sender<NetworkEvent>,
+    events: mpsc::Sender<(NetworkEvent, Charge)>,
     metrics: NetworkMetrics,
     redialer: Redialer,
     /// Configured topics by hash, for metric labels and events.
@@ -154,6 +167,10 @@ struct Actor {
     pending_responses: FuturesUnordered<PendingResponse>,
     /// Application-specific gossipsub score per peer (only penalties, decaying).
     app_scores: HashMap<PeerId, f64>,
+    /// Bytes of inbound events waiting for the node, per peer.
+    budget: Budget,
+    /// Peers disconnected for misbehaviour, and for how long.
+    bans: Bans,
 }
 
 impl Actor {
@@ -178,6 +195,7 @@ impl Actor {
                     if now.duration_since(last_decay) >= Duration::from_secs(1) {
                         last_decay = now;
                         self.decay_app_scores();
+                        self.ban_by_gossip_score();
                     }
                 }
             }
@@ -189,8 +207,20 @@ impl Actor {
         self.swarm.behaviour().gate.is_member(peer)
     }
 
-    fn emit(&mut self, event: NetworkEvent) -> bool {
-        match self.events.try_send(event) {
+    /// Queues an event for the node, charging `payload` bytes to `peer`'s share.
+    fn emit(&mut self, peer: Option<PeerId>, payload: usize, event: NetworkEvent) -> bool {
+        let charge = match self.budget.charge(peer, payload) {
+            Ok(c) => c,
+            Err(Refused::Full) => {
+                self.metrics.reject("event_queue_full");
+                return false;
+            }
+            Err(Refused::PeerFull) => {
+                self.metrics.reject("event_queue_peer_full");
+                return false;
+            }
+        };
+        match self.events.try_send((event, charge)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.metrics.reject("event_queue_full");
@@ -304,6 +334,43 @@ impl Actor {
             .behaviour_mut()
             .gossipsub
             .set_application_score(&peer, score);
+        if self.bans.crossed(score) {
+            self.ban(peer, reason);
+        }
+    }
+
+    /// Peers whose gossipsub score (invalid messages, floods) crossed the ban threshold.
+    fn ban_by_gossip_score(&mut self) {
+        let low: Vec<PeerId> = self
+            .swarm
+            .connected_peers()
+            .filter(|p| {
+                self.swarm
+                    .behaviour()
+                    .gossipsub
+                    .peer_score(p)
+                    .is_some_and(|s| self.bans.crossed(s))
+            })
+            .copied()
+            .collect();
+        for peer in low {
+            self.ban(peer, "gossip_score");
+        }
+    }
+
+    /// Disconnects a misbehaving member and refuses its connections (both ways) for a while,
+    /// doubling with each ban. Its score starts over when the ban ends.
+    fn ban(&mut self, peer: PeerId, reason: &'static str) {
+        let until = self.bans.ban(peer, Instant::now());
+        self.metrics.bans.inc();
+        tracing::warn!(%peer, reason, "peer banned for misbehaviour");
+        self.app_scores.remove(&peer);
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .set_application_score(&peer, 0.0);
+        self.swarm.behaviour_mut().gate.ban(peer, until);
+        let _ = self.swarm.disconnect_peer_id(peer);
     }
 
     fn decay_app_scores(&mut self) {
@@ -383,7 +450,7 @@ impl Actor {
                     };
                     self.metrics.connected_peers.set(count as i64);
                     tracing::info!(peer = %peer_id, "member connected");
-                    self.emit(NetworkEvent::PeerConnected(peer_id));
+                    self.emit(None, 0, NetworkEvent::PeerConnected(peer_id));
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -398,7 +465,7 @@ impl Actor {
                 };
                 self.metrics.connected_peers.set(count as i64);
                 tracing::info!(peer = %peer_id, "member disconnected");
-                self.emit(NetworkEvent::PeerDisconnected(peer_id));
+                self.emit(None, 0, NetworkEvent::PeerDisconnected(peer_id));
                 if self.is_member(&peer_id) {
                     self.redialer.schedule(&peer_id, Instant::now());
                 }
@@ -456,7 +523,8 @@ impl Actor {
             self.reject_gossip(&message_id, &source, "non_member_author");
             return;
         }
-        let delivered = self.emit(NetworkEvent::Gossip {
+        let len = message.data.len();
+        let delivered = self.emit(Some(source), len, NetworkEvent::Gossip {
             topic,
             source,
             author: message.source,
@@ -499,10 +567,15 @@ impl Actor {
                     .behaviour_mut()
                     .direct
                     .send_response(channel, Vec::new());
-                self.emit(NetworkEvent::Direct {
-                    from: peer,
-                    data: request,
-                });
+                let len = request.len();
+                self.emit(
+                    Some(peer),
+                    len,
+                    NetworkEvent::Direct {
+                        from: peer,
+                        data: request,
+                    },
+                );
             }
             request_response::Event::OutboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, %error, protocol = DIRECT_PROTOCOL, "direct send failed");
@@ -529,11 +602,16 @@ impl Actor {
                 };
                 self.metrics.message(IN, SYNC, request.len());
                 let (tx, rx) = oneshot::channel();
-                let delivered = self.emit(NetworkEvent::Request {
-                    from: peer,
-                    data: request,
-                    respond: Responder(tx),
-                });
+                let len = request.len();
+                let delivered = self.emit(
+                    Some(peer),
+                    len,
+                    NetworkEvent::Request {
+                        from: peer,
+                        data: request,
+                        respond: Responder(tx),
+                    },
+                );
                 if delivered {
                     self.pending_responses
                         .push(rx.map(move |r| (peer, channel, r.ok())).boxed());

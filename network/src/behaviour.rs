@@ -57,16 +57,18 @@ impl TallyBehaviour {
             .with_max_established(Some(config.max_connections))
             .with_max_pending_incoming(Some(config.max_connections))
             .with_max_pending_outgoing(Some(config.max_connections));
-        let rr_config = request_response::Config::default()
-            .with_request_timeout(config.request_timeout)
-            .with_max_concurrent_streams(1024);
+        let rr_config = |streams: usize| {
+            request_response::Config::default()
+                .with_request_timeout(config.request_timeout)
+                .with_max_concurrent_streams(streams)
+        };
         let direct = request_response::Behaviour::with_codec(
             FrameCodec {
                 max_request: config.limits.direct,
                 max_response: 0,
             },
             [(StreamProtocol::new(DIRECT_PROTOCOL), ProtocolSupport::Full)],
-            rr_config.clone(),
+            rr_config(config.max_direct_streams),
         );
         let sync = request_response::Behaviour::with_codec(
             FrameCodec {
@@ -74,7 +76,7 @@ impl TallyBehaviour {
                 max_response: config.limits.response,
             },
             [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
-            rr_config,
+            rr_config(config.max_sync_streams),
         );
         let identify = identify::Behaviour::new(identify::Config::new(
             IDENTIFY_PROTOCOL.to_string(),

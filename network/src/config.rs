@@ -66,10 +66,28 @@ pub struct NetworkConfig {
     pub request_timeout: Duration,
     /// Gossipsub heartbeat (mesh maintenance, gossip emission, score decay).
     pub heartbeat: Duration,
-    /// Capacity of the inbound event channel. When the node falls this far behind, further
+    /// Most inbound events waiting for the node. When the node falls this far behind, further
     /// inbound messages are dropped and counted (`reason="event_queue_full"`) rather than
     /// stalling the network task.
     pub event_queue: usize,
+    /// Most payload bytes of inbound events waiting for the node, from all peers together.
+    pub event_queue_bytes: usize,
+    /// Most payload bytes waiting from any one peer (`reason="event_queue_peer_full"` past
+    /// it): one peer cannot take the queue from the others.
+    pub event_queue_peer_bytes: usize,
+    /// Application score at or below which a peer is disconnected and banned (each
+    /// penalty is -10, decaying by 10% a second; gossipsub's own score counts too).
+    pub ban_threshold: f64,
+    /// First ban; each further ban of the same peer doubles it.
+    pub ban_initial: Duration,
+    /// Longest ban.
+    pub ban_max: Duration,
+    /// Most concurrent substreams on one connection (yamux); honest traffic needs a handful.
+    pub max_streams_per_connection: usize,
+    /// Most concurrent direct-message requests per connection.
+    pub max_direct_streams: usize,
+    /// Most concurrent sync requests per connection.
+    pub max_sync_streams: usize,
 }
 
 impl NetworkConfig {
@@ -90,6 +108,14 @@ impl NetworkConfig {
             request_timeout: Duration::from_secs(10),
             heartbeat: Duration::from_millis(500),
             event_queue: 16_384,
+            event_queue_bytes: 256 << 20,
+            event_queue_peer_bytes: 64 << 20,
+            ban_threshold: -100.0,
+            ban_initial: Duration::from_secs(30),
+            ban_max: Duration::from_secs(3600),
+            max_streams_per_connection: 256,
+            max_direct_streams: 128,
+            max_sync_streams: 16,
         }
     }
 
@@ -110,6 +136,23 @@ impl NetworkConfig {
             return Err("event_queue: must be positive".into());
         }
         let l = &self.limits;
+        let largest = l.gossip.max(l.direct).max(l.request);
+        if self.event_queue_peer_bytes < largest || self.event_queue_bytes < self.event_queue_peer_bytes
+        {
+            return Err(
+                "event_queue_peer_bytes / event_queue_bytes: need largest message <= per peer <= total"
+                    .into(),
+            );
+        }
+        if !(self.ban_threshold < 0.0) || self.ban_initial.is_zero() || self.ban_max < self.ban_initial {
+            return Err("ban_threshold / ban_initial / ban_max: need threshold < 0 and 0 < initial <= max".into());
+        }
+        if self.max_direct_streams == 0
+            || self.max_sync_streams == 0
+            || self.max_streams_per_connection < self.max_direct_streams + self.max_sync_streams + 8
+        {
+            return Err("max_streams_per_connection: must exceed max_direct_streams + max_sync_streams + 8 (gossip, identify, ping)".into());
+        }
         if [l.gossip, l.direct, l.request, l.response]
             .iter()
             .any(|&n| n == 0 || n > u32::MAX as usize / 2)

@@ -4,7 +4,7 @@
 //! application message processed.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     convert::Infallible,
     task::{Context, Poll},
 };
@@ -24,15 +24,25 @@ use prometheus::IntCounter;
 #[error("peer {0} is not a member of the consortium")]
 pub struct NotMember(pub PeerId);
 
-/// Allows connections only to and from members.
+/// Why a banned member's connection was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("peer {0} is banned for misbehaviour")]
+pub struct Banned(pub PeerId);
+
+/// Allows connections only to and from members that are not banned.
 pub(crate) struct MembershipGate {
     members: HashSet<PeerId>,
+    banned: HashMap<PeerId, tokio::time::Instant>,
     refused: IntCounter,
 }
 
 impl MembershipGate {
     pub(crate) fn new(members: HashSet<PeerId>, refused: IntCounter) -> Self {
-        Self { members, refused }
+        Self {
+            members,
+            banned: HashMap::new(),
+            refused,
+        }
     }
 
     pub(crate) fn is_member(&self, peer: &PeerId) -> bool {
@@ -44,7 +54,23 @@ impl MembershipGate {
         self.members = members;
     }
 
+    /// Refuses the peer's connections until `until`.
+    pub(crate) fn ban(&mut self, peer: PeerId, until: tokio::time::Instant) {
+        let now = tokio::time::Instant::now();
+        self.banned.retain(|_, u| *u > now);
+        self.banned.insert(peer, until);
+    }
+
     fn check(&self, peer: PeerId) -> Result<(), ConnectionDenied> {
+        if self
+            .banned
+            .get(&peer)
+            .is_some_and(|u| *u > tokio::time::Instant::now())
+        {
+            self.refused.inc();
+            tracing::debug!(%peer, "refused connection from banned member");
+            return Err(ConnectionDenied::new(Banned(peer)));
+        }
         if self.members.contains(&peer) {
             Ok(())
         } else {

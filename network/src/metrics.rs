@@ -22,6 +22,8 @@ pub(crate) struct NetworkMetrics {
     pub bytes: IntCounterVec,
     /// `tally_network_rejected_messages_total{reason}`
     pub rejected: IntCounterVec,
+    /// `tally_network_peer_bans_total`
+    pub bans: IntCounter,
 }
 
 impl NetworkMetrics {
@@ -55,6 +57,11 @@ impl NetworkMetrics {
             ),
             &["reason"],
         )?;
+        let bans = IntCounter::new(
+            "tally_network_peer_bans_total",
+            "Members disconnected and banned for a while for misbehaviour",
+        )?;
+        registry.register(Box::new(bans.clone()))?;
         registry.register(Box::new(connected_peers.clone()))?;
         registry.register(Box::new(refused_connections.clone()))?;
         registry.register(Box::new(messages.clone()))?;
@@ -66,6 +73,7 @@ impl NetworkMetrics {
             messages,
             bytes,
             rejected,
+            bans,
         })
     }
 

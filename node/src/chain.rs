@@ -40,6 +40,8 @@ pub struct BlockProposal {
     /// with the executed block so that a restarted node resumes consensus from it and serves it
     /// to peers that sync. Opaque to the ledger.
     pub record: Vec<u8>,
+    /// Consensus's id of the block, indexed for peers that sync.
+    pub record_id: [u8; 32],
 }
 
 /// The node's committed chain.
@@ -124,8 +126,13 @@ impl Chain {
             receipt_root: out.receipt_root,
             state_root: self.state.root(),
         };
-        self.store
-            .commit_block(&header, &out.receipts, &out.writes, &proposal.record)?;
+        self.store.commit_block(
+            &header,
+            &out.receipts,
+            &out.writes,
+            &proposal.record,
+            &proposal.record_id,
+        )?;
         self.last = Some(header.clone());
         Ok((header, out.receipts))
     }

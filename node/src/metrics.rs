@@ -43,6 +43,8 @@ pub struct Metrics {
     pub consensus_evidence: IntCounterVec,
     /// Consensus messages dropped before the round logic, by reason.
     pub consensus_invalid_messages: IntCounterVec,
+    /// Peers' sync requests, by kind (`blocks`, `batch`) and outcome (`served`, `refused`).
+    pub sync_requests: IntCounterVec,
     /// Transactions accepted into this node's mempool from clients.
     pub transactions_received: IntCounter,
     /// Transactions executed in committed blocks (applied or rejected), by outcome.
@@ -135,6 +137,12 @@ impl Metrics {
                 "tally_consensus_invalid_messages_total",
                 "Consensus messages dropped before the round logic, by reason",
                 &["reason"],
+            )?,
+            sync_requests: counter_vec(
+                r,
+                "tally_sync_requests_total",
+                "Peers' sync requests, by kind and outcome (refused over the per-peer limits)",
+                &["kind", "outcome"],
             )?,
             transactions_received: counter(
                 r,
@@ -285,10 +293,15 @@ impl Metrics {
         }
         self.consensus_invalid_messages
             .with_label_values(&["malformed"]);
+        for kind in ["blocks", "batch"] {
+            for outcome in ["served", "refused"] {
+                self.sync_requests.with_label_values(&[kind, outcome]);
+            }
+        }
         for origin in ["own", "gossip", "fetched", "disk"] {
             self.batches_stored.with_label_values(&[origin]);
         }
-        for reason in ["malformed", "bad_size", "bad_transaction"] {
+        for reason in ["malformed", "bad_size", "wrong_author", "bad_transaction"] {
             self.batches_rejected.with_label_values(&[reason]);
         }
     }

@@ -88,6 +88,9 @@ pub struct Store {
     txindex: sled::Tree,
     batches: sled::Tree,
     meta: sled::Tree,
+    /// Consensus block id → height, so that a peer's sync request for an older committed
+    /// block is answered with one lookup.
+    block_ids: sled::Tree,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StorageError> {
@@ -112,6 +115,7 @@ impl Store {
             txindex: db.open_tree("txindex")?,
             batches: db.open_tree("batches")?,
             meta: db.open_tree("meta")?,
+            block_ids: db.open_tree("block_ids")?,
             db,
         };
         store.reindex_last_block()?;
@@ -188,6 +192,7 @@ impl Store {
         receipts: &[Receipt],
         writes: &WriteSet,
         consensus: &[u8],
+        consensus_id: &[u8; 32],
     ) -> Result<(), StorageError> {
         let committed = self.committed_height()?;
         if header.height != committed + 1 {
@@ -212,10 +217,17 @@ impl Store {
         });
         let receipts = codec::encode(receipts);
         let height = codec::encode(&header.height);
-        (&self.state, &self.blocks, &self.receipts, &self.meta)
-            .transaction(|(st, bl, rc, meta)| {
+        (
+            &self.state,
+            &self.blocks,
+            &self.receipts,
+            &self.meta,
+            &self.block_ids,
+        )
+            .transaction(|(st, bl, rc, meta, ids)| {
                 st.apply_batch(&state_batch)?;
                 bl.insert(&key, block.as_slice())?;
+                ids.insert(consensus_id, &key)?;
                 rc.insert(&key, receipts.as_slice())?;
                 meta.insert(COMMITTED_HEIGHT, height.as_slice())?;
                 Ok::<_, ConflictableTransactionError<()>>(())
@@ -232,6 +244,14 @@ impl Store {
             .get(height.to_be_bytes())?
             .map(|b| decode("block", &b))
             .transpose()
+    }
+
+    /// Height of the committed block with this consensus id.
+    pub fn height_of_block(&self, consensus_id: &[u8; 32]) -> Result<Option<Height>, StorageError> {
+        Ok(self.block_ids.get(consensus_id)?.and_then(|v| {
+            let bytes: [u8; 8] = v.as_ref().try_into().ok()?;
+            Some(Height::from_be_bytes(bytes))
+        }))
     }
 
     /// Attaches the quorum's certificate to a committed block.
@@ -362,7 +382,7 @@ mod tests {
                 .init_genesis(Hash([9; 32]), &State::default())
                 .unwrap();
             store
-                .commit_block(&header(1), &receipts, &writes, b"")
+                .commit_block(&header(1), &receipts, &writes, b"", &[3; 32])
                 .unwrap();
             // As if the crash came between the block's transaction and its index batch.
             store.txindex.remove(Hash([4; 32]).0).unwrap();

@@ -258,6 +258,7 @@ proptest! {
                     timestamp_ms: 2_000 + height,
                     batch_digests: vec![],
                     record: vec![height as u8],
+                    record_id: [height as u8; 32],
                 };
                 headers.push(chain.commit(&proposal, &txs).unwrap().0);
                 for i in 0..ACCOUNTS {

@@ -82,6 +82,7 @@ pub fn block(height: Height) -> (BlockProposal, Vec<VerifiedTransaction>) {
         timestamp_ms: height * 1000,
         batch_digests: vec![Hash([height as u8; 32])],
         record: height.to_be_bytes().to_vec(),
+        record_id: [height as u8; 32],
     };
     (proposal, txs)
 }

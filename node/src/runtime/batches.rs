@@ -269,7 +269,14 @@ mod tests {
         bad.txs[1].signature = SigningKey::from_bytes(&[9; 32]).sign_placeholder();
         let e = verify(codec::encode(&bad), "c", 1 << 20, 100, None).unwrap_err();
         assert_eq!(e.reason(), "bad_transaction");
-        let e = verify(b.bytes[..b.bytes.len() - 3].to_vec(), "c", 1 << 20, 100, None).unwrap_err();
+        let e = verify(
+            b.bytes[..b.bytes.len() - 3].to_vec(),
+            "c",
+            1 << 20,
+            100,
+            None,
+        )
+        .unwrap_err();
         assert_eq!(e.reason(), "malformed");
         assert_eq!(
             verify(b.bytes.to_vec(), "c", 1 << 20, 2, None)

@@ -6,6 +6,7 @@
 
 use super::batches::{self, BatchPool, VerifiedBatch};
 use super::executor::CommitJob;
+use super::sync::SyncServer;
 use super::wire::{DirectMessage, SyncRequest, SyncResponse, BATCH_TOPIC};
 use super::{now_ms, NodeShared};
 use crate::block::{CommitCertificate, CommitVote};
@@ -117,6 +118,7 @@ pub(crate) struct Core {
     gossip_received: u64,
     gossip_applied: u64,
     reorder: BTreeMap<u64, (Result<VerifiedBatch, batches::BatchError>, Origin)>,
+    sync: SyncServer,
 }
 
 impl Core {
@@ -142,6 +144,7 @@ impl Core {
         let epoch = consensus.epoch();
         let hold = next_boundary(executed, params.epoch_blocks);
         Core {
+            sync: SyncServer::new(shared.clone()),
             shared,
             consensus,
             params,
@@ -171,7 +174,7 @@ impl Core {
     /// Runs until `stop` flips or the node fails.
     pub(crate) async fn run(
         mut self,
-        mut network: mpsc::Receiver<NetworkEvent>,
+        mut network: tally_network::NetworkEvents,
         mut internal: mpsc::Receiver<Internal>,
         mut stop: watch::Receiver<bool>,
     ) {
@@ -629,22 +632,20 @@ impl Core {
                     self.penalise(from, "sync_from_non_validator");
                     return;
                 }
+                // Served off this loop, under per-peer limits (runtime/sync.rs). A request
+                // over its peer's limit is refused: dropping `respond` fails it remotely.
                 match codec::decode::<SyncRequest>(&data, MAX_FRAME) {
                     Ok(SyncRequest::Blocks(request)) => {
-                        let store = self.shared.store.clone();
-                        let committed = move |h: Height| super::stored_consensus_block(&store, h);
-                        let blocks = self.consensus.serve_blocks(&request, &committed);
-                        respond.respond(codec::encode(&SyncResponse::Blocks(blocks)));
+                        if let Some(slot) = self.sync.admit(from, "blocks") {
+                            let plan = self.consensus.uncommitted_chain(&request);
+                            self.sync.blocks(slot, request, plan, respond);
+                        }
                     }
                     Ok(SyncRequest::Batch(hash)) => {
-                        let d = Digest(hash.0);
-                        let bytes = match self.pool.get(&d) {
-                            Some(b) => Some(b.bytes.to_vec()),
-                            None => self.shared.store.batch(&hash).ok().flatten(),
-                        };
-                        respond.respond(codec::encode(&SyncResponse::Batch(
-                            bytes.map(serde_bytes::ByteBuf::from),
-                        )));
+                        if let Some(slot) = self.sync.admit(from, "batch") {
+                            let held = self.pool.get(&Digest(hash.0)).map(|b| b.bytes.to_vec());
+                            self.sync.batch(slot, hash, held, respond);
+                        }
                     }
                     Err(_) => self.penalise(from, "malformed_sync_request"),
                 }

@@ -51,6 +51,7 @@ pub(crate) fn run(
             timestamp_ms: job.block.timestamp_ms,
             batch_digests: job.block.payload.iter().map(batches::to_hash).collect(),
             record: codec::encode(&(&job.block, &job.qc)),
+            record_id: job.block.id().0,
         };
         let (header, receipts) = match chain.commit(&proposal, &txs) {
             Ok(r) => r,

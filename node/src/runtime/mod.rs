@@ -17,6 +17,7 @@ pub mod batches;
 mod core;
 mod executor;
 pub mod mempool;
+mod sync;
 pub mod wire;
 
 use crate::chain::Chain;

@@ -1,0 +1,142 @@
+//! Serving peers' sync requests (blocks and batches) off the consensus loop, with limits.
+//!
+//! The loop does only what needs its memory: the uncommitted part of a block request (from
+//! consensus) and batches still in the pool. Everything that reads the store runs on the
+//! blocking pool, at most [`MAX_IN_FLIGHT_PER_PEER`] requests per peer and
+//! [`MAX_IN_FLIGHT`] in all; a request over either limit is refused at once (its responder is
+//! dropped, so the peer's request fails and it asks another validator). An answer holds at
+//! most [`SYNC_CHUNK`] blocks whatever the request asks for.
+
+use super::wire::SyncResponse;
+use super::NodeShared;
+use crate::codec;
+use crate::primitives::{Hash, Height};
+use crate::storage::Store;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tally_consensus::{Block, BlockRequest, SYNC_CHUNK};
+use tally_network::{PeerId, Responder};
+
+/// Requests one peer may have in progress.
+pub const MAX_IN_FLIGHT_PER_PEER: usize = 2;
+/// Requests in progress from all peers together.
+pub const MAX_IN_FLIGHT: usize = 16;
+
+/// The server: clone it freely, every clone shares the limits.
+#[derive(Clone)]
+pub(crate) struct SyncServer {
+    shared: Arc<NodeShared>,
+    in_flight: Arc<Mutex<HashMap<PeerId, usize>>>,
+}
+
+/// A request admitted under the limits; dropping it gives its slot back.
+pub(crate) struct Slot {
+    peer: PeerId,
+    in_flight: Arc<Mutex<HashMap<PeerId, usize>>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.in_flight.lock() {
+            if let Some(n) = m.get_mut(&self.peer) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(&self.peer);
+                }
+            }
+        }
+    }
+}
+
+impl SyncServer {
+    pub(crate) fn new(shared: Arc<NodeShared>) -> SyncServer {
+        SyncServer {
+            shared,
+            in_flight: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// A slot for one request of `peer`, or `None` over a limit (counted as refused).
+    pub(crate) fn admit(&self, peer: PeerId, kind: &'static str) -> Option<Slot> {
+        let admitted = match self.in_flight.lock() {
+            Ok(mut m) => {
+                let total: usize = m.values().sum();
+                let mine = m.get(&peer).copied().unwrap_or(0);
+                if total >= MAX_IN_FLIGHT || mine >= MAX_IN_FLIGHT_PER_PEER {
+                    false
+                } else {
+                    *m.entry(peer).or_insert(0) += 1;
+                    true
+                }
+            }
+            Err(_) => false,
+        };
+        let outcome = if admitted { "served" } else { "refused" };
+        self.shared
+            .metrics
+            .sync_requests
+            .with_label_values(&[kind, outcome])
+            .inc();
+        admitted.then(|| Slot {
+            peer,
+            in_flight: self.in_flight.clone(),
+        })
+    }
+
+    /// Answers a block request: committed blocks from the store, then `plan`'s uncommitted
+    /// ones (see `Consensus::uncommitted_chain`); for a block unknown to consensus, the store's
+    /// block index says where the chain ends.
+    pub(crate) fn blocks(
+        &self,
+        slot: Slot,
+        request: BlockRequest,
+        plan: Option<(Height, Vec<Block>)>,
+        respond: Responder,
+    ) {
+        let store = self.shared.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            let blocks = answer(&store, &request, plan);
+            respond.respond(codec::encode(&SyncResponse::Blocks(blocks)));
+        });
+    }
+
+    /// Answers a batch request: `held` from the pool, else from the store.
+    pub(crate) fn batch(&self, slot: Slot, hash: Hash, held: Option<Vec<u8>>, respond: Responder) {
+        let store = self.shared.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            let bytes = held.or_else(|| store.batch(&hash).ok().flatten());
+            respond.respond(codec::encode(&SyncResponse::Batch(
+                bytes.map(serde_bytes::ByteBuf::from),
+            )));
+        });
+    }
+}
+
+fn answer(store: &Store, request: &BlockRequest, plan: Option<(Height, Vec<Block>)>) -> Vec<Block> {
+    let max = request.max_blocks.min(SYNC_CHUNK) as usize;
+    let (top, upper) = match plan {
+        Some(p) => p,
+        None => match store.height_of_block(&request.block.0) {
+            Ok(Some(h)) => (h, Vec::new()),
+            _ => return Vec::new(),
+        },
+    };
+    let mut out = Vec::with_capacity(max);
+    let mut h = request.after_height.saturating_add(1);
+    while h <= top && out.len() < max {
+        match super::stored_consensus_block(store, h) {
+            Some(b) => out.push(b),
+            None => return out,
+        }
+        h = h.saturating_add(1);
+    }
+    out.extend(
+        upper
+            .into_iter()
+            .filter(|b| b.height > request.after_height),
+    );
+    out.truncate(max);
+    out
+}
