@@ -524,13 +524,17 @@ impl Actor {
             return;
         }
         let len = message.data.len();
-        let delivered = self.emit(Some(source), len, NetworkEvent::Gossip {
-            topic,
-            source,
-            author: message.source,
-            message_id: message_id.clone(),
-            data: message.data,
-        });
+        let delivered = self.emit(
+            Some(source),
+            len,
+            NetworkEvent::Gossip {
+                topic,
+                source,
+                author: message.source,
+                message_id: message_id.clone(),
+                data: message.data,
+            },
+        );
         if !delivered {
             self.swarm
                 .behaviour_mut()

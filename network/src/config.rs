@@ -137,15 +137,23 @@ impl NetworkConfig {
         }
         let l = &self.limits;
         let largest = l.gossip.max(l.direct).max(l.request);
-        if self.event_queue_peer_bytes < largest || self.event_queue_bytes < self.event_queue_peer_bytes
+        if self.event_queue_peer_bytes < largest
+            || self.event_queue_bytes < self.event_queue_peer_bytes
         {
             return Err(
                 "event_queue_peer_bytes / event_queue_bytes: need largest message <= per peer <= total"
                     .into(),
             );
         }
-        if !(self.ban_threshold < 0.0) || self.ban_initial.is_zero() || self.ban_max < self.ban_initial {
-            return Err("ban_threshold / ban_initial / ban_max: need threshold < 0 and 0 < initial <= max".into());
+        if self.ban_threshold.is_nan()
+            || self.ban_threshold >= 0.0
+            || self.ban_initial.is_zero()
+            || self.ban_max < self.ban_initial
+        {
+            return Err(
+                "ban_threshold / ban_initial / ban_max: need threshold < 0 and 0 < initial <= max"
+                    .into(),
+            );
         }
         if self.max_direct_streams == 0
             || self.max_sync_streams == 0

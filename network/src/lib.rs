@@ -21,5 +21,5 @@ pub use error::{NetworkError, Result};
 pub use gate::{Banned, NotMember};
 pub use handle::{Acceptance, NetworkEvent, NetworkHandle, Responder};
 pub use identity::{keypair_from_secret, peer_id_from_public_key, peer_id_from_secret};
-pub use queue::NetworkEvents;
 pub use libp2p::{gossipsub::MessageId, multiaddr, Multiaddr, PeerId};
+pub use queue::NetworkEvents;

@@ -139,7 +139,9 @@ mod tests {
             Some(Refused::PeerFull)
         );
         // The other peer still gets through.
-        let c = budget.charge(Some(honest), 1_000).expect("honest peer's share");
+        let c = budget
+            .charge(Some(honest), 1_000)
+            .expect("honest peer's share");
         drop(c);
         drop(held);
         assert_eq!(budget.queued(), 0);

@@ -132,3 +132,24 @@ async fn oversized_direct_message_and_request_are_dropped_counted_and_penalised(
     .await;
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_keeps_misbehaving_is_disconnected_and_banned() {
+    let (receiver, sloppy) = pair().await;
+    // Each oversized frame costs 10 points; the ban threshold is -100.
+    for _ in 0..12 {
+        let _ = sloppy
+            .handle
+            .send(receiver.peer_id(), vec![1u8; SMALL.direct + 1])
+            .await;
+    }
+    wait_until("the misbehaving member is banned", || {
+        receiver.metric("tally_network_peer_bans_total", &[]) >= 1.0
+    })
+    .await;
+    wait_until("and disconnected", || !receiver.connected_to(&sloppy)).await;
+    // Its redials are refused while the ban lasts (30 s at first).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!receiver.connected_to(&sloppy));
+    assert!(!sloppy.connected_to(&receiver));
+}

@@ -24,6 +24,8 @@ const MAX_RECORD_BYTES: usize = 256 << 20;
 const COMMITTED_HEIGHT: &[u8] = b"committed_height";
 const GENESIS_HASH: &[u8] = b"genesis_hash";
 const SAFETY: &[u8] = b"safety";
+/// Evidence records kept per kind (proposal, vote, timeout) and validator.
+pub const MAX_EVIDENCE_PER_KIND: usize = 1_000;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -307,10 +309,29 @@ impl Store {
         Ok(self.meta.get(SAFETY)?.map(|v| v.to_vec()))
     }
 
-    /// Records equivocation evidence (encoded) under `kind/validator/round`.
-    pub fn put_evidence(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
-        self.meta.insert(format!("evidence/{key}"), bytes)?;
-        Ok(())
+    /// Records equivocation evidence (encoded) under `kind/validator/round`, keeping at most
+    /// [`MAX_EVIDENCE_PER_KIND`] records per kind and validator (the first ones: one proven
+    /// equivocation is enough, and a Byzantine validator cannot grow the disk without end).
+    /// Returns whether it was stored.
+    pub fn put_evidence(
+        &self,
+        kind: &str,
+        validator: u16,
+        round: u64,
+        bytes: &[u8],
+    ) -> Result<bool, StorageError> {
+        let prefix = format!("evidence/{kind}/{validator}/");
+        if self
+            .meta
+            .scan_prefix(&prefix)
+            .take(MAX_EVIDENCE_PER_KIND)
+            .count()
+            >= MAX_EVIDENCE_PER_KIND
+        {
+            return Ok(false);
+        }
+        self.meta.insert(format!("{prefix}{round}"), bytes)?;
+        Ok(true)
     }
 
     /// A committed value of the ledger state.
@@ -399,5 +420,18 @@ mod tests {
             })
         );
         assert_eq!(store.state_value(b"acct/x").unwrap(), Some(vec![7]));
+    }
+
+    #[test]
+    fn evidence_is_capped_per_kind_and_validator() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let stored = (0..MAX_EVIDENCE_PER_KIND as u64 + 5)
+            .filter(|r| store.put_evidence("vote", 3, *r, b"e").unwrap())
+            .count();
+        assert_eq!(stored, MAX_EVIDENCE_PER_KIND);
+        // Another validator, or another kind, has its own allowance.
+        assert!(store.put_evidence("vote", 2, 0, b"e").unwrap());
+        assert!(store.put_evidence("proposal", 3, 0, b"e").unwrap());
     }
 }

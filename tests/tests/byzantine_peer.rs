@@ -6,8 +6,8 @@
 use ed25519_dalek::{Signer, SigningKey};
 use std::time::Duration;
 use tally_consensus::{
-    timeout_digest, Block, BlockRequest, Digest, Message, QuorumCert, Timeout, ValidatorIndex,
-    ValidatorSet, SYNC_CHUNK,
+    timeout_digest, vote_digest, Block, BlockRequest, Digest, Message, QuorumCert, Timeout,
+    ValidatorIndex, ValidatorSet, Vote, SYNC_CHUNK,
 };
 use tally_network::{BootstrapPeer, Network, NetworkConfig, NetworkHandle, PeerId};
 use tally_node::codec;
@@ -77,41 +77,7 @@ async fn a_byzantine_validator_cannot_halt_fork_or_flood_the_honest_ones() {
     c.kill(BYZANTINE).await;
     let (net, key, peers) = impersonate(&c).await;
 
-    // 1. A timeout carrying the committed root's certificate with a forged round near
-    //    u64::MAX and no signatures (it once became an honest replica's highest QC).
-    let set = ValidatorSet::new(
-        0,
-        c.testnet
-            .genesis
-            .validators
-            .iter()
-            .map(|v| v.public_key.0)
-            .collect(),
-    )
-    .expect("validator set");
-    let (_, root_qc) = Block::genesis(&set);
-    let forged_qc = QuorumCert {
-        round: u64::MAX - 2,
-        signatures: Vec::new(),
-        ..root_qc
-    };
-    for round in [5, u64::MAX - 1] {
-        let signature = key.sign(&timeout_digest(0, round, forged_qc.round).0);
-        let t = Message::Timeout(Timeout {
-            epoch: 0,
-            round,
-            high_qc: forged_qc.clone(),
-            voter: BYZANTINE as ValidatorIndex,
-            signature,
-            entered_by: None,
-        });
-        for p in &peers {
-            let data = codec::encode(&DirectMessage::Consensus(t.to_bytes()));
-            let _ = net.send(*p, data).await;
-        }
-    }
-
-    // 2. A batch gossiped by validator 3 that names validator 0 as its author.
+    // 1. A batch gossiped by validator 3 that names validator 0 as its author.
     let tx = c.transfer(2, 5, 0, 1);
     let forged_batch = Batch {
         author: tally_node::primitives::AccountId(
@@ -122,7 +88,7 @@ async fn a_byzantine_validator_cannot_halt_fork_or_flood_the_honest_ones() {
     };
     let _ = net.publish(BATCH_TOPIC, codec::encode(&forged_batch)).await;
 
-    // 3. A flood of sync requests for unknown blocks asking for everything.
+    // 2. A flood of sync requests for unknown blocks asking for everything.
     let mut asks = Vec::new();
     for k in 0..24u8 {
         let request = SyncRequest::Blocks(BlockRequest {
@@ -150,6 +116,57 @@ async fn a_byzantine_validator_cannot_halt_fork_or_flood_the_honest_ones() {
         answered < 24,
         "every one of 24 concurrent requests was served"
     );
+
+    // 4. Two different votes for one round: equivocation, kept as evidence.
+    let round = metric(&c, 0, "tally_consensus_round").await as u64 + 1;
+    for block in [Digest([1; 32]), Digest([2; 32])] {
+        let signature = key.sign(&vote_digest(0, round, 1, &block).0);
+        let v = Message::Vote(Vote {
+            epoch: 0,
+            round,
+            height: 1,
+            block,
+            voter: BYZANTINE as ValidatorIndex,
+            signature,
+        });
+        let data = codec::encode(&DirectMessage::Consensus(v.to_bytes()));
+        let _ = net.send(peers[0], data).await;
+    }
+
+    // 3. Timeouts carrying the committed root's certificate with a forged round near
+    //    u64::MAX and no signatures (it once became an honest replica's highest QC).
+    let set = ValidatorSet::new(
+        0,
+        c.testnet
+            .genesis
+            .validators
+            .iter()
+            .map(|v| v.public_key.0)
+            .collect(),
+    )
+    .expect("validator set");
+    let (_, root_qc) = Block::genesis(&set);
+    let forged_qc = QuorumCert {
+        round: u64::MAX - 2,
+        signatures: Vec::new(),
+        ..root_qc
+    };
+    //    Enough of them to cross the ban threshold.
+    for round in [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, u64::MAX - 1] {
+        let signature = key.sign(&timeout_digest(0, round, forged_qc.round).0);
+        let t = Message::Timeout(Timeout {
+            epoch: 0,
+            round,
+            high_qc: forged_qc.clone(),
+            voter: BYZANTINE as ValidatorIndex,
+            signature,
+            entered_by: None,
+        });
+        for p in &peers {
+            let data = codec::encode(&DirectMessage::Consensus(t.to_bytes()));
+            let _ = net.send(*p, data).await;
+        }
+    }
 
     // The honest three keep finalizing and agree.
     let now = c.height(0);
@@ -199,6 +216,18 @@ async fn a_byzantine_validator_cannot_halt_fork_or_flood_the_honest_ones() {
     assert!(
         wrong_author >= 1.0,
         "the forged batch was not refused as wrong_author"
+    );
+    assert!(metric(&c, 0, "tally_consensus_evidence_total{kind=\"vote\"}").await >= 1.0);
+    // The forger crossed the ban threshold: disconnected and refused for a while.
+    let deadline = tokio::time::Instant::now() + LONG;
+    while metric(&c, 0, "tally_network_peer_bans_total").await < 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "never banned");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !net.connected_peers().contains(&peers[0]),
+        "still connected"
     );
     // The transaction in the forged batch was never committed.
     let (_, status) = c

@@ -148,6 +148,25 @@ async fn members_vote_a_validator_out_and_the_rest_carry_on_in_the_next_epoch() 
         .iter()
         .all(|(v, _)| keys.contains(v)));
 
+    // From the next boundary on, the removed validator is no longer admitted on the network:
+    // the others close its connections and refuse its redials.
+    wait_for(
+        "validator 3 disconnected after the next boundary",
+        Duration::from_secs(120),
+        async || {
+            let url = format!("{}/metrics", cluster.url(0));
+            let text = match cluster.http.get(url).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            cluster.height(0) > boundary + EPOCH_BLOCKS
+                && text
+                    .lines()
+                    .any(|l| l.trim() == "tally_network_connected_peers 2")
+        },
+    )
+    .await;
+
     // A validator restarted in the new epoch picks it up from its state and keeps going.
     cluster.kill(2).await;
     let resume = cluster.height(0) + 5;

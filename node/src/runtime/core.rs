@@ -119,6 +119,8 @@ pub(crate) struct Core {
     gossip_applied: u64,
     reorder: BTreeMap<u64, (Result<VerifiedBatch, batches::BatchError>, Origin)>,
     sync: SyncServer,
+    /// The admitted keys, applied in order by one task.
+    members: watch::Sender<Vec<[u8; 32]>>,
 }
 
 impl Core {
@@ -143,7 +145,18 @@ impl Core {
             .unwrap_or(NOT_A_VALIDATOR);
         let epoch = consensus.epoch();
         let hold = next_boundary(executed, params.epoch_blocks);
+        let (members, mut admitted) = watch::channel(Vec::new());
+        let net = shared.network.clone();
+        tokio::spawn(async move {
+            while admitted.changed().await.is_ok() {
+                let keys = admitted.borrow_and_update().clone();
+                if let Err(e) = net.set_members(&keys).await {
+                    tracing::error!(error = %e, "network members not updated");
+                }
+            }
+        });
         Core {
+            members,
             sync: SyncServer::new(shared.clone()),
             shared,
             consensus,
@@ -864,10 +877,36 @@ impl Core {
                 }
             }
         }
+        // A boundary after the one that changed the set: the previous set's last headers are
+        // long certified, so its keys are no longer admitted.
+        if self
+            .previous
+            .as_ref()
+            .is_some_and(|(last, _)| height > *last)
+        {
+            self.previous = None;
+        }
+        self.refresh_members();
         self.hold = next_boundary(height, self.params.epoch_blocks);
         self.local.push_back(Event::HoldCommits {
             height: Some(self.hold),
         });
+    }
+
+    /// Hands the network the keys it admits now (see `network_members`): at every boundary and
+    /// epoch change, so governance removals take effect there. The latest list wins.
+    fn refresh_members(&self) {
+        let previous = self
+            .previous
+            .as_ref()
+            .map_or(&[][..], |(_, keys)| &keys[..]);
+        let members = super::network_members(
+            &self.shared.store,
+            &self.shared.genesis,
+            &self.shared.validators(),
+            previous,
+        );
+        let _ = self.members.send(members);
     }
 
     /// Consensus entered a new epoch: address its validators, admit them on the network.
@@ -893,13 +932,7 @@ impl Core {
             .unwrap_or(NOT_A_VALIDATOR);
         self.epoch = self.consensus.epoch();
         self.shared.set_validators(keys.clone());
-        let members = super::network_members(&self.shared.genesis, &keys);
-        let net = self.shared.network.clone();
-        tokio::spawn(async move {
-            if let Err(e) = net.set_members(&members).await {
-                tracing::error!(error = %e, "network members not updated");
-            }
-        });
+        self.refresh_members();
         self.shared.metrics.consensus_epoch.set(self.epoch as i64);
         tracing::info!(
             epoch = self.epoch,

@@ -328,24 +328,40 @@ impl NodeShared {
     }
 
     fn record_evidence(&self, evidence: &tally_consensus::Evidence) {
-        let key = format!(
-            "{}/{}/{}",
+        if let Err(e) = self.store.put_evidence(
             evidence.kind(),
             evidence.validator(),
-            evidence.round()
-        );
-        if let Err(e) = self.store.put_evidence(&key, &codec::encode(evidence)) {
+            evidence.round(),
+            &codec::encode(evidence),
+        ) {
             tracing::error!(error = %e, "evidence not stored");
         }
     }
 }
 
-/// Keys the network admits: the current validators, the genesis validators and the members.
-pub(crate) fn network_members(genesis: &Genesis, validators: &[AccountId]) -> Vec<[u8; 32]> {
+/// Keys the network admits: the current validators, the previous epoch's while they finish
+/// its last rounds and headers, and the consortium's members as governance last set them (the
+/// genesis list until governance has written one). A key governance removed is not admitted,
+/// and its open connections are closed.
+pub(crate) fn network_members(
+    store: &Store,
+    genesis: &Genesis,
+    validators: &[AccountId],
+    previous: &[AccountId],
+) -> Vec<[u8; 32]> {
+    let governed: Option<std::collections::BTreeSet<AccountId>> = store
+        .state_value(crate::compliance::governance::MEMBERS_KEY)
+        .ok()
+        .flatten()
+        .and_then(|raw| codec::decode(&raw, 16 << 20).ok());
+    let members: Vec<AccountId> = match governed {
+        Some(set) => set.into_iter().collect(),
+        None => genesis.members.clone(),
+    };
     let mut keys: Vec<[u8; 32]> = validators
         .iter()
-        .chain(genesis.validators.iter().map(|v| &v.public_key))
-        .chain(genesis.members.iter())
+        .chain(previous)
+        .chain(members.iter())
         .map(|k| k.0)
         .collect();
     keys.sort_unstable();
@@ -464,7 +480,7 @@ impl RunningNode {
 
         let mut net_config =
             NetworkConfig::new(options.key.to_bytes(), vec![options.p2p_listen.clone()]);
-        net_config.members = network_members(&genesis, &validators);
+        net_config.members = network_members(&store, &genesis, &validators, &[]);
         net_config.bootstrap = options.bootstrap.clone();
         net_config.topics = vec![wire::BATCH_TOPIC.to_owned()];
         net_config.redial_max = Duration::from_secs(5);
