@@ -435,3 +435,70 @@ fn a_decoded_validator_set_is_checked_like_a_constructed_one() {
     identity[0] = 1;
     assert!(ValidatorSet::new(0, vec![identity]).is_err());
 }
+
+#[test]
+fn after_a_timeout_a_block_below_the_highest_reported_certificate_gets_no_vote() {
+    let f = Fixture::new();
+    let b1 = f.block(1, &f.genesis.1, 10);
+    let qc1 = f.qc(&b1);
+    // Round 2 timed out; validator 1 reported QC(1) as its highest.
+    let tc2 = TimeoutCert {
+        epoch: 0,
+        round: 2,
+        timeouts: (0..3u16)
+            .map(|i| {
+                let hqc = if i == 1 { 1 } else { 0 };
+                (
+                    i,
+                    hqc,
+                    f.keys[usize::from(i)].sign(&timeout_digest(0, 2, hqc).0),
+                )
+            })
+            .collect(),
+    };
+    let propose = |justify: &QuorumCert| {
+        let mut b = f.block(3, justify, 30);
+        b.timeout_cert = Some(tc2.clone());
+        b.sign(&f.keys[3])
+    };
+    for (justify, votes) in [(&f.genesis.1, 0), (&qc1, 1)] {
+        let mut r = f.replica(0, None);
+        r.start();
+        r.handle(msg(1, Message::Proposal(b1.clone())));
+        let actions = r.handle(msg(BYZANTINE, Message::Proposal(propose(justify))));
+        assert_eq!(
+            votes_to_validate(&actions),
+            votes,
+            "justify round {}",
+            justify.round
+        );
+    }
+}
+
+#[test]
+fn a_replica_votes_once_per_round_even_across_a_restart() {
+    let f = Fixture::new();
+    let mut r = f.replica(0, None);
+    r.start();
+    let b1 = f.block(1, &f.genesis.1, 10);
+    r.handle(msg(1, Message::Proposal(b1.clone())));
+    let actions = r.handle(Event::PayloadValidated {
+        block: b1.id(),
+        valid: true,
+    });
+    let state = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::PersistSafety(s) => Some(s.clone()),
+            _ => None,
+        })
+        .expect("voting persists the safety state");
+    // Restarted, it sees the leader's other proposal for the same round.
+    let mut restarted = f.replica(0, Some(state));
+    restarted.start();
+    let mut other = b1.clone();
+    other.payload = vec![Digest([0xAB; 32])];
+    let other = other.sign(&f.keys[1]);
+    let actions = restarted.handle(msg(1, Message::Proposal(other)));
+    assert_eq!(votes_to_validate(&actions), 0);
+}

@@ -1,0 +1,287 @@
+//! Fault tests on real `tally run` processes (four validators on loopback, each its own OS
+//! process with its own sled directory): under a steady load of signed payments, a random
+//! validator (the current leader half of the time) is killed with SIGKILL at a random moment
+//! and restarted, 30 times. Afterwards every validator agrees on the state root, and every
+//! payment any validator accepted is final (the client resubmits a payment that is not final
+//! after a while to another validator, as a real client does; a resubmission commits once).
+//!
+//! Slow: run by `scripts/slow-tests` (`TALLY_BIN` names the release binary):
+//!     TALLY_BIN=target/release/tally cargo test -p tally-tests --test process_faults -- --ignored
+
+use ed25519_dalek::SigningKey;
+use rand::Rng;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tally_node::primitives::{AccountId, AssetCode, Hash};
+use tally_node::testnet::{Testnet, TestnetSpec};
+use tally_node::tx::{Payload, SignedTransaction, Transaction, Transfer};
+
+const VALIDATORS: usize = 4;
+const KILLS: usize = 30;
+
+/// A base port with `n` free consecutive loopback ports.
+fn free_ports(n: u16) -> u16 {
+    let mut rng = rand::thread_rng();
+    loop {
+        let base: u16 = rng.gen_range(21_000..29_000);
+        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+}
+
+struct Net {
+    dir: PathBuf,
+    bin: PathBuf,
+    testnet: Testnet,
+    api_base: u16,
+    procs: Vec<Option<Child>>,
+    http: reqwest::Client,
+}
+
+impl Net {
+    fn start(dir: &Path, bin: PathBuf) -> Net {
+        let api_base = free_ports(VALIDATORS as u16);
+        let p2p_base = free_ports(VALIDATORS as u16);
+        let testnet = Testnet::generate(TestnetSpec {
+            chain_id: "tally-faults".into(),
+            validators: VALIDATORS,
+            accounts: 64,
+            api_base_port: api_base,
+            p2p_base_port: p2p_base,
+            genesis_time_ms: 0,
+        })
+        .expect("testnet");
+        testnet.write(dir).expect("write testnet");
+        let mut net = Net {
+            dir: dir.to_owned(),
+            bin,
+            testnet,
+            api_base,
+            procs: (0..VALIDATORS).map(|_| None).collect(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("client"),
+        };
+        for i in 0..VALIDATORS {
+            net.spawn(i);
+        }
+        net
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let vdir = self.dir.join(format!("validator-{i}"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(vdir.join("log.txt"))
+            .expect("log file");
+        let child = Command::new(&self.bin)
+            .args(["run", "--config", "node.toml", "--log-format", "json"])
+            .current_dir(&vdir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("tally run");
+        self.procs[i] = Some(child);
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.procs[i].take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self, i: usize, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.api_base + i as u16)
+    }
+
+    async fn get(&self, i: usize, path: &str) -> Option<serde_json::Value> {
+        let r = self.http.get(self.url(i, path)).send().await.ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        r.json().await.ok()
+    }
+
+    async fn submit(&self, i: usize, tx: &SignedTransaction) -> bool {
+        let body = serde_json::json!({ "tx": hex::encode(tx.to_bytes()) });
+        match self
+            .http
+            .post(self.url(i, "/v1/transactions"))
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(r) => r.status().as_u16() == 202,
+            Err(_) => false,
+        }
+    }
+
+    async fn status(&self, i: usize, hash: &Hash) -> Option<String> {
+        let v = self.get(i, &format!("/v1/transactions/{hash}")).await?;
+        v["status"].as_str().map(str::to_owned)
+    }
+
+    fn transfer(&self, from: usize, to: usize, sequence: u64) -> SignedTransaction {
+        let key: &SigningKey = &self.testnet.account_keys[from];
+        let to = AccountId(self.testnet.account_keys[to].verifying_key().to_bytes());
+        Transaction {
+            chain_id: self.testnet.genesis.chain_id.clone(),
+            sender: AccountId(key.verifying_key().to_bytes()),
+            sequence,
+            expiry_height: 1_000_000_000,
+            payload: Payload::Transfer(Transfer {
+                to,
+                asset: AssetCode::new("USD").expect("code"),
+                amount: 1,
+                memo: None,
+                travel: None,
+            }),
+        }
+        .sign(key)
+    }
+
+    async fn height(&self, i: usize) -> Option<u64> {
+        self.get(i, "/v1/status").await?["height"].as_u64()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for i in 0..VALIDATORS {
+            self.kill(i);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "slow: real processes; run by scripts/slow-tests with TALLY_BIN"]
+async fn kill_9_of_random_validators_under_load_loses_nothing_and_roots_agree() {
+    let bin = PathBuf::from(std::env::var("TALLY_BIN").expect("TALLY_BIN names the tally binary"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut net = Net::start(dir.path(), bin);
+    let mut rng = rand::thread_rng();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while net.height(0).await.unwrap_or(0) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the network never started"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Accepted payments by hash. Like a real client, each account has one payment in flight
+    // at a time: the next one is signed only when the last is final, and a payment that is not
+    // final is resubmitted (to any running validator) instead.
+    let mut accepted: BTreeMap<Hash, SignedTransaction> = BTreeMap::new();
+    let mut sequences = vec![0u64; 64];
+    let mut in_flight: Vec<Option<Hash>> = vec![None; 64];
+    for kill in 0..KILLS {
+        for _ in 0..40 {
+            let running: Vec<usize> = (0..VALIDATORS)
+                .filter(|i| net.procs[*i].is_some())
+                .collect();
+            let at = running[rng.gen_range(0..running.len())];
+            let from = rng.gen_range(0..64);
+            if let Some(h) = in_flight[from] {
+                match net.status(at, &h).await.as_deref() {
+                    Some("pending") | None => {
+                        let _ = net.submit(at, &accepted[&h]).await;
+                        continue;
+                    }
+                    Some(_) => in_flight[from] = None,
+                }
+            }
+            let to = (from + 1 + rng.gen_range(0..63)) % 64;
+            let tx = net.transfer(from, to, sequences[from]);
+            if net.submit(at, &tx).await {
+                sequences[from] += 1;
+                in_flight[from] = Some(tx.hash());
+                accepted.insert(tx.hash(), tx);
+            }
+        }
+        // The victim: the current leader half of the time.
+        let round = net
+            .get(0, "/v1/status")
+            .await
+            .and_then(|s| s["round"].as_u64());
+        let victim = match round {
+            Some(r) if rng.gen_bool(0.5) => (r % VALIDATORS as u64) as usize,
+            _ => rng.gen_range(0..VALIDATORS),
+        };
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(50..1500))).await;
+        net.kill(victim);
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(200..2000))).await;
+        net.spawn(victim);
+        eprintln!(
+            "kill {}: validator {victim}, {} accepted so far",
+            kill + 1,
+            accepted.len()
+        );
+    }
+
+    // Every accepted payment becomes final; a client resubmits what is not final.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    let mut pending: Vec<Hash> = accepted.keys().copied().collect();
+    while !pending.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} accepted payments never became final",
+            pending.len()
+        );
+        let mut still = Vec::new();
+        for h in pending {
+            match net.status(0, &h).await.as_deref() {
+                Some("committed") => {}
+                Some(other) if other != "pending" => {
+                    let receipt = net.get(0, &format!("/v1/transactions/{h}")).await;
+                    panic!("payment {h} ended {other}: {receipt:?}")
+                }
+                _ => {
+                    let at = rng.gen_range(0..VALIDATORS);
+                    let _ = net.submit(at, &accepted[&h]).await;
+                    still.push(h);
+                }
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    // Every validator reaches a common height with the same state root.
+    let target = net.height(0).await.expect("height") + 3;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    for i in 0..VALIDATORS {
+        while net.height(i).await.unwrap_or(0) < target {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "validator {i} never caught up"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let mut roots = Vec::new();
+    for i in 0..VALIDATORS {
+        let b = net
+            .get(i, &format!("/v1/blocks/{target}"))
+            .await
+            .expect("block");
+        roots.push(b["header"]["state_root"].clone());
+    }
+    assert!(
+        roots.iter().all(|r| *r == roots[0] && !r.is_null()),
+        "{roots:?}"
+    );
+    eprintln!(
+        "{} payments accepted, all final; roots agree at height {target}",
+        accepted.len()
+    );
+}
