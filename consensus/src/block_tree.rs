@@ -87,6 +87,37 @@ impl BlockTree {
         out
     }
 
+    /// Puts back a block persisted with the safety state (verified when it was received): its
+    /// certificate of the parent is recorded and may raise the highest QC; nothing commits
+    /// here (the next certificate that arrives commits what it commits).
+    pub(crate) fn restore(&mut self, block: Block) {
+        let justify = block.justify.clone();
+        if self.insert(block) {
+            if justify.round > self.highest_qc.round {
+                self.highest_qc = justify.clone();
+            }
+            if justify.height > self.root.height {
+                self.certs.entry(justify.block).or_insert(justify);
+            }
+        }
+    }
+
+    /// The uncommitted blocks from the root up to `id`, oldest first (empty if `id` is the
+    /// root or unknown).
+    pub(crate) fn path_to(&self, id: &Digest) -> Vec<Block> {
+        let mut path = Vec::new();
+        let mut cur = *id;
+        while let Some(b) = self.blocks.get(&cur) {
+            path.push(b.clone());
+            cur = b.parent;
+        }
+        if cur != self.root_id() {
+            return Vec::new();
+        }
+        path.reverse();
+        path
+    }
+
     /// Records a verified QC. Returns the blocks it commits, oldest first, each with a QC that
     /// certifies it.
     pub(crate) fn add_qc(&mut self, qc: &QuorumCert) -> Vec<(Block, QuorumCert)> {

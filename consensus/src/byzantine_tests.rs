@@ -502,3 +502,59 @@ fn a_replica_votes_once_per_round_even_across_a_restart() {
     let actions = restarted.handle(msg(1, Message::Proposal(other)));
     assert_eq!(votes_to_validate(&actions), 0);
 }
+
+#[test]
+fn uncommitted_blocks_survive_a_restart_with_the_safety_state() {
+    // If every validator restarts before a certified block commits, its certificate (their
+    // lock) comes back with the safety state; the block must come back too, or no leader
+    // could ever extend it.
+    let f = Fixture::new();
+    let mut r = f.replica(0, None);
+    r.start();
+    let b1 = f.block(1, &f.genesis.1, 10);
+    let qc1 = f.qc(&b1);
+    let b2 = f.block(2, &qc1, 20);
+    r.handle(msg(1, Message::Proposal(b1.clone())));
+    r.handle(msg(2, Message::Proposal(b2.clone())));
+    let actions = r.handle(Event::PayloadValidated {
+        block: b2.id(),
+        valid: true,
+    });
+    let state = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::PersistSafety(s) => Some(s.clone()),
+            _ => None,
+        })
+        .expect("voting persists the safety state");
+    let restarted = f.replica(0, Some(state));
+    assert!(restarted.block(&b1.id()).is_some());
+    assert!(restarted.block(&b2.id()).is_some());
+    assert_eq!(restarted.highest_qc().round, 1);
+    assert_eq!(restarted.committed_height(), 0);
+}
+
+#[test]
+fn a_lagging_replica_is_not_penalised_for_an_old_certificate() {
+    let f = Fixture::new();
+    let b1 = f.block(1, &f.genesis.1, 10);
+    let qc1 = f.qc(&b1);
+    // This replica committed block 1; validator 2 still carries the genesis certificate.
+    let mut r = Consensus::new(
+        Config::default(),
+        f.keys[0].clone(),
+        f.set.clone(),
+        (b1, qc1),
+        None,
+    );
+    r.start();
+    let round = r.round();
+    let actions = r.handle(msg(
+        2,
+        Message::Timeout(f.timeout(2, round, f.genesis.1.clone())),
+    ));
+    assert!(penalised(&actions).is_empty(), "{:?}", penalised(&actions));
+    // A late proposal below the root is ignored too.
+    let late = f.block(1, &f.genesis.1, 10);
+    assert!(penalised(&r.handle(msg(1, Message::Proposal(late)))).is_empty());
+}

@@ -113,8 +113,13 @@ impl Consensus {
             },
         };
         let mut tree = BlockTree::new(root.0, root.1);
-        // The highest QC persisted with the safety state (the lock) survives the restart; its
-        // block is fetched from peers on start.
+        // The uncommitted blocks persisted with the safety state come back first, then the
+        // highest QC (the lock); a block still missing is fetched from peers on start.
+        if safety_state.epoch == validators.epoch() {
+            for b in &safety_state.blocks {
+                tree.restore(b.clone());
+            }
+        }
         if let Some(qc) = &safety_state.highest_qc {
             if qc.epoch == validators.epoch() && qc.verify(&validators).is_ok() {
                 tree.add_qc(qc);
@@ -506,6 +511,11 @@ impl Consensus {
         if b.epoch != self.validators.epoch() {
             return self.ignore("wrong_epoch");
         }
+        // A late proposal (its certificate may be older than anything this replica still
+        // checks): not the sender's fault, and nothing to do.
+        if b.height <= self.tree.committed_height() {
+            return self.ignore("stale_proposal");
+        }
         if let Err(reason) = self.check_block(&b) {
             return self.drop_message(from, reason, out);
         }
@@ -581,6 +591,21 @@ impl Consensus {
         }
     }
 
+    /// Puts into the safety state (persisted with the next signature) the uncommitted blocks
+    /// leading to `ids`, oldest first.
+    fn keep_blocks(&mut self, ids: &[Digest]) {
+        let mut blocks: Vec<Block> = Vec::new();
+        for id in ids {
+            for b in self.tree.path_to(id) {
+                if !blocks.iter().any(|k| k.id() == b.id()) {
+                    blocks.push(b);
+                }
+            }
+        }
+        blocks.sort_by_key(|b| b.height);
+        self.safety.state.blocks = blocks;
+    }
+
     /// Block time strictly increases along the chain (the node checks the other bound: not
     /// ahead of its own clock by more than its tolerance). Needs the parent in the tree.
     fn after_parent_time(&self, b: &Block) -> bool {
@@ -601,6 +626,7 @@ impl Consensus {
         }
         let hqc = self.tree.highest_qc().clone();
         let entered_by = self.entered_by.clone();
+        self.keep_blocks(&[hqc.block, block]);
         let Some((state, vote)) = self.safety.vote(&b, &hqc, entered_by.as_ref()) else {
             return;
         };
@@ -672,6 +698,7 @@ impl Consensus {
                 };
                 let entered_by = self.entered_by.clone();
                 let epoch = self.validators.epoch();
+                self.keep_blocks(&[hqc.block]);
                 match self.safety.timeout(epoch, round, &hqc, entered_by.as_ref()) {
                     Some((state, t)) => {
                         out.push(Action::PersistSafety(state));
@@ -682,9 +709,11 @@ impl Consensus {
                 }
             }
         };
+        // The round is given up: the timer now only paces re-sending the timeout (so a TC
+        // still forms after losses), at the base interval, not the backed-off one.
         out.push(Action::SetTimer {
             round,
-            after_ms: self.timeout_ms(),
+            after_ms: self.timeout_ms().min(self.config.base_timeout_ms),
         });
         if let Some(mut t) = timeout {
             t.entered_by = self
@@ -703,11 +732,15 @@ impl Consensus {
             return self.ignore("wrong_epoch");
         }
         // A replica gives up a round above its highest QC: a QC at or above the round is forged.
-        if t.voter != from
-            || t.high_qc.round >= t.round
-            || !t.verify(&self.validators)
-            || !self.verify_qc(&t.high_qc)
-        {
+        if t.voter != from || t.high_qc.round >= t.round || !t.verify(&self.validators) {
+            return self.drop_message(from, "bad_timeout", out);
+        }
+        if !self.verify_qc(&t.high_qc) {
+            // A replica that lags behind carries a certificate below this one's root (genesis,
+            // or one this replica no longer checks): ignored, not held against it.
+            if t.high_qc.height < self.tree.committed_height() {
+                return self.ignore("stale_timeout_certificate");
+            }
             return self.drop_message(from, "bad_timeout", out);
         }
         if t.round.saturating_add(1) < self.round {

@@ -41,6 +41,11 @@ pub struct SafetyState {
     pub highest_qc: Option<QuorumCert>,
     /// The timeout certificate through which the replica entered its current round, if it did.
     pub last_tc: Option<TimeoutCert>,
+    /// The uncommitted blocks from the committed root up to the block of `highest_qc` and the
+    /// last block voted for, oldest first. Uncommitted blocks live only in memory otherwise:
+    /// without them, validators that all restart before a certified block commits would hold
+    /// its certificate (their lock) but not the block, and no leader could extend it.
+    pub blocks: Vec<Block>,
 }
 
 /// The signer.

@@ -173,8 +173,11 @@ impl Genesis {
             if !seen.insert(v.public_key) {
                 return invalid(format!("validators[{i}].public_key: duplicate"));
             }
-            if ed25519_dalek::VerifyingKey::from_bytes(&v.public_key.0).is_err() {
-                return invalid(format!("validators[{i}].public_key: not an ed25519 key"));
+            if !ed25519_dalek::VerifyingKey::from_bytes(&v.public_key.0).is_ok_and(|k| !k.is_weak())
+            {
+                return invalid(format!(
+                    "validators[{i}].public_key: not an ed25519 key of full order"
+                ));
             }
         }
         let mut assets: BTreeMap<AssetCode, AssetInfo> = BTreeMap::new();

@@ -10,6 +10,7 @@ use crate::codec::{self, CodecError};
 use crate::compliance::{FreezeOp, GovAction, IdentityOp, TravelRuleData};
 use crate::primitives::{AccountId, Amount, AssetCode, Hash, Height};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_zebra::{VerificationKey, VerificationKeyBytes};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -270,21 +271,21 @@ const KEY_CACHE_ENTRIES: usize = 1 << 16;
 thread_local! {
     /// Decompressing an ed25519 public key costs about as much as half a verification; payers
     /// send many transactions, so each verification thread keeps the keys it decompressed.
-    static SENDER_KEYS: std::cell::RefCell<std::collections::HashMap<[u8; 32], VerifyingKey>> =
+    static SENDER_KEYS: std::cell::RefCell<std::collections::HashMap<[u8; 32], VerificationKey>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
-/// The sender's public key, decompressed (cached per thread).
-fn sender_key(bytes: &[u8; 32]) -> Result<VerifyingKey, TxError> {
+/// The sender's public key, decompressed (cached per thread). Small-order keys are refused:
+/// under them a signature can verify for any message.
+fn sender_key(bytes: &[u8; 32]) -> Result<VerificationKey, TxError> {
     if let Some(k) = SENDER_KEYS.with(|c| c.borrow().get(bytes).copied()) {
         return Ok(k);
     }
-    let key = VerifyingKey::from_bytes(bytes).map_err(|_| TxError::BadSender)?;
-    // Small-order keys are refused by strict verification; refuse them here so that every
-    // path (single or batch) agrees.
-    if key.is_weak() {
+    let weak = VerifyingKey::from_bytes(bytes).map_or(true, |k| k.is_weak());
+    if weak {
         return Err(TxError::BadSender);
     }
+    let key = VerificationKey::try_from(*bytes).map_err(|_| TxError::BadSender)?;
     SENDER_KEYS.with(|c| {
         let mut c = c.borrow_mut();
         if c.len() >= KEY_CACHE_ENTRIES {
@@ -298,13 +299,13 @@ fn sender_key(bytes: &[u8; 32]) -> Result<VerifyingKey, TxError> {
 struct Opened {
     hash: Hash,
     tx: Transaction,
-    key: VerifyingKey,
+    key: VerificationKey,
 }
 
 impl Opened {
     fn verify_one(self, signed: SignedTransaction) -> Result<VerifiedTransaction, TxError> {
         self.key
-            .verify_strict(&self.hash.0, &signed.signature)
+            .verify(&signed.signature, &self.hash.0)
             .map_err(|_| TxError::BadSignature)?;
         Ok(self.accept(signed))
     }
@@ -356,86 +357,28 @@ fn chunked<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
     chunks
 }
 
-/// Encodings of R (sign bit ignored) that strict verification refuses and batch verification
-/// might not: the small-order points, and y = p and y = p + 1 (non-canonical encodings of
-/// small-order points). The list libsodium checks.
-const REFUSED_R: [[u8; 32]; 7] = [
-    // identity (order 1)
-    [
-        0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        0, 0, 0,
-    ],
-    // order 8
-    [
-        0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98,
-        0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53,
-        0xfc, 0x05,
-    ],
-    // order 8
-    [
-        0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67,
-        0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac,
-        0x03, 0x7a,
-    ],
-    // y = -1 (order 2)
-    [
-        0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        0xff, 0x7f,
-    ],
-    // y = 0 (order 4)
-    [0; 32],
-    // y = p (non-canonical 0)
-    [
-        0xed, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        0xff, 0x7f,
-    ],
-    // y = p + 1 (non-canonical 1)
-    [
-        0xee, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        0xff, 0x7f,
-    ],
-];
-
-/// Whether batch verification judges this signature as strict verification does: its R is
-/// canonically encoded (y < p) and not a small-order point. Cheap byte comparisons only.
-fn strict_batchable(signature: &ed25519_dalek::Signature) -> bool {
-    let r = signature.r_bytes();
-    let mut y = *r;
-    y[31] &= 0x7f;
-    // y >= p = 2^255 - 19: the top 31 bytes all 0xff (0x7f at the top) and the low byte >= 0xed.
-    let non_canonical = y[0] >= 0xed && y[1..31].iter().all(|b| *b == 0xff) && y[31] == 0x7f;
-    !non_canonical && !REFUSED_R.contains(&y)
-}
-
 fn verify_chunk(
     chunk: Vec<SignedTransaction>,
     chain_id: &str,
 ) -> Vec<Result<VerifiedTransaction, TxError>> {
     let opened: Vec<Result<Opened, TxError>> = chunk.iter().map(|s| s.open(chain_id)).collect();
-    let (mut msgs, mut sigs, mut keys) = (Vec::new(), Vec::new(), Vec::new());
+    let mut batch = ed25519_zebra::batch::Verifier::new();
     for (o, s) in opened.iter().zip(&chunk) {
         if let Ok(o) = o {
-            if strict_batchable(&s.signature) {
-                msgs.push(&o.hash.0[..]);
-                sigs.push(s.signature);
-                keys.push(o.key);
-            }
+            batch.queue((VerificationKeyBytes::from(o.key), s.signature, &o.hash.0));
         }
     }
-    // Batch verification accepts or refuses the whole set; strict single verification then
-    // tells which ones are bad. Either way the result for a good signature is the same.
-    // Signatures batch verification would judge differently from strict verification are
-    // left out of the batch and always verified strictly.
-    let all_good = ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok();
+    // Batch verification accepts or refuses the whole set; single verification then tells
+    // which ones are bad. Both use the ZIP-215 (cofactored) equation, under which a batch
+    // passes exactly when every signature in it passes alone: the two paths always agree,
+    // whatever a client puts in R (docs/adr/0002-transaction-signatures.md).
+    let all_good = batch.verify(rand::thread_rng()).is_ok();
     opened
         .into_iter()
         .zip(chunk)
         .map(|(o, s)| {
             let o = o?;
-            if all_good && strict_batchable(&s.signature) {
+            if all_good {
                 Ok(o.accept(s))
             } else {
                 o.verify_one(s)
@@ -516,8 +459,8 @@ mod tests {
     }
 
     /// A transaction from the identity point (a small-order key) with R = identity and s = 0
-    /// satisfies the batch equation for any message; strict verification refuses it. Both paths
-    /// must refuse it, with the same code.
+    /// satisfies the verification equation for any message. Both paths refuse the key, with the
+    /// same code; and a mixed-order R is judged alike by both.
     #[test]
     fn single_and_batch_verification_agree_on_small_order_keys_and_points() {
         let mut identity = [0u8; 32];
@@ -546,17 +489,39 @@ mod tests {
         for r in batch {
             assert_eq!(r.unwrap_err().code(), single);
         }
-        // A valid key with a small-order or non-canonical R is kept out of the batch.
-        for r in [[0u8; 32], {
-            let mut r = [0xffu8; 32];
-            r[0] = 0xee;
-            r[31] = 0x7f;
-            r
-        }] {
-            let mut sig = transfer(&key(1), 0, 5).signature.to_bytes();
-            sig[..32].copy_from_slice(&r);
-            assert!(!strict_batchable(&Signature::from_bytes(&sig)));
+        // A valid key with R = rB + T (T of order 2) and s = r + k·a: a cofactorless batch
+        // with an even random coefficient would take it while single verification refused it.
+        // Under ZIP-215 both take it or both refuse it, in any batch.
+        let signer = key(1);
+        let good = transfer(&signer, 0, 5);
+        let mut r_bytes = good.signature.to_bytes();
+        let order_two = curve25519_dalek::edwards::CompressedEdwardsY([
+            0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xff, 0x7f,
+        ])
+        .decompress()
+        .unwrap();
+        let r = curve25519_dalek::edwards::CompressedEdwardsY(r_bytes[..32].try_into().unwrap())
+            .decompress()
+            .unwrap();
+        r_bytes[..32].copy_from_slice((r + order_two).compress().as_bytes());
+        let mut mixed = good.clone();
+        mixed.signature = Signature::from_bytes(&r_bytes);
+        let single = mixed
+            .clone()
+            .verify("test")
+            .map(|v| v.hash)
+            .map_err(|e| e.code());
+        for n in [1, 2, 7, 64] {
+            let mut txs = vec![mixed.clone()];
+            txs.extend((1..n).map(|i| transfer(&signer, i as u64, 5)));
+            let first = verify_batch(txs, "test").remove(0);
+            assert_eq!(
+                first.map(|v| v.hash).map_err(|e| e.code()),
+                single,
+                "batch of {n}"
+            );
         }
-        assert!(strict_batchable(&transfer(&key(1), 0, 5).signature));
     }
 }

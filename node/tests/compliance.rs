@@ -795,6 +795,15 @@ fn a_validator_set_change_applies_at_its_epoch_boundary_and_nowhere_else() {
         validators: vec![bad],
     });
     assert!(err.to_string().contains("not an ed25519 key"), "{err}");
+    // Neither is a small-order key (here the identity point), which consensus refuses.
+    let mut weak = next.clone();
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    weak.public_key = AccountId(identity);
+    let err = stateless_refusal(GovAction::SetValidators {
+        validators: vec![weak],
+    });
+    assert!(err.to_string().contains("full order"), "{err}");
 
     assert_eq!(l.run(T0, MEMBERS[0], change(20)).code, "ok");
     for m in &MEMBERS[1..3] {

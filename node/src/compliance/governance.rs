@@ -185,8 +185,12 @@ pub fn validate_action(action: &GovAction) -> Result<(), String> {
                 }
                 // Every node builds its consensus set from these keys at the boundary: one
                 // that is not a curve point would stop the network there.
-                if ed25519_dalek::VerifyingKey::from_bytes(&v.public_key.0).is_err() {
-                    return Err(format!("validators[{i}].public_key: not an ed25519 key"));
+                if !ed25519_dalek::VerifyingKey::from_bytes(&v.public_key.0)
+                    .is_ok_and(|k| !k.is_weak())
+                {
+                    return Err(format!(
+                        "validators[{i}].public_key: not an ed25519 key of full order"
+                    ));
                 }
             }
             Ok(())

@@ -38,7 +38,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tally_consensus::{Block, Consensus, QuorumCert, ValidatorSet};
+use tally_consensus::{Block, Consensus, QuorumCert, SafetyState, ValidatorSet};
 use tally_network::{BootstrapPeer, Multiaddr, Network, NetworkConfig, NetworkHandle, PeerId};
 use tokio::sync::{mpsc, watch};
 
@@ -369,6 +369,38 @@ pub(crate) fn network_members(
     keys
 }
 
+/// The safety state as written before it carried the highest QC, the TC and the uncommitted
+/// blocks (docs/adr/0003-consensus-state-on-disk.md).
+#[derive(serde::Deserialize)]
+struct SafetyStateV1 {
+    epoch: u64,
+    last_voted_round: u64,
+    last_proposed_round: u64,
+    highest_qc_round: u64,
+    last_timeout: Option<(u64, QuorumCert)>,
+}
+
+/// Decodes the persisted safety state, upgrading one written by an earlier version: its lock
+/// and counters are kept, so the validator still never signs twice for a round or below its
+/// lock (it times out again once it has seen a QC at least as high as the lock).
+fn decode_safety_state(bytes: &[u8]) -> Result<SafetyState, codec::CodecError> {
+    const MAX: usize = 256 << 20;
+    match codec::decode::<SafetyState>(bytes, MAX) {
+        Ok(s) => Ok(s),
+        Err(e) => match codec::decode::<SafetyStateV1>(bytes, MAX) {
+            Ok(v1) => Ok(SafetyState {
+                epoch: v1.epoch,
+                last_voted_round: v1.last_voted_round,
+                last_proposed_round: v1.last_proposed_round,
+                highest_qc_round: v1.highest_qc_round,
+                last_timeout: v1.last_timeout,
+                ..SafetyState::default()
+            }),
+            Err(_) => Err(e),
+        },
+    }
+}
+
 /// Epoch length from the executed state (fixed at genesis).
 fn epoch_blocks(store: &Store) -> Result<Height, StartError> {
     let params: crate::compliance::Params = match store
@@ -465,7 +497,7 @@ impl RunningNode {
         };
         let safety =
             match store.safety_state()? {
-                Some(bytes) => Some(codec::decode(&bytes, 1 << 20).map_err(|e| {
+                Some(bytes) => Some(decode_safety_state(&bytes).map_err(|e| {
                     StartError::Invalid(format!("stored consensus safety state: {e}"))
                 })?),
                 None => None,
@@ -628,5 +660,44 @@ impl RunningNode {
             let _ = tokio::task::spawn_blocking(move || executor.join()).await;
         }
         tracing::info!(node = %self.shared.name, "validator stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_safety_state_written_by_the_earlier_version_is_upgraded_with_its_lock() {
+        #[derive(serde::Serialize)]
+        struct Old {
+            epoch: u64,
+            last_voted_round: u64,
+            last_proposed_round: u64,
+            highest_qc_round: u64,
+            last_timeout: Option<(u64, QuorumCert)>,
+        }
+        let old = codec::encode(&Old {
+            epoch: 2,
+            last_voted_round: 41,
+            last_proposed_round: 40,
+            highest_qc_round: 39,
+            last_timeout: None,
+        });
+        let s = decode_safety_state(&old).expect("upgraded");
+        assert_eq!(
+            (s.epoch, s.last_voted_round, s.highest_qc_round),
+            (2, 41, 39)
+        );
+        assert!(s.highest_qc.is_none() && s.blocks.is_empty());
+        let current = SafetyState {
+            last_voted_round: 7,
+            ..SafetyState::default()
+        };
+        assert_eq!(
+            decode_safety_state(&codec::encode(&current)).expect("current"),
+            current
+        );
+        assert!(decode_safety_state(&old[..old.len() - 1]).is_err());
     }
 }

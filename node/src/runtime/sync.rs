@@ -17,31 +17,34 @@ use std::sync::{Arc, Mutex};
 use tally_consensus::{Block, BlockRequest, SYNC_CHUNK};
 use tally_network::{PeerId, Responder};
 
-/// Requests one peer may have in progress.
+/// Requests of one kind (blocks, batch) one peer may have in progress.
 pub const MAX_IN_FLIGHT_PER_PEER: usize = 2;
-/// Requests in progress from all peers together.
+/// Requests of one kind in progress from all peers together. Each kind has its own allowance,
+/// so peers asking for blocks never starve batch fetches (which votes wait on).
 pub const MAX_IN_FLIGHT: usize = 16;
+
+type InFlight = Arc<Mutex<HashMap<(PeerId, &'static str), usize>>>;
 
 /// The server: clone it freely, every clone shares the limits.
 #[derive(Clone)]
 pub(crate) struct SyncServer {
     shared: Arc<NodeShared>,
-    in_flight: Arc<Mutex<HashMap<PeerId, usize>>>,
+    in_flight: InFlight,
 }
 
 /// A request admitted under the limits; dropping it gives its slot back.
 pub(crate) struct Slot {
-    peer: PeerId,
-    in_flight: Arc<Mutex<HashMap<PeerId, usize>>>,
+    key: (PeerId, &'static str),
+    in_flight: InFlight,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         if let Ok(mut m) = self.in_flight.lock() {
-            if let Some(n) = m.get_mut(&self.peer) {
+            if let Some(n) = m.get_mut(&self.key) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
-                    m.remove(&self.peer);
+                    m.remove(&self.key);
                 }
             }
         }
@@ -60,12 +63,12 @@ impl SyncServer {
     pub(crate) fn admit(&self, peer: PeerId, kind: &'static str) -> Option<Slot> {
         let admitted = match self.in_flight.lock() {
             Ok(mut m) => {
-                let total: usize = m.values().sum();
-                let mine = m.get(&peer).copied().unwrap_or(0);
+                let total: usize = m.iter().filter(|(k, _)| k.1 == kind).map(|(_, n)| n).sum();
+                let mine = m.get(&(peer, kind)).copied().unwrap_or(0);
                 if total >= MAX_IN_FLIGHT || mine >= MAX_IN_FLIGHT_PER_PEER {
                     false
                 } else {
-                    *m.entry(peer).or_insert(0) += 1;
+                    *m.entry((peer, kind)).or_insert(0) += 1;
                     true
                 }
             }
@@ -78,7 +81,7 @@ impl SyncServer {
             .with_label_values(&[kind, outcome])
             .inc();
         admitted.then(|| Slot {
-            peer,
+            key: (peer, kind),
             in_flight: self.in_flight.clone(),
         })
     }
