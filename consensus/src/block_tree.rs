@@ -104,11 +104,11 @@ impl BlockTree {
 
     /// The uncommitted blocks from the root up to `id`, oldest first (empty if `id` is the
     /// root or unknown).
-    pub(crate) fn path_to(&self, id: &Digest) -> Vec<Block> {
+    pub(crate) fn path_to(&self, id: &Digest) -> Vec<(Digest, &Block)> {
         let mut path = Vec::new();
         let mut cur = *id;
         while let Some(b) = self.blocks.get(&cur) {
-            path.push(b.clone());
+            path.push((cur, b));
             cur = b.parent;
         }
         if cur != self.root_id() {

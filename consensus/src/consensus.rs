@@ -594,11 +594,12 @@ impl Consensus {
     /// Puts into the safety state (persisted with the next signature) the uncommitted blocks
     /// leading to `ids`, oldest first.
     fn keep_blocks(&mut self, ids: &[Digest]) {
+        let mut seen = BTreeSet::new();
         let mut blocks: Vec<Block> = Vec::new();
         for id in ids {
-            for b in self.tree.path_to(id) {
-                if !blocks.iter().any(|k| k.id() == b.id()) {
-                    blocks.push(b);
+            for (id, b) in self.tree.path_to(id) {
+                if seen.insert(id) {
+                    blocks.push(b.clone());
                 }
             }
         }

@@ -2,8 +2,8 @@
 //!
 //! The loop does only what needs its memory: the uncommitted part of a block request (from
 //! consensus) and batches still in the pool. Everything that reads the store runs on the
-//! blocking pool, at most [`MAX_IN_FLIGHT_PER_PEER`] requests per peer and
-//! [`MAX_IN_FLIGHT`] in all; a request over either limit is refused at once (its responder is
+//! blocking pool, within [`BLOCK_REQUESTS_IN_FLIGHT`] and [`BATCH_REQUESTS_IN_FLIGHT`] (per peer,
+//! and from all peers); a request over a limit is refused at once (its responder is
 //! dropped, so the peer's request fails and it asks another validator). An answer holds at
 //! most [`SYNC_CHUNK`] blocks whatever the request asks for.
 
@@ -17,11 +17,13 @@ use std::sync::{Arc, Mutex};
 use tally_consensus::{Block, BlockRequest, SYNC_CHUNK};
 use tally_network::{PeerId, Responder};
 
-/// Requests of one kind (blocks, batch) one peer may have in progress.
-pub const MAX_IN_FLIGHT_PER_PEER: usize = 2;
-/// Requests of one kind in progress from all peers together. Each kind has its own allowance,
-/// so peers asking for blocks never starve batch fetches (which votes wait on).
-pub const MAX_IN_FLIGHT: usize = 16;
+/// Limits per kind of request: (in flight per peer, in flight from all peers). Each kind has
+/// its own allowance, so peers asking for blocks never starve batch fetches (which votes and
+/// catching up wait on). A block request reads up to `SYNC_CHUNK` blocks; a batch request one
+/// record of at most the batch size limit, and a validator catching up asks for many at once.
+pub const BLOCK_REQUESTS_IN_FLIGHT: (usize, usize) = (2, 16);
+/// See [`BLOCK_REQUESTS_IN_FLIGHT`].
+pub const BATCH_REQUESTS_IN_FLIGHT: (usize, usize) = (16, 64);
 
 type InFlight = Arc<Mutex<HashMap<(PeerId, &'static str), usize>>>;
 
@@ -63,9 +65,14 @@ impl SyncServer {
     pub(crate) fn admit(&self, peer: PeerId, kind: &'static str) -> Option<Slot> {
         let admitted = match self.in_flight.lock() {
             Ok(mut m) => {
+                let (per_peer, all) = if kind == "batch" {
+                    BATCH_REQUESTS_IN_FLIGHT
+                } else {
+                    BLOCK_REQUESTS_IN_FLIGHT
+                };
                 let total: usize = m.iter().filter(|(k, _)| k.1 == kind).map(|(_, n)| n).sum();
                 let mine = m.get(&(peer, kind)).copied().unwrap_or(0);
-                if total >= MAX_IN_FLIGHT || mine >= MAX_IN_FLIGHT_PER_PEER {
+                if total >= all || mine >= per_peer {
                     false
                 } else {
                     *m.entry((peer, kind)).or_insert(0) += 1;
