@@ -1,5 +1,7 @@
 //! Wire format of the request-response protocols: one length-prefixed frame per stream
 //! direction. The length is checked against the limit before anything is allocated.
+// Lengths come from peers: no arithmetic on them may wrap or panic.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 
 use std::io;
 
@@ -168,5 +170,31 @@ mod tests {
         assert!(read_frame(&mut Cursor::new(vec![0, 1]), 1024)
             .await
             .is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Any bytes a peer sends: a frame within the limit, an `Oversized` or `Truncated`
+        /// request, or an error; never a panic, never a frame over the limit.
+        #[test]
+        fn arbitrary_streams_never_panic_or_exceed_the_limit(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            limit in 0usize..256,
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                if let Ok(frame) = read_frame(&mut Cursor::new(bytes.clone()), limit).await {
+                    assert!(frame.len() <= limit);
+                }
+                if let Ok(Frame::Data(d)) = read_request_frame(&mut Cursor::new(bytes), limit).await {
+                    assert!(d.len() <= limit);
+                }
+            });
+        }
     }
 }
