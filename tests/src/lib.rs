@@ -2,3 +2,4 @@
 
 pub mod cluster;
 pub mod crash_workload;
+pub mod forger;

@@ -5,6 +5,10 @@
 //! payment any validator accepted is final (the client resubmits a payment that is not final
 //! after a while to another validator, as a real client does; a resubmission commits once).
 //!
+//! And a Byzantine validator among three honest `tally run` processes: the test process holds
+//! validator 3's key and sends forged messages; the three keep finalizing with the same state
+//! root, refuse and count every forgery, keep the evidence and ban it.
+//!
 //! Slow: run by `scripts/slow-tests` (`TALLY_BIN` names the release binary):
 //!     TALLY_BIN=target/release/tally cargo test -p tally-tests --test process_faults -- --ignored
 
@@ -43,6 +47,11 @@ struct Net {
 
 impl Net {
     fn start(dir: &Path, bin: PathBuf) -> Net {
+        Net::start_some(dir, bin, VALIDATORS)
+    }
+
+    /// The first `running` validators of a four-validator network.
+    fn start_some(dir: &Path, bin: PathBuf, running: usize) -> Net {
         let api_base = free_ports(VALIDATORS as u16);
         let p2p_base = free_ports(VALIDATORS as u16);
         let testnet = Testnet::generate(TestnetSpec {
@@ -66,10 +75,23 @@ impl Net {
                 .build()
                 .expect("client"),
         };
-        for i in 0..VALIDATORS {
+        for i in 0..running {
             net.spawn(i);
         }
         net
+    }
+
+    async fn metric(&self, i: usize, series: &str) -> f64 {
+        let Ok(r) = self.http.get(self.url(i, "/metrics")).send().await else {
+            return 0.0;
+        };
+        r.text()
+            .await
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with(series))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     fn spawn(&mut self, i: usize) {
@@ -284,4 +306,93 @@ async fn kill_9_of_random_validators_under_load_loses_nothing_and_roots_agree() 
         "{} payments accepted, all final; roots agree at height {target}",
         accepted.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "slow: real processes; run by scripts/slow-tests with TALLY_BIN"]
+async fn a_byzantine_validator_among_real_processes_is_refused_counted_and_banned() {
+    use tally_tests::forger::Forger;
+    let bin = PathBuf::from(std::env::var("TALLY_BIN").expect("TALLY_BIN names the tally binary"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = Net::start_some(dir.path(), bin, 3);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while net.height(0).await.unwrap_or(0) < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the network never started"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let me = &net.testnet.genesis.validators[3];
+    let forger = Forger::join(
+        net.testnet.validator_keys[3].clone(),
+        3,
+        me.p2p_addr.parse().expect("multiaddr"),
+        &net.testnet.genesis,
+    )
+    .await;
+    let tx = net.transfer(0, 1, 0);
+    let author = AccountId(net.testnet.validator_keys[0].verifying_key().to_bytes());
+    forger.batch_in_the_name_of(author, tx.clone()).await;
+    assert!(forger.sync_flood(24).await < 24);
+    let round = net.metric(0, "tally_consensus_round").await as u64 + 1;
+    forger.equivocate(round).await;
+    let mut rounds: Vec<u64> = (5..16).collect();
+    rounds.push(u64::MAX - 1);
+    forger.forged_root_timeouts(&rounds).await;
+
+    // The three keep finalizing, with one state root.
+    let target = net.height(0).await.expect("height") + 10;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    for i in 0..3 {
+        while net.height(i).await.unwrap_or(0) < target {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "validator {i} stalled"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let mut roots = Vec::new();
+    for i in 0..3 {
+        let b = net
+            .get(i, &format!("/v1/blocks/{target}"))
+            .await
+            .expect("block");
+        roots.push(b["header"]["state_root"].clone());
+    }
+    assert!(
+        roots.iter().all(|r| *r == roots[0] && !r.is_null()),
+        "{roots:?}"
+    );
+    for i in 0..3 {
+        assert!(net.metric(i, "tally_consensus_round").await < 10_000.0);
+    }
+    let bad_timeout = "tally_consensus_invalid_messages_total{reason=\"bad_timeout\"}";
+    assert!(net.metric(0, bad_timeout).await >= 1.0);
+    assert!(
+        net.metric(0, "tally_consensus_evidence_total{kind=\"vote\"}")
+            .await
+            >= 1.0
+    );
+    let refused = "tally_sync_requests_total{kind=\"blocks\",outcome=\"refused\"}";
+    assert!(net.metric(0, refused).await >= 1.0);
+    let mut wrong_author = 0.0;
+    for i in 0..3 {
+        wrong_author += net
+            .metric(i, "tally_batches_rejected_total{reason=\"wrong_author\"}")
+            .await;
+    }
+    assert!(wrong_author >= 1.0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while net.metric(0, "tally_network_peer_bans_total").await < 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "never banned");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_ne!(
+        net.status(0, &tx.hash()).await.as_deref(),
+        Some("committed")
+    );
+    eprintln!("forgeries refused and counted, forger banned; roots agree at height {target}");
+    forger.net.shutdown().await;
 }

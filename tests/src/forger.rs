@@ -1,0 +1,165 @@
+//! A Byzantine validator for fault tests: a validator's key in a bare libp2p node that sends
+//! correctly signed messages with forged or mutated fields to the honest validators, through the
+//! same protocols a validator uses (direct consensus messages, batch gossip, sync requests).
+
+use ed25519_dalek::{Signer, SigningKey};
+use std::time::Duration;
+use tally_consensus::{
+    timeout_digest, vote_digest, Block, BlockRequest, Digest, Message, QuorumCert, Timeout,
+    ValidatorIndex, ValidatorSet, Vote, SYNC_CHUNK,
+};
+use tally_network::{BootstrapPeer, Multiaddr, Network, NetworkConfig, NetworkHandle, PeerId};
+use tally_node::codec;
+use tally_node::genesis::Genesis;
+use tally_node::primitives::AccountId;
+use tally_node::runtime::batches::Batch;
+use tally_node::runtime::wire::{DirectMessage, SyncRequest, SyncResponse, BATCH_TOPIC};
+use tally_node::tx::SignedTransaction;
+
+/// Validator `index`'s key, connected to the other genesis validators.
+pub struct Forger {
+    /// Its network.
+    pub net: NetworkHandle,
+    /// The key it signs with.
+    pub key: SigningKey,
+    /// The honest validators it talks to.
+    pub peers: Vec<PeerId>,
+    index: ValidatorIndex,
+    set: ValidatorSet,
+}
+
+impl Forger {
+    /// Joins the network on `listen` and waits until connected to every other validator.
+    pub async fn join(
+        key: SigningKey,
+        index: usize,
+        listen: Multiaddr,
+        genesis: &Genesis,
+    ) -> Forger {
+        let validators = &genesis.validators;
+        let mut config = NetworkConfig::new(key.to_bytes(), vec![listen]);
+        config.members = validators.iter().map(|v| v.public_key.0).collect();
+        config.topics = vec![BATCH_TOPIC.to_string()];
+        let others: Vec<_> = validators
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != index)
+            .map(|(_, v)| v)
+            .collect();
+        config.bootstrap = others
+            .iter()
+            .map(|v| BootstrapPeer {
+                public_key: v.public_key.0,
+                addr: v.p2p_addr.parse().expect("multiaddr"),
+            })
+            .collect();
+        let registry = prometheus::Registry::new();
+        let (net, mut events) = Network::spawn(config, &registry).expect("network");
+        tokio::spawn(async move { while events.recv().await.is_some() {} });
+        let peers: Vec<PeerId> = others
+            .iter()
+            .map(|v| tally_network::peer_id_from_public_key(&v.public_key.0).expect("peer id"))
+            .collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        while net.connected_peers().len() < peers.len() {
+            assert!(tokio::time::Instant::now() < deadline, "never connected");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let set = ValidatorSet::new(0, validators.iter().map(|v| v.public_key.0).collect())
+            .expect("validator set");
+        Forger {
+            net,
+            key,
+            peers,
+            index: index as ValidatorIndex,
+            set,
+        }
+    }
+
+    async fn send_consensus(&self, m: &Message) {
+        let data = codec::encode(&DirectMessage::Consensus(m.to_bytes()));
+        for p in &self.peers {
+            let _ = self.net.send(*p, data.clone()).await;
+        }
+    }
+
+    /// Timeouts for `rounds`, each carrying the genesis certificate with a forged round near
+    /// `u64::MAX` and no signatures.
+    pub async fn forged_root_timeouts(&self, rounds: &[u64]) {
+        let (_, root_qc) = Block::genesis(&self.set);
+        let forged = QuorumCert {
+            round: u64::MAX - 2,
+            signatures: Vec::new(),
+            ..root_qc
+        };
+        for &round in rounds {
+            let signature = self.key.sign(&timeout_digest(0, round, forged.round).0);
+            let t = Message::Timeout(Timeout {
+                epoch: 0,
+                round,
+                high_qc: forged.clone(),
+                voter: self.index,
+                signature,
+                entered_by: None,
+            });
+            self.send_consensus(&t).await;
+        }
+    }
+
+    /// Two different signed votes for one round.
+    pub async fn equivocate(&self, round: u64) {
+        for block in [Digest([1; 32]), Digest([2; 32])] {
+            let signature = self.key.sign(&vote_digest(0, round, 1, &block).0);
+            let v = Message::Vote(Vote {
+                epoch: 0,
+                round,
+                height: 1,
+                block,
+                voter: self.index,
+                signature,
+            });
+            self.send_consensus(&v).await;
+        }
+    }
+
+    /// Gossips a batch holding `tx` that names `author` (another validator) as its author.
+    pub async fn batch_in_the_name_of(&self, author: AccountId, tx: SignedTransaction) {
+        let batch = Batch {
+            author,
+            nonce: 7,
+            txs: vec![tx],
+        };
+        let _ = self.net.publish(BATCH_TOPIC, codec::encode(&batch)).await;
+    }
+
+    /// `n` concurrent requests to the first peer for unknown blocks, each asking for as many
+    /// blocks as it can; returns how many were answered. Panics on an answer over the chunk.
+    pub async fn sync_flood(&self, n: u8) -> usize {
+        let mut asks = Vec::new();
+        for k in 0..n {
+            let request = SyncRequest::Blocks(BlockRequest {
+                block: Digest([k; 32]),
+                after_height: 0,
+                max_blocks: u32::MAX,
+            });
+            let net = self.net.clone();
+            let to = self.peers[0];
+            asks.push(tokio::spawn(async move {
+                net.request(to, codec::encode(&request)).await
+            }));
+        }
+        let mut answered = 0;
+        for a in asks {
+            if let Ok(Ok(bytes)) = a.await {
+                answered += 1;
+                match codec::decode::<SyncResponse>(&bytes, 64 << 20) {
+                    Ok(SyncResponse::Blocks(blocks)) => {
+                        assert!(blocks.len() <= SYNC_CHUNK as usize)
+                    }
+                    other => panic!("unexpected answer {other:?}"),
+                }
+            }
+        }
+        answered
+    }
+}
