@@ -386,7 +386,7 @@ impl Consensus {
             return (self.config.base_timeout_ms / 4).max(50);
         }
         let factor = 1u64 << self.consecutive_timeouts.min(6);
-        // (base / 4 and the shift above cannot overflow: the shift is at most 6.)
+        // The shift is at most 6 and the product saturates: no overflow.
         (self.config.base_timeout_ms.saturating_mul(factor)).min(self.config.max_timeout_ms)
     }
 
