@@ -93,12 +93,19 @@ impl BlockTree {
     pub(crate) fn restore(&mut self, block: Block) {
         let justify = block.justify.clone();
         if self.insert(block) {
-            if justify.round > self.highest_qc.round {
-                self.highest_qc = justify.clone();
-            }
-            if justify.height > self.root.height {
-                self.certs.entry(justify.block).or_insert(justify);
-            }
+            self.record_qc(&justify);
+        }
+    }
+
+    /// Records a verified QC without committing anything: it may raise the highest QC, and it
+    /// certifies its block for a later commit. (On restart: commits are emitted only by
+    /// [`BlockTree::add_qc`] when the next certificate arrives, never silently.)
+    pub(crate) fn record_qc(&mut self, qc: &QuorumCert) {
+        if qc.round > self.highest_qc.round {
+            self.highest_qc = qc.clone();
+        }
+        if qc.height > self.root.height {
+            self.certs.entry(qc.block).or_insert_with(|| qc.clone());
         }
     }
 
@@ -121,13 +128,10 @@ impl BlockTree {
     /// Records a verified QC. Returns the blocks it commits, oldest first, each with a QC that
     /// certifies it.
     pub(crate) fn add_qc(&mut self, qc: &QuorumCert) -> Vec<(Block, QuorumCert)> {
-        if qc.round > self.highest_qc.round {
-            self.highest_qc = qc.clone();
-        }
+        self.record_qc(qc);
         if qc.height <= self.root.height {
             return Vec::new();
         }
-        self.certs.entry(qc.block).or_insert_with(|| qc.clone());
         let Some(block) = self.blocks.get(&qc.block) else {
             return Vec::new();
         };

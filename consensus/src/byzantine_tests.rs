@@ -558,3 +558,35 @@ fn a_lagging_replica_is_not_penalised_for_an_old_certificate() {
     let late = f.block(1, &f.genesis.1, 10);
     assert!(penalised(&r.handle(msg(1, Message::Proposal(late)))).is_empty());
 }
+
+#[test]
+fn a_restart_commits_nothing_silently_and_the_next_certificate_commits_in_order() {
+    // Found by the simulator: restoring the persisted chain and its highest QC used to commit
+    // blocks inside `Consensus::new`, where no `Commit` action can be emitted, so the node
+    // missed heights. Restoring must commit nothing; the next certificate commits, in order.
+    let f = Fixture::new();
+    let b1 = f.block(1, &f.genesis.1, 10);
+    let qc1 = f.qc(&b1);
+    let b2 = f.block(2, &qc1, 20);
+    let qc2 = f.qc(&b2);
+    let state = SafetyState {
+        last_voted_round: 2,
+        highest_qc_round: 1,
+        highest_qc: Some(qc2.clone()),
+        blocks: vec![b1.clone(), b2.clone()],
+        ..SafetyState::default()
+    };
+    let mut r = f.replica(0, Some(state));
+    assert_eq!(r.committed_height(), 0);
+    r.start();
+    let b3 = f.block(3, &qc2, 30);
+    let actions = r.handle(msg(3, Message::Proposal(b3)));
+    let committed: Vec<u64> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Commit { block, .. } => Some(block.height),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(committed, vec![1]);
+}

@@ -122,7 +122,7 @@ impl Consensus {
         }
         if let Some(qc) = &safety_state.highest_qc {
             if qc.epoch == validators.epoch() && qc.verify(&validators).is_ok() {
-                tree.add_qc(qc);
+                tree.record_qc(qc);
             }
         }
         let round = tree
@@ -661,7 +661,6 @@ impl Consensus {
                 if !self.tree.knows(&qc.block) {
                     let block = qc.block;
                     let from = qc.signatures.first().map_or(0, |s| s.0);
-                    self.tree.add_qc(&qc);
                     self.request_sync(from, block, out);
                 }
                 self.process_qc(&qc, out);

@@ -133,7 +133,8 @@ impl Forger {
     }
 
     /// `n` concurrent requests to the first peer for unknown blocks, each asking for as many
-    /// blocks as it can; returns how many were answered. Panics on an answer over the chunk.
+    /// blocks as it can; returns how many were answered (requests over this node's own stream
+    /// limit fail locally). Panics on an answer over the chunk.
     pub async fn sync_flood(&self, n: u8) -> usize {
         let mut asks = Vec::new();
         for k in 0..n {
