@@ -261,42 +261,39 @@ impl BlockTree {
         max: usize,
         committed: &dyn Fn(Height) -> Option<Block>,
     ) -> Vec<Block> {
-        // The uncommitted part (every tree block descends from the root).
-        let mut upper = Vec::new();
-        let mut cur = *id;
-        while let Some(b) = self.blocks.get(&cur) {
-            if b.height <= after {
-                break;
-            }
-            upper.push(b.clone());
-            cur = b.parent;
-        }
-        upper.reverse();
-        let top = match upper.first() {
-            Some(b) => b.height.saturating_sub(1),
-            None if *id == self.root_id() => self.root.height,
+        let (top, upper) = match self.uncommitted_chain(id, after) {
+            Some(plan) => plan,
             None => match committed_height_of(id, self, committed) {
-                Some(h) => h,
+                Some(h) => (h, Vec::new()),
                 None => return Vec::new(),
             },
         };
-        let mut out = Vec::new();
-        let mut h = after.saturating_add(1);
-        while h <= top && out.len() < max {
-            match committed(h) {
-                Some(b) => out.push(b),
-                None => return out,
-            }
-            h = h.saturating_add(1);
-        }
-        for b in upper {
-            if out.len() >= max {
-                break;
-            }
-            out.push(b);
-        }
-        out
+        assemble_chain(after, max, top, upper, committed)
     }
+}
+
+/// A sync answer: the committed blocks from `after + 1` up to `top` (read with `committed`,
+/// stopping at the first missing one), then `upper` (the uncommitted blocks above `top`), at
+/// most `max` blocks in all, oldest first.
+pub(crate) fn assemble_chain(
+    after: Height,
+    max: usize,
+    top: Height,
+    upper: Vec<Block>,
+    committed: &dyn Fn(Height) -> Option<Block>,
+) -> Vec<Block> {
+    let mut out = Vec::new();
+    let mut h = after.saturating_add(1);
+    while h <= top && out.len() < max {
+        match committed(h) {
+            Some(b) => out.push(b),
+            None => return out,
+        }
+        h = h.saturating_add(1);
+    }
+    out.extend(upper.into_iter().filter(|b| b.height > after));
+    out.truncate(max);
+    out
 }
 
 /// Height of a committed block other than the root, searched down from the root.

@@ -85,6 +85,33 @@ impl Fixture {
         .sign(&self.keys[usize::from(author)])
     }
 
+    /// The genesis certificate with a forged round near `u64::MAX` and no signatures.
+    fn forged_root_qc(&self) -> QuorumCert {
+        QuorumCert {
+            round: u64::MAX - 2,
+            signatures: Vec::new(),
+            ..self.genesis.1.clone()
+        }
+    }
+
+    /// Replica 0 after it received b1 (round 1) and b2 (round 2, on QC(b1)) and voted for b2:
+    /// the replica, b1, QC(b1), b2, and the safety state it persisted before the vote.
+    fn voted_for_b2(&self) -> (Consensus, Block, QuorumCert, Block, SafetyState) {
+        let mut r = self.replica(0, None);
+        r.start();
+        let b1 = self.block(1, &self.genesis.1, 10);
+        let qc1 = self.qc(&b1);
+        let b2 = self.block(2, &qc1, 20);
+        r.handle(msg(1, Message::Proposal(b1.clone())));
+        r.handle(msg(2, Message::Proposal(b2.clone())));
+        let actions = r.handle(Event::PayloadValidated {
+            block: b2.id(),
+            valid: true,
+        });
+        let state = persisted(&actions);
+        (r, b1, qc1, b2, state)
+    }
+
     fn timeout(&self, by: ValidatorIndex, round: Round, high_qc: QuorumCert) -> Timeout {
         let signature = self.keys[usize::from(by)].sign(&timeout_digest(0, round, high_qc.round).0);
         Timeout {
@@ -115,6 +142,17 @@ fn penalised(actions: &[Action]) -> Vec<&'static str> {
         .collect()
 }
 
+/// The safety state a vote persisted.
+fn persisted(actions: &[Action]) -> SafetyState {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            Action::PersistSafety(s) => Some(s.clone()),
+            _ => None,
+        })
+        .expect("voting persists the safety state")
+}
+
 fn votes_to_validate(actions: &[Action]) -> usize {
     actions
         .iter()
@@ -127,11 +165,7 @@ fn a_timeout_carrying_the_root_certificate_with_a_forged_round_is_refused() {
     let f = Fixture::new();
     let mut r = f.replica(0, None);
     r.start();
-    let forged = QuorumCert {
-        round: u64::MAX - 2,
-        signatures: Vec::new(),
-        ..f.genesis.1.clone()
-    };
+    let forged = f.forged_root_qc();
     let actions = r.handle(msg(
         BYZANTINE,
         Message::Timeout(f.timeout(BYZANTINE, 1, forged)),
@@ -146,11 +180,7 @@ fn a_timeout_for_a_far_round_carrying_a_forged_certificate_just_below_it_is_refu
     let f = Fixture::new();
     let mut r = f.replica(0, None);
     r.start();
-    let forged = QuorumCert {
-        round: u64::MAX - 2,
-        signatures: Vec::new(),
-        ..f.genesis.1.clone()
-    };
+    let forged = f.forged_root_qc();
     let actions = r.handle(msg(
         BYZANTINE,
         Message::Timeout(f.timeout(BYZANTINE, u64::MAX - 1, forged)),
@@ -202,24 +232,7 @@ fn a_vote_with_a_wrong_height_does_not_poison_the_certificate() {
 #[test]
 fn a_restarted_replica_times_out_with_a_certificate_at_least_as_high_as_its_lock() {
     let f = Fixture::new();
-    let mut r = f.replica(0, None);
-    r.start();
-    let b1 = f.block(1, &f.genesis.1, 10);
-    let qc1 = f.qc(&b1);
-    let b2 = f.block(2, &qc1, 20);
-    r.handle(msg(1, Message::Proposal(b1)));
-    r.handle(msg(2, Message::Proposal(b2.clone())));
-    let actions = r.handle(Event::PayloadValidated {
-        block: b2.id(),
-        valid: true,
-    });
-    let state = actions
-        .iter()
-        .find_map(|a| match a {
-            Action::PersistSafety(s) => Some(s.clone()),
-            _ => None,
-        })
-        .expect("voting persists the safety state");
+    let (_, _, _, _, state) = f.voted_for_b2();
     assert_eq!(state.highest_qc_round, 1);
     // kill -9, restart from the committed root (genesis) and the persisted state.
     let mut restarted = f.replica(0, Some(state));
@@ -240,17 +253,7 @@ fn a_restarted_replica_times_out_with_a_certificate_at_least_as_high_as_its_lock
 #[test]
 fn safety_rules_refuse_a_timeout_below_the_lock() {
     let f = Fixture::new();
-    let mut r = f.replica(0, None);
-    r.start();
-    let b1 = f.block(1, &f.genesis.1, 10);
-    let qc1 = f.qc(&b1);
-    let b2 = f.block(2, &qc1, 20);
-    r.handle(msg(1, Message::Proposal(b1)));
-    r.handle(msg(2, Message::Proposal(b2.clone())));
-    r.handle(Event::PayloadValidated {
-        block: b2.id(),
-        valid: true,
-    });
+    let (mut r, _, qc1, _, _) = f.voted_for_b2();
     assert!(r.safety.timeout(0, 3, &f.genesis.1, None).is_none());
     assert!(r.safety.timeout(0, 2, &qc1, None).is_some());
 }
@@ -486,13 +489,7 @@ fn a_replica_votes_once_per_round_even_across_a_restart() {
         block: b1.id(),
         valid: true,
     });
-    let state = actions
-        .iter()
-        .find_map(|a| match a {
-            Action::PersistSafety(s) => Some(s.clone()),
-            _ => None,
-        })
-        .expect("voting persists the safety state");
+    let state = persisted(&actions);
     // Restarted, it sees the leader's other proposal for the same round.
     let mut restarted = f.replica(0, Some(state));
     restarted.start();
@@ -509,24 +506,7 @@ fn uncommitted_blocks_survive_a_restart_with_the_safety_state() {
     // lock) comes back with the safety state; the block must come back too, or no leader
     // could ever extend it.
     let f = Fixture::new();
-    let mut r = f.replica(0, None);
-    r.start();
-    let b1 = f.block(1, &f.genesis.1, 10);
-    let qc1 = f.qc(&b1);
-    let b2 = f.block(2, &qc1, 20);
-    r.handle(msg(1, Message::Proposal(b1.clone())));
-    r.handle(msg(2, Message::Proposal(b2.clone())));
-    let actions = r.handle(Event::PayloadValidated {
-        block: b2.id(),
-        valid: true,
-    });
-    let state = actions
-        .iter()
-        .find_map(|a| match a {
-            Action::PersistSafety(s) => Some(s.clone()),
-            _ => None,
-        })
-        .expect("voting persists the safety state");
+    let (_, b1, _, b2, state) = f.voted_for_b2();
     let restarted = f.replica(0, Some(state));
     assert!(restarted.block(&b1.id()).is_some());
     assert!(restarted.block(&b2.id()).is_some());
@@ -589,4 +569,18 @@ fn a_restart_commits_nothing_silently_and_the_next_certificate_commits_in_order(
         })
         .collect();
     assert_eq!(committed, vec![1]);
+}
+
+#[test]
+fn a_proposal_naming_more_batches_than_allowed_is_refused() {
+    let f = Fixture::new();
+    let mut r = f.replica(0, None);
+    r.start();
+    let mut b = f.block(1, &f.genesis.1, 10);
+    b.payload = (0..=Config::default().max_payload_digests)
+        .map(|i| Digest([i as u8; 32]))
+        .collect();
+    let actions = r.handle(msg(1, Message::Proposal(b.sign(&f.keys[1]))));
+    assert_eq!(penalised(&actions), vec!["oversized_payload"]);
+    assert_eq!(votes_to_validate(&actions), 0);
 }

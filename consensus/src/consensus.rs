@@ -249,6 +249,21 @@ impl Consensus {
             .uncommitted_chain(&request.block, request.after_height)
     }
 
+    /// Assembles the answer to `request` from the committed blocks up to `top` (read with
+    /// `committed`) and the uncommitted ones in `upper`, as returned by
+    /// [`Consensus::uncommitted_chain`] (or, for an older committed block, its height and no
+    /// uncommitted blocks): at most [`SYNC_CHUNK`] blocks, oldest first. Pure, so the node
+    /// calls it off its event loop with a closure that reads its store.
+    pub fn assemble_sync_answer(
+        request: &BlockRequest,
+        top: Height,
+        upper: Vec<Block>,
+        committed: &dyn Fn(Height) -> Option<Block>,
+    ) -> Vec<Block> {
+        let max = request.max_blocks.min(SYNC_CHUNK) as usize;
+        crate::block_tree::assemble_chain(request.after_height, max, top, upper, committed)
+    }
+
     /// Answers a peer's block request from the tree and, for committed blocks, `committed`.
     pub fn serve_blocks(
         &self,

@@ -3,6 +3,7 @@
 //! input may panic it, and one validator alone can never move it past the rounds its
 //! certificates justify. `PROPTEST_CASES` scales the run (the long suite sets it to millions).
 
+use crate::sim::mutate_bytes;
 use crate::types::{timeout_digest, vote_digest};
 use crate::{
     Block, Config, Consensus, Digest, Event, Message, QuorumCert, SafetyState, Timeout,
@@ -142,32 +143,9 @@ fn message(root: QuorumCert) -> impl Strategy<Value = Message> {
     ]
 }
 
-fn mutate(mut bytes: Vec<u8>, edits: &[(usize, u8, u8)]) -> Vec<u8> {
-    for (at, kind, value) in edits {
-        if bytes.is_empty() {
-            bytes.push(*value);
-            continue;
-        }
-        let at = at % bytes.len();
-        match kind % 4 {
-            0 => bytes[at] ^= value | 1,
-            1 => bytes.insert(at, *value),
-            2 => {
-                bytes.remove(at);
-            }
-            _ => bytes.truncate(at),
-        }
-    }
-    bytes
-}
-
 proptest! {
+    // Cases: proptest's default (256) or PROPTEST_CASES, which the long suite sets to millions.
     #![proptest_config(ProptestConfig {
-        // 256 by default; the long suite sets PROPTEST_CASES to millions.
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(256),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
@@ -199,7 +177,7 @@ proptest! {
         edits in prop::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 0..6)
     ) {
         let (mut c, _, _) = replica();
-        let bytes = mutate(m.to_bytes(), &edits);
+        let bytes = mutate_bytes(m.to_bytes(), &edits);
         c.handle(Event::Message { from: BYZANTINE, bytes });
         prop_assert_eq!(c.highest_qc().round, 0);
     }

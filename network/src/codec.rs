@@ -173,8 +173,8 @@ mod tests {
     }
 
     proptest::proptest! {
+        // Cases: proptest's default (256) or PROPTEST_CASES.
         #![proptest_config(proptest::prelude::ProptestConfig {
-            cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
             failure_persistence: None,
             ..proptest::prelude::ProptestConfig::default()
         })]

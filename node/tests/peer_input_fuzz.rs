@@ -6,6 +6,7 @@
 
 use ed25519_dalek::SigningKey;
 use proptest::prelude::*;
+use tally_consensus::sim::mutate_bytes;
 use tally_consensus::{BlockRequest, Digest};
 use tally_node::codec;
 use tally_node::primitives::{AccountId, AssetCode};
@@ -14,13 +15,6 @@ use tally_node::runtime::wire::{DirectMessage, SyncRequest, SyncResponse};
 use tally_node::tx::{verify_batch, Payload, SignedTransaction, Transaction, Transfer};
 
 const CHAIN: &str = "fuzz";
-
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
-}
 
 fn transfer(seed: u8, sequence: u64, amount: u64) -> SignedTransaction {
     let key = SigningKey::from_bytes(&[seed; 32]);
@@ -40,37 +34,18 @@ fn transfer(seed: u8, sequence: u64, amount: u64) -> SignedTransaction {
     .sign(&key)
 }
 
-fn mutate(mut bytes: Vec<u8>, edits: &[(usize, u8, u8)]) -> Vec<u8> {
-    for (at, kind, value) in edits {
-        if bytes.is_empty() {
-            bytes.push(*value);
-            continue;
-        }
-        let at = at % bytes.len();
-        match kind % 4 {
-            0 => bytes[at] ^= value | 1,
-            1 => bytes.insert(at, *value),
-            2 => {
-                bytes.remove(at);
-            }
-            _ => bytes.truncate(at),
-        }
-    }
-    bytes
-}
-
 fn edits() -> impl Strategy<Value = Vec<(usize, u8, u8)>> {
     prop::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 1..5)
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn mutated_transactions_fail_cleanly_and_single_and_batch_checks_agree(
         seed in 1u8..8, sequence in any::<u64>(), amount in 1u64..1_000_000, edits in edits()
     ) {
-        let bytes = mutate(transfer(seed, sequence, amount).to_bytes(), &edits);
+        let bytes = mutate_bytes(transfer(seed, sequence, amount).to_bytes(), &edits);
         if let Ok(signed) = SignedTransaction::from_bytes(&bytes) {
             let single = signed.clone().verify(CHAIN).map(|v| v.hash).map_err(|e| e.code());
             let batch = verify_batch(vec![signed], CHAIN).remove(0).map(|v| v.hash).map_err(|e| e.code());
@@ -82,7 +57,7 @@ proptest! {
     fn mutated_batches_fail_cleanly(n in 1usize..6, nonce in any::<u64>(), edits in edits()) {
         let author = AccountId([1; 32]);
         let batch = Batch { author, nonce, txs: (0..n).map(|i| transfer(2, i as u64, 5)).collect() };
-        let bytes = mutate(codec::encode(&batch), &edits);
+        let bytes = mutate_bytes(codec::encode(&batch), &edits);
         if let Ok(v) = batches::verify(bytes.clone(), CHAIN, 1 << 20, 100, Some(author)) {
             // Whatever decoded is the batch it claims to be.
             prop_assert_eq!(v.txs.len(), codec::decode::<Batch>(&bytes, 1 << 20).map(|b| b.txs.len()).unwrap_or(0));
@@ -95,11 +70,11 @@ proptest! {
         consensus in prop::collection::vec(any::<u8>(), 0..200), edits in edits()
     ) {
         let request = SyncRequest::Blocks(BlockRequest { block: Digest(block), after_height: after, max_blocks: max });
-        let _ = codec::decode::<SyncRequest>(&mutate(codec::encode(&request), &edits), 1 << 20);
+        let _ = codec::decode::<SyncRequest>(&mutate_bytes(codec::encode(&request), &edits), 1 << 20);
         let direct = DirectMessage::Consensus(consensus);
-        let _ = codec::decode::<DirectMessage>(&mutate(codec::encode(&direct), &edits), 1 << 20);
+        let _ = codec::decode::<DirectMessage>(&mutate_bytes(codec::encode(&direct), &edits), 1 << 20);
         let answer = SyncResponse::Batch(Some(serde_bytes::ByteBuf::from(vec![7u8; 40])));
-        let _ = codec::decode::<SyncResponse>(&mutate(codec::encode(&answer), &edits), 1 << 20);
-        let _ = codec::decode::<SyncResponse>(&mutate(codec::encode(&SyncResponse::Blocks(Vec::new())), &edits), 1 << 20);
+        let _ = codec::decode::<SyncResponse>(&mutate_bytes(codec::encode(&answer), &edits), 1 << 20);
+        let _ = codec::decode::<SyncResponse>(&mutate_bytes(codec::encode(&SyncResponse::Blocks(Vec::new())), &edits), 1 << 20);
     }
 }

@@ -22,10 +22,7 @@ async fn metric(c: &Cluster, i: usize, series: &str) -> f64 {
         .text()
         .await
         .expect("text");
-    text.lines()
-        .filter(|l| l.starts_with(series))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    tally_tests::metric_sum(&text, series)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -160,9 +160,7 @@ async fn members_vote_a_validator_out_and_the_rest_carry_on_in_the_next_epoch() 
                 Err(_) => String::new(),
             };
             cluster.height(0) > boundary + EPOCH_BLOCKS
-                && text
-                    .lines()
-                    .any(|l| l.trim() == "tally_network_connected_peers 2")
+                && tally_tests::metric_sum(&text, "tally_network_connected_peers ") == 2.0
         },
     )
     .await;

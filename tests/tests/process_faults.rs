@@ -85,13 +85,34 @@ impl Net {
         let Ok(r) = self.http.get(self.url(i, "/metrics")).send().await else {
             return 0.0;
         };
-        r.text()
-            .await
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.starts_with(series))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        tally_tests::metric_sum(&r.text().await.unwrap_or_default(), series)
+    }
+
+    /// Waits until validators `0..n` reach `target` and asserts that their state roots there
+    /// are all present and equal.
+    async fn roots_agree_at(&self, n: usize, target: u64, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for i in 0..n {
+            while self.height(i).await.unwrap_or(0) < target {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "validator {i} did not reach height {target}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        let mut roots = Vec::new();
+        for i in 0..n {
+            let b = self
+                .get(i, &format!("/v1/blocks/{target}"))
+                .await
+                .expect("block");
+            roots.push(b["header"]["state_root"].clone());
+        }
+        assert!(
+            roots.iter().all(|r| *r == roots[0] && !r.is_null()),
+            "{roots:?}"
+        );
     }
 
     fn spawn(&mut self, i: usize) {
@@ -280,28 +301,8 @@ async fn kill_9_of_random_validators_under_load_loses_nothing_and_roots_agree() 
 
     // Every validator reaches a common height with the same state root.
     let target = net.height(0).await.expect("height") + 3;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-    for i in 0..VALIDATORS {
-        while net.height(i).await.unwrap_or(0) < target {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "validator {i} never caught up"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    let mut roots = Vec::new();
-    for i in 0..VALIDATORS {
-        let b = net
-            .get(i, &format!("/v1/blocks/{target}"))
-            .await
-            .expect("block");
-        roots.push(b["header"]["state_root"].clone());
-    }
-    assert!(
-        roots.iter().all(|r| *r == roots[0] && !r.is_null()),
-        "{roots:?}"
-    );
+    net.roots_agree_at(VALIDATORS, target, Duration::from_secs(180))
+        .await;
     eprintln!(
         "{} payments accepted, all final; roots agree at height {target}",
         accepted.len()
@@ -349,28 +350,8 @@ async fn a_byzantine_validator_among_real_processes_is_refused_counted_and_banne
 
     // The three keep finalizing, with one state root.
     let target = net.height(0).await.expect("height") + 10;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    for i in 0..3 {
-        while net.height(i).await.unwrap_or(0) < target {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "validator {i} stalled"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    let mut roots = Vec::new();
-    for i in 0..3 {
-        let b = net
-            .get(i, &format!("/v1/blocks/{target}"))
-            .await
-            .expect("block");
-        roots.push(b["header"]["state_root"].clone());
-    }
-    assert!(
-        roots.iter().all(|r| *r == roots[0] && !r.is_null()),
-        "{roots:?}"
-    );
+    net.roots_agree_at(3, target, Duration::from_secs(120))
+        .await;
     for i in 0..3 {
         assert!(net.metric(i, "tally_consensus_round").await < 10_000.0);
     }

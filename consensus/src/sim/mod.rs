@@ -864,6 +864,28 @@ impl Sim {
     }
 }
 
+/// Edits an encoding as a fuzzer would: each `(position, kind, value)` flips, inserts or
+/// removes a byte at the position (taken modulo the length) or truncates there. Shared by the
+/// fuzz tests of every crate that decodes peer bytes.
+pub fn mutate_bytes(mut bytes: Vec<u8>, edits: &[(usize, u8, u8)]) -> Vec<u8> {
+    for (at, kind, value) in edits {
+        if bytes.is_empty() {
+            bytes.push(*value);
+            continue;
+        }
+        let at = at % bytes.len();
+        match kind % 4 {
+            0 => bytes[at] ^= value | 1,
+            1 => bytes.insert(at, *value),
+            2 => {
+                bytes.remove(at);
+            }
+            _ => bytes.truncate(at),
+        }
+    }
+    bytes
+}
+
 /// One line about an event, for `TALLY_SIM_TRACE=<node>`.
 fn describe(event: &Event) -> String {
     match event {
@@ -894,20 +916,29 @@ fn describe(event: &Event) -> String {
 mod tests {
     use super::*;
 
+    /// A run of `n` validators with `f` Byzantine ones drawn from `adversary`.
+    fn config(n: usize, f: usize, adversary: Adversary, seed: u64) -> SimConfig {
+        let mut cfg = SimConfig::new(n, f, seed);
+        cfg.adversary = adversary;
+        cfg
+    }
+
+    /// Runs `cfg` and asserts it found no safety violation and no liveness failure.
+    fn safe_and_live(cfg: &SimConfig) -> SimReport {
+        let r = run(cfg);
+        assert!(
+            r.safety_violation.is_none() && r.liveness_failure.is_none(),
+            "{:?} seed {}: {r:?}",
+            cfg.adversary,
+            cfg.seed
+        );
+        r
+    }
+
     #[test]
     fn honest_runs_are_safe_and_live() {
         for seed in 0..4 {
-            let r = run(&SimConfig::new(4, 1, seed));
-            assert!(
-                r.safety_violation.is_none(),
-                "seed {seed}: {:?}",
-                r.safety_violation
-            );
-            assert!(
-                r.liveness_failure.is_none(),
-                "seed {seed}: {:?}",
-                r.liveness_failure
-            );
+            let r = safe_and_live(&SimConfig::new(4, 1, seed));
             assert!(r.min_honest_commits > 20, "seed {seed}: {r:?}");
         }
     }
@@ -915,17 +946,7 @@ mod tests {
     #[test]
     fn seven_validators_with_two_byzantine_are_safe_and_live() {
         for seed in 0..2 {
-            let r = run(&SimConfig::new(7, 2, seed));
-            assert!(
-                r.safety_violation.is_none(),
-                "seed {seed}: {:?}",
-                r.safety_violation
-            );
-            assert!(
-                r.liveness_failure.is_none(),
-                "seed {seed}: {:?}",
-                r.liveness_failure
-            );
+            safe_and_live(&SimConfig::new(7, 2, seed));
         }
     }
 
@@ -933,8 +954,7 @@ mod tests {
     /// without `rule` (a safety violation or a liveness failure).
     fn caught(rule: Rule, adversary: Adversary, seeds: u64) -> Option<u64> {
         (0..seeds).find(|seed| {
-            let mut cfg = SimConfig::new(4, 1, *seed);
-            cfg.adversary = adversary;
+            let mut cfg = config(4, 1, adversary, *seed);
             cfg.broken_rule = Some(rule);
             let r = run(&cfg);
             r.safety_violation.is_some() || r.liveness_failure.is_some()
@@ -965,13 +985,7 @@ mod tests {
     fn every_adversary_meets_safe_and_live_replicas() {
         for adversary in [Adversary::Twins, Adversary::Forge, Adversary::All] {
             for seed in 0..3 {
-                let mut cfg = SimConfig::new(4, 1, seed);
-                cfg.adversary = adversary;
-                let r = run(&cfg);
-                assert!(
-                    r.safety_violation.is_none() && r.liveness_failure.is_none(),
-                    "{adversary:?} seed {seed}: {r:?}"
-                );
+                let r = safe_and_live(&config(4, 1, adversary, seed));
                 assert!(
                     r.min_honest_commits > 10,
                     "{adversary:?} seed {seed}: {r:?}"
@@ -985,30 +999,19 @@ mod tests {
     #[test]
     fn seeds_that_once_failed_pass() {
         for seed in [10455, 11360, 12013, 12154, 13620, 15594] {
-            let mut cfg = SimConfig::new(4, 1, seed);
-            cfg.adversary = Adversary::All;
-            let r = run(&cfg);
-            assert!(
-                r.safety_violation.is_none() && r.liveness_failure.is_none(),
-                "seed {seed}: {r:?}"
-            );
+            safe_and_live(&config(4, 1, Adversary::All, seed));
         }
     }
 
     #[test]
     fn twins_instances_equivocate_from_honest_code() {
-        let mut cfg = SimConfig::new(4, 1, 0);
-        cfg.adversary = Adversary::Twins;
-        let r = run(&cfg);
+        let r = safe_and_live(&config(4, 1, Adversary::Twins, 0));
         assert!(r.twin_equivocations > 5, "{r:?}");
-        assert!(r.safety_violation.is_none(), "{r:?}");
     }
 
     #[test]
     fn forged_messages_are_dropped_and_reported() {
-        let mut cfg = SimConfig::new(4, 1, 1);
-        cfg.adversary = Adversary::Forge;
-        let r = run(&cfg);
+        let r = run(&config(4, 1, Adversary::Forge, 1));
         assert!(r.dropped > 20, "{r:?}");
     }
 
@@ -1017,17 +1020,7 @@ mod tests {
         for seed in 0..2 {
             let mut cfg = SimConfig::new(4, 1, seed);
             cfg.reconfigure_at = Some(10);
-            let r = run(&cfg);
-            assert!(
-                r.safety_violation.is_none(),
-                "seed {seed}: {:?}",
-                r.safety_violation
-            );
-            assert!(
-                r.liveness_failure.is_none(),
-                "seed {seed}: {:?}",
-                r.liveness_failure
-            );
+            let r = safe_and_live(&cfg);
             assert!(r.min_honest_commits > 20, "seed {seed}: {r:?}");
             assert_eq!(r.epochs_seen, vec![0, 1], "seed {seed}");
         }

@@ -5,7 +5,7 @@
 //! blocking pool, within [`BLOCK_REQUESTS_IN_FLIGHT`] and [`BATCH_REQUESTS_IN_FLIGHT`] (per peer,
 //! and from all peers); a request over a limit is refused at once (its responder is
 //! dropped, so the peer's request fails and it asks another validator). An answer holds at
-//! most [`SYNC_CHUNK`] blocks whatever the request asks for.
+//! most `SYNC_CHUNK` blocks whatever the request asks for (`Consensus::assemble_sync_answer`).
 
 use super::wire::SyncResponse;
 use super::NodeShared;
@@ -14,7 +14,7 @@ use crate::primitives::{Hash, Height};
 use crate::storage::Store;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tally_consensus::{Block, BlockRequest, SYNC_CHUNK};
+use tally_consensus::{Block, BlockRequest, Consensus};
 use tally_network::{PeerId, Responder};
 
 /// Limits per kind of request: (in flight per peer, in flight from all peers). Each kind has
@@ -125,7 +125,6 @@ impl SyncServer {
 }
 
 fn answer(store: &Store, request: &BlockRequest, plan: Option<(Height, Vec<Block>)>) -> Vec<Block> {
-    let max = request.max_blocks.min(SYNC_CHUNK) as usize;
     let (top, upper) = match plan {
         Some(p) => p,
         None => match store.height_of_block(&request.block.0) {
@@ -133,20 +132,6 @@ fn answer(store: &Store, request: &BlockRequest, plan: Option<(Height, Vec<Block
             _ => return Vec::new(),
         },
     };
-    let mut out = Vec::with_capacity(max);
-    let mut h = request.after_height.saturating_add(1);
-    while h <= top && out.len() < max {
-        match super::stored_consensus_block(store, h) {
-            Some(b) => out.push(b),
-            None => return out,
-        }
-        h = h.saturating_add(1);
-    }
-    out.extend(
-        upper
-            .into_iter()
-            .filter(|b| b.height > request.after_height),
-    );
-    out.truncate(max);
-    out
+    let committed = |h: Height| super::stored_consensus_block(store, h);
+    Consensus::assemble_sync_answer(request, top, upper, &committed)
 }
