@@ -28,6 +28,7 @@ fn main() -> ExitCode {
     let mut validators = 4usize;
     let mut byzantine: Option<usize> = None;
     let mut seeds = 100u64;
+    let mut chaos_s: Option<u64> = None;
     let mut first_seed = 0u64;
     let mut broken: Option<(String, Rule)> = None;
     let mut adversary = ("classic".to_string(), Adversary::Classic);
@@ -80,8 +81,9 @@ fn main() -> ExitCode {
             "--verbose" => verbose = true,
             "--loss-percent" => loss = Some(value("--loss-percent") as f64 / 100.0),
             "--no-faults" => calm = true,
+            "--chaos-seconds" => chaos_s = Some(value("--chaos-seconds")),
             other => {
-                eprintln!("unknown argument {other}; flags: --validators N --byzantine F --seeds K [--seed S] [--first-seed S] [--adversary classic|twins|forge|all] [--broken-rule RULE] [--no-faults] [--verbose]");
+                eprintln!("unknown argument {other}; flags: --validators N --byzantine F --seeds K [--seed S] [--first-seed S] [--adversary classic|twins|forge|all] [--broken-rule RULE] [--chaos-seconds S] [--no-faults] [--verbose]");
                 return ExitCode::from(2);
             }
         }
@@ -96,6 +98,9 @@ fn main() -> ExitCode {
         let mut cfg = SimConfig::new(validators, f, seed);
         cfg.broken_rule = broken.as_ref().map(|b| b.1);
         cfg.adversary = adversary.1;
+        if let Some(s) = chaos_s {
+            cfg.chaos_ms = s.saturating_mul(1000);
+        }
         if let Some(p) = loss {
             cfg.loss = p.min(1.0);
         }

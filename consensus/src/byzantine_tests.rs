@@ -515,6 +515,20 @@ fn uncommitted_blocks_survive_a_restart_with_the_safety_state() {
 }
 
 #[test]
+fn a_voted_block_survives_a_timeout_and_a_restart() {
+    // The vote for b2 may have made a certificate this replica never saw. Timing out the round
+    // afterwards must not drop b2 from what it persists: if every voter forgot b2 across a
+    // restart, no leader could extend its certificate and the network would stall (the
+    // simulator found this with two voters crashing after their timeouts).
+    let f = Fixture::new();
+    let (mut r, _, _, b2, _) = f.voted_for_b2();
+    let state = persisted(&r.handle(Event::Timeout { round: 2 }));
+    assert!(state.blocks.iter().any(|b| b.id() == b2.id()), "{state:?}");
+    let restarted = f.replica(0, Some(state));
+    assert!(restarted.block(&b2.id()).is_some());
+}
+
+#[test]
 fn a_lagging_replica_is_not_penalised_for_an_old_certificate() {
     let f = Fixture::new();
     let b1 = f.block(1, &f.genesis.1, 10);

@@ -8,6 +8,7 @@ use crate::types::{
     Block, BlockRequest, Digest, Epoch, Evidence, Height, Message, QuorumCert, Round, Timeout,
     TimeoutCert, ValidatorIndex, ValidatorSet, Vote,
 };
+use crate::verified::Verified;
 use crate::{Action, Config, Event};
 use ed25519_dalek::{Signature, SigningKey};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -21,6 +22,9 @@ pub const SYNC_CHUNK: u32 = 100;
 /// with one vote and one timeout per validator per round, this bounds what a peer can make a
 /// replica hold.
 pub const ROUND_WINDOW: Round = 100;
+
+/// At most this many uncommitted blocks are persisted with the safety state.
+const KEPT_BLOCKS: usize = 256;
 
 /// A safety rule the tests can switch off, to show the simulator catches the broken protocol.
 #[doc(hidden)]
@@ -82,6 +86,8 @@ pub struct Consensus {
     pub(crate) sync_peer: Option<ValidatorIndex>,
     /// Test-only: certificates pass without verification.
     skip_qc_verification: bool,
+    /// Certificates already checked: each copy's signatures are verified once.
+    verified: Verified,
     my_timeout: Option<Timeout>,
     payload_requested: Option<Round>,
     reconfiguration: Option<(Height, ValidatorSet)>,
@@ -149,6 +155,7 @@ impl Consensus {
             pending_proposal: None,
             sync_peer: None,
             skip_qc_verification: false,
+            verified: Verified::default(),
             my_timeout: None,
             payload_requested: None,
             reconfiguration: None,
@@ -226,6 +233,12 @@ impl Consensus {
     /// A block of the uncommitted tree (or the committed root).
     pub fn block(&self, id: &Digest) -> Option<&Block> {
         self.tree.get(id)
+    }
+
+    /// Simulator support: a Byzantine instance keeps the block it forged, so it can vote on
+    /// what extends it.
+    pub(crate) fn keep_forged_block(&mut self, b: Block) {
+        self.tree.insert(b);
     }
 
     /// The last committed block's certificate.
@@ -327,7 +340,7 @@ impl Consensus {
     /// certifies (same epoch, round, height and block: checked when the root committed, or
     /// genesis), or when a quorum of the current set signed it. Nothing else: a certificate
     /// naming the root with another round, or without signatures, is forged.
-    fn verify_qc(&self, qc: &QuorumCert) -> bool {
+    fn verify_qc(&mut self, qc: &QuorumCert) -> bool {
         let root = self.tree.root_qc();
         if qc.epoch == root.epoch
             && qc.round == root.round
@@ -339,7 +352,28 @@ impl Consensus {
         if self.skip_qc_verification {
             return true;
         }
-        !qc.signatures.is_empty() && qc.verify(&self.validators).is_ok()
+        let key = Verified::qc_key(qc);
+        if self.verified.contains(&key) {
+            return true;
+        }
+        let ok = !qc.signatures.is_empty() && qc.verify(&self.validators).is_ok();
+        if ok {
+            self.verified.insert(key);
+        }
+        ok
+    }
+
+    /// A timeout certificate signed by a quorum of the current set (checked once per copy).
+    fn verify_tc(&mut self, tc: &TimeoutCert) -> bool {
+        let key = Verified::tc_key(tc);
+        if self.verified.contains(&key) {
+            return true;
+        }
+        let ok = tc.verify(&self.validators).is_ok();
+        if ok {
+            self.verified.insert(key);
+        }
+        ok
     }
 
     /// Whether a single-signed message for `round` is kept: from the previous round up to
@@ -484,7 +518,7 @@ impl Consensus {
     // ---- replica ---------------------------------------------------------------------------
 
     /// Stateless checks of a block: epoch, leader, signature, shape, certificates.
-    fn check_block(&self, b: &Block) -> Result<(), &'static str> {
+    fn check_block(&mut self, b: &Block) -> Result<(), &'static str> {
         if b.epoch != self.validators.epoch() {
             return Err("wrong_epoch");
         }
@@ -515,7 +549,7 @@ impl Consensus {
             return Err("bad_qc");
         }
         if let Some(tc) = &b.timeout_cert {
-            if tc.round >= b.round || tc.verify(&self.validators).is_err() {
+            if tc.round >= b.round || !self.verify_tc(tc) {
                 return Err("bad_tc");
             }
         }
@@ -607,8 +641,24 @@ impl Consensus {
     }
 
     /// Puts into the safety state (persisted with the next signature) the uncommitted blocks
-    /// leading to `ids`, oldest first.
+    /// leading to `ids` and those kept before (the blocks this replica voted for, until they
+    /// commit or fall off the tree), oldest first. Past [`KEPT_BLOCKS`] (a long stretch
+    /// without commits), only the chains to `ids`.
+    ///
+    /// A block this replica voted for may be certified without it knowing: if every voter
+    /// forgot it across a restart, no leader could extend that certificate and the network
+    /// would stall. So a voted block is kept until it is committed or abandoned.
     fn keep_blocks(&mut self, ids: &[Digest]) {
+        let kept: Vec<Digest> = self.safety.state.blocks.iter().map(Block::id).collect();
+        let mut blocks = self.chains_to(ids.iter().chain(&kept));
+        if blocks.len() > KEPT_BLOCKS {
+            blocks = self.chains_to(ids.iter());
+        }
+        self.safety.state.blocks = blocks;
+    }
+
+    /// The uncommitted blocks leading to `ids`, each once, oldest first.
+    fn chains_to<'a>(&self, ids: impl Iterator<Item = &'a Digest>) -> Vec<Block> {
         let mut seen = BTreeSet::new();
         let mut blocks: Vec<Block> = Vec::new();
         for id in ids {
@@ -619,7 +669,7 @@ impl Consensus {
             }
         }
         blocks.sort_by_key(|b| b.height);
-        self.safety.state.blocks = blocks;
+        blocks
     }
 
     /// Block time strictly increases along the chain (the node checks the other bound: not
@@ -763,7 +813,7 @@ impl Consensus {
         }
         if let Some(tc) = t.entered_by.clone() {
             if tc.round >= self.round {
-                if tc.epoch != t.epoch || tc.verify(&self.validators).is_err() {
+                if tc.epoch != t.epoch || !self.verify_tc(&tc) {
                     return self.drop_message(from, "bad_tc", out);
                 }
                 self.process_tc(tc, out);
@@ -949,6 +999,7 @@ impl Consensus {
         out.push(Action::PersistSafety(state));
         self.tree = BlockTree::new(root, root_qc);
         self.agg = Aggregator::default();
+        self.verified.clear();
         self.proposals_seen.clear();
         self.reported_proposals.clear();
         self.awaiting_validation.clear();

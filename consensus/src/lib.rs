@@ -16,6 +16,7 @@ mod safety;
 #[allow(clippy::arithmetic_side_effects)]
 pub mod sim;
 mod types;
+mod verified;
 
 pub use consensus::{Consensus, Rule, Stats, ROUND_WINDOW, SYNC_CHUNK};
 pub use safety::SafetyState;

@@ -44,7 +44,7 @@ pub(crate) fn hash_parts(domain: &[u8], body: &[u8]) -> Digest {
     Digest(h.finalize().into())
 }
 
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     // postcard cannot fail on these plain data types.
     postcard::to_allocvec(v).unwrap_or_default()
 }

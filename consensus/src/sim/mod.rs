@@ -19,12 +19,13 @@ pub use self::adversary::Adversary;
 use self::adversary::{forge, forge_sync, Behaviour};
 use crate::consensus::Rule;
 use crate::types::{hash_parts, vote_digest, Block, Digest, Message, QuorumCert, Vote};
+use crate::verified::Verified;
 use crate::{Action, Config, Consensus, Event, SafetyState, ValidatorIndex, ValidatorSet};
 use ed25519_dalek::{Signer, SigningKey};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// How far ahead of the simulated clock an honest validator accepts a block timestamp (the
@@ -54,6 +55,9 @@ pub struct SimConfig {
     pub crashes: bool,
     /// Partitions during the chaos period.
     pub partitions: bool,
+    /// Probability that a round is partitioned during the chaos period (Twins' per-round
+    /// schedule): its proposals, votes and timeouts cross only within the side they start on.
+    pub round_partitions: f64,
     /// A safety rule honest replicas run without (to show the checker catches it).
     pub broken_rule: Option<Rule>,
     /// Blocks every honest validator must commit after the heal.
@@ -76,6 +80,7 @@ impl SimConfig {
             duplication: 0.02,
             crashes: true,
             partitions: true,
+            round_partitions: 0.25,
             broken_rule: None,
             min_commits_after_heal: 5,
             reconfigure_at: None,
@@ -123,6 +128,14 @@ enum Delivery {
     Restart,
 }
 
+/// The network faults of one round during the chaos period, by instance.
+struct RoundFaults {
+    /// Which side of a partition each instance is on, if the round is partitioned.
+    sides: Option<Vec<bool>>,
+    /// Which instances receive none of the round's votes, if any.
+    deaf_to_votes: Option<Vec<bool>>,
+}
+
 /// One running instance. A validator is one instance, or two for Twins.
 struct Node {
     id: ValidatorIndex,
@@ -148,9 +161,16 @@ struct Sim {
     validators: ValidatorSet,
     /// Committed block id per height, from the first honest validator to commit it.
     canonical: BTreeMap<u64, (Digest, usize)>,
+    /// Commit certificates the checker has verified.
+    checked: Verified,
     partition: Option<(u64, Vec<bool>)>,
+    /// Per-round faults (Twins' per-round schedule), drawn when a round's first message is
+    /// sent; Twins instances are placed apart.
+    round_faults: BTreeMap<u64, RoundFaults>,
     /// Which Twins instance each honest validator talks to (by validator index).
     twin_sides: Vec<bool>,
+    /// Blocks a forker replaced with its fork (its votes for them are never sent).
+    replaced: BTreeSet<Digest>,
     /// What Twins instances signed: (validator, round, is a vote) → block.
     twin_signed: BTreeMap<(ValidatorIndex, u64, bool), Digest>,
     report: SimReport,
@@ -221,9 +241,12 @@ pub fn run(cfg: &SimConfig) -> SimReport {
         nodes,
         validators,
         canonical: BTreeMap::new(),
+        checked: Verified::default(),
         partition: None,
+        round_faults: BTreeMap::new(),
         twin_sides,
         twin_signed: BTreeMap::new(),
+        replaced: BTreeSet::new(),
         report: SimReport {
             behaviours,
             ..SimReport::default()
@@ -289,8 +312,10 @@ impl Sim {
             c.break_rule_for_tests(rule);
         } else if matches!(
             node.behaviour,
-            Behaviour::DoubleVote | Behaviour::Equivocate
+            Behaviour::DoubleVote | Behaviour::Equivocate | Behaviour::Fork
         ) {
+            // A Byzantine instance takes whatever chain the others certify (for a forker,
+            // its own forks), so it keeps leading rounds.
             c.break_rule_for_tests(Rule::Voting);
         }
         if std::env::var("TALLY_SIM_TRACE").ok() == Some(i.to_string()) {
@@ -353,11 +378,77 @@ impl Sim {
             .collect()
     }
 
+    /// Whether the faults of the round `bytes` belongs to keep it from `to`: a partition of the
+    /// round (its messages cross only within the side they start on), or `to` being deaf to the
+    /// round's votes (it sees the proposal, votes, and never learns the certificate the others
+    /// form, as when votes arrive after its timer fired). Each round's faults are drawn once, the
+    /// first time a message of that round is sent.
+    fn round_cut(&mut self, from: usize, to: usize, bytes: &[u8]) -> bool {
+        let (round, vote) = match Message::from_bytes(bytes, 1 << 20) {
+            Ok(Message::Proposal(b)) => (b.round, false),
+            Ok(Message::Vote(v)) => (v.round, true),
+            Ok(Message::Timeout(t)) => (t.round, false),
+            _ => return false,
+        };
+        if !self.round_faults.contains_key(&round) {
+            let n = self.nodes.len();
+            let mut draw = |p: f64| {
+                self.rng.gen_bool(p).then(|| {
+                    (0..n)
+                        .map(|_| self.rng.gen_bool(0.5))
+                        .collect::<Vec<bool>>()
+                })
+            };
+            let mut faults = RoundFaults {
+                sides: draw(self.cfg.round_partitions),
+                deaf_to_votes: draw(self.cfg.round_partitions / 2.0),
+            };
+            // The network works with a forker: before the round it leads, every validator but
+            // one honest one misses the certificate the votes form. That one
+            // commits a block the others do not; they and the forker enter the forker's round
+            // together, by a timeout, where the fork reaches them below the lock the one holds.
+            let next_leader = self.validators.leader(round.saturating_add(1));
+            let forker = (0..n).any(|k| {
+                self.nodes[k].id == next_leader && self.nodes[k].behaviour == Behaviour::Fork
+            });
+            let honest: Vec<usize> = (0..n).filter(|k| self.honest(*k)).collect();
+            if forker && !honest.is_empty() {
+                let spared = honest[self.rng.gen_range(0..honest.len())];
+                faults.deaf_to_votes = Some((0..n).map(|k| k != spared).collect());
+            }
+            self.round_faults.insert(round, faults);
+            // Twins: which instance each honest validator talks to changes round by round.
+            if self.rng.gen_bool(0.5) {
+                self.twin_sides = (0..self.cfg.validators)
+                    .map(|_| self.rng.gen_bool(0.5))
+                    .collect();
+            }
+        }
+        let Some(f) = self.round_faults.get(&round) else {
+            return false;
+        };
+        let split = f.sides.as_ref().is_some_and(|s| s[from] != s[to]);
+        let deaf = vote && f.deaf_to_votes.as_ref().is_some_and(|d| d[to]);
+        split || deaf
+    }
+
     fn send(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
+        self.send_later(from, to, bytes, 0);
+    }
+
+    /// Sends, `hold_ms` later than the network would deliver.
+    fn send_later(&mut self, from: usize, to: usize, bytes: Vec<u8>, hold_ms: u64) {
         if from == to || self.nodes[from].behaviour == Behaviour::Silent {
             return;
         }
-        if self.chaos() && (self.cut(from, to) || self.rng.gen_bool(self.cfg.loss)) {
+        // The network the adversary controls delivers a forker's messages reliably.
+        let forker = self.nodes[from].behaviour == Behaviour::Fork;
+        if self.chaos()
+            && !forker
+            && (self.cut(from, to)
+                || self.round_cut(from, to, &bytes)
+                || self.rng.gen_bool(self.cfg.loss))
+        {
             return;
         }
         let copies = if self.rng.gen_bool(self.cfg.duplication) {
@@ -366,7 +457,7 @@ impl Sim {
             1
         };
         for _ in 0..copies {
-            let at = self.now + self.delay();
+            let at = self.now + hold_ms + self.delay();
             let d = Delivery::Msg {
                 from: self.nodes[from].id,
                 bytes: bytes.clone(),
@@ -377,7 +468,7 @@ impl Sim {
 
     /// Sends with the shortest delay (a forger close to its victims).
     fn send_first(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
-        if self.chaos() && self.cut(from, to) {
+        if self.chaos() && (self.cut(from, to) || self.round_cut(from, to, &bytes)) {
             return;
         }
         let d = Delivery::Msg {
@@ -400,7 +491,7 @@ impl Sim {
             while self.chaos() && next_fault <= at {
                 self.now = next_fault;
                 self.fault();
-                next_fault += self.rng.gen_range(1_000..4_000);
+                next_fault += self.rng.gen_range(2_000..6_000);
             }
             self.now = at;
             let Some((_, d)) = self.pending.remove(&seq) else {
@@ -658,6 +749,7 @@ impl Sim {
             }
             (Behaviour::Fork, Some(Message::Proposal(b))) => {
                 // The fork, and the forker's own vote for it.
+                let b_id = b.id();
                 let forked = self.fork(i, b);
                 let id = forked.id();
                 let signature = self.nodes[i]
@@ -672,12 +764,39 @@ impl Sim {
                     signature,
                 })
                 .to_bytes();
+                // The forker stands by its fork: it keeps the block, counts its own vote for
+                // it, and never sends the vote its honest code signs for the block replaced.
+                let round = forked.round;
+                if forked.id() != b_id {
+                    self.replaced.insert(b_id);
+                }
+                if let Some(c) = self.nodes[i].consensus.as_mut() {
+                    c.keep_forged_block(forked.clone());
+                }
+                let me = self.nodes[i].id;
+                let own = Delivery::Msg {
+                    from: me,
+                    bytes: vote.clone(),
+                };
+                self.schedule(self.now + 1, i, own);
                 let m = Message::Proposal(forked).to_bytes();
                 for t in targets {
-                    self.send(i, t, m.clone());
-                    self.send(i, t, vote.clone());
+                    // A validator not yet in the fork's round gets it once a timeout has
+                    // brought it there (a replica votes only in its current round).
+                    let behind = self.nodes[t]
+                        .consensus
+                        .as_ref()
+                        .is_some_and(|c| c.round() < round);
+                    let hold = if behind {
+                        self.config().base_timeout_ms + self.rng.gen_range(0..200)
+                    } else {
+                        0
+                    };
+                    self.send_later(i, t, m.clone(), hold);
+                    self.send_later(i, t, vote.clone(), hold);
                 }
             }
+            (Behaviour::Fork, Some(Message::Vote(v))) if self.replaced.contains(&v.block) => {}
             (Behaviour::DoubleVote, Some(Message::Vote(v))) => {
                 let mut d = [0u8; 32];
                 self.rng.fill_bytes(&mut d);
@@ -732,17 +851,33 @@ impl Sim {
         }
     }
 
-    /// A leader that forks, knowing everything (the worst case): its block extends the parent
-    /// of the highest block any honest validator committed, so it conflicts with that block,
-    /// while validators that lag behind still hold a tree it fits into. Without such a block it
-    /// extends the certificate just below the one it should extend. Honest replicas refuse
-    /// either: the round does not follow the certificate, or after a TC the certificate is
-    /// below the highest one the TC reports (the voting rule).
+    /// A leader that forks, knowing everything (the worst case): its block conflicts with a
+    /// block some honest validator committed, at a height just above what enough other honest
+    /// validators committed that their votes and the forker's would make a quorum (they still
+    /// hold a tree the fork fits into). Without such a block it extends the certificate just
+    /// below the one it should extend. Honest replicas refuse either: the round does not follow
+    /// the certificate, or after a TC the certificate is below the highest one the TC reports
+    /// (the voting rule).
     fn fork(&self, i: usize, b: Block) -> Block {
-        let committed_parent = self.canonical.iter().next_back().and_then(|(h, (_, who))| {
-            let chain = &self.nodes.iter().find(|n| n.id as usize == *who)?.committed;
-            let below = usize::try_from(*h).ok()?.checked_sub(2)?;
-            chain.get(below).map(|(_, qc)| qc.clone())
+        let mut heights: Vec<(usize, usize)> = (0..self.nodes.len())
+            .filter(|k| self.honest(*k))
+            .map(|k| (self.nodes[k].committed.len(), k))
+            .collect();
+        heights.sort();
+        let voters = self.validators.quorum().saturating_sub(1).max(1);
+        let committed_parent = heights.get(voters - 1).and_then(|(lag, _)| {
+            // The fork's height is lag + 1: the leader committed it, the laggers did not.
+            let (top, leader) = heights.last()?;
+            if top <= lag {
+                return None;
+            }
+            match lag.checked_sub(1) {
+                Some(below) => self.nodes[*leader]
+                    .committed
+                    .get(below)
+                    .map(|(_, qc)| qc.clone()),
+                None => Some(Block::genesis(&self.validators).1),
+            }
         });
         let lower = committed_parent.or_else(|| {
             self.nodes[i]
@@ -786,7 +921,15 @@ impl Sim {
             } else {
                 self.next_epoch().map(|(_, s)| s)
             };
-            set.is_some_and(|s| qc.verify(&s).is_ok())
+            // Each certificate is checked once, however many validators commit with it.
+            let key = Verified::qc_key(&qc);
+            self.checked.contains(&key) || {
+                let ok = set.is_some_and(|s| qc.verify(&s).is_ok());
+                if ok {
+                    self.checked.insert(key);
+                }
+                ok
+            }
         };
         let node = &mut self.nodes[i];
         node.committed.push((block, qc));
@@ -967,6 +1110,13 @@ mod tests {
     }
 
     #[test]
+    fn the_checker_catches_replicas_that_vote_without_the_voting_rule() {
+        // A forking leader whose network makes some validators miss a certificate (so they
+        // enter its round by a timeout, still below the lock the others hold).
+        assert!(caught(Rule::Voting, Adversary::Classic, 300).is_some());
+    }
+
+    #[test]
     fn the_checker_catches_replicas_that_take_certificates_unverified() {
         assert!(caught(Rule::QcVerification, Adversary::Forge, 40).is_some());
     }
@@ -1005,8 +1155,10 @@ mod tests {
 
     #[test]
     fn twins_instances_equivocate_from_honest_code() {
-        let r = safe_and_live(&config(4, 1, Adversary::Twins, 0));
-        assert!(r.twin_equivocations > 5, "{r:?}");
+        let total: u64 = (0..4)
+            .map(|seed| safe_and_live(&config(4, 1, Adversary::Twins, seed)).twin_equivocations)
+            .sum();
+        assert!(total > 20, "{total} equivocations in 4 runs");
     }
 
     #[test]
