@@ -2,7 +2,7 @@
 //! them, and the two-chain commit rule: when block B is certified and its parent P is from the
 //! round just before (B.round == P.round + 1), P and every uncommitted ancestor commit.
 
-use crate::types::{Block, Digest, Height, QuorumCert};
+use crate::types::{Block, Digest, EpochProof, Height, QuorumCert};
 use std::collections::HashMap;
 
 pub(crate) struct BlockTree {
@@ -16,6 +16,10 @@ pub(crate) struct BlockTree {
     /// Last height of the current epoch, when a reconfiguration is pending: nothing above it
     /// commits in this epoch.
     pub(crate) commit_limit: Option<Height>,
+    /// The QC whose arrival last committed something (the second link of the two-chain that
+    /// committed the root): with the blocks from the root to it, the proof of the root's
+    /// commit.
+    commit_qc: Option<QuorumCert>,
 }
 
 impl BlockTree {
@@ -28,7 +32,21 @@ impl BlockTree {
             certs: HashMap::new(),
             one_chain: false,
             commit_limit: None,
+            commit_qc: None,
         }
+    }
+
+    /// The proof that the root committed: the blocks from the root's child up to the block
+    /// of the QC that committed it, and that QC. `None` if the root committed before this tree
+    /// was built (at start) or that QC's block is no longer held.
+    pub(crate) fn commit_proof(&self) -> Option<EpochProof> {
+        let qc = self.commit_qc.clone()?;
+        let blocks: Vec<Block> = self
+            .path_to(&qc.block)
+            .into_iter()
+            .map(|(_, b)| b.clone())
+            .collect();
+        (!blocks.is_empty()).then_some(EpochProof { blocks, qc })
     }
 
     pub(crate) fn root(&self) -> &Block {
@@ -135,17 +153,22 @@ impl BlockTree {
         let Some(block) = self.blocks.get(&qc.block) else {
             return Vec::new();
         };
-        if self.one_chain {
-            return self.commit_through(qc.block);
-        }
-        let Some(parent) = self.blocks.get(&block.parent) else {
-            return Vec::new();
+        let committed = if self.one_chain {
+            self.commit_through(qc.block)
+        } else {
+            let Some(parent) = self.blocks.get(&block.parent) else {
+                return Vec::new();
+            };
+            if parent.round.checked_add(1) != Some(block.round) {
+                return Vec::new();
+            }
+            let parent_id = block.parent;
+            self.commit_through(parent_id)
         };
-        if parent.round.checked_add(1) != Some(block.round) {
-            return Vec::new();
+        if !committed.is_empty() {
+            self.commit_qc = Some(qc.clone());
         }
-        let parent_id = block.parent;
-        self.commit_through(parent_id)
+        committed
     }
 
     /// Commits `id` and its uncommitted ancestors; the tree is pruned to the new root.

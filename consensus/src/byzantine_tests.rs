@@ -4,8 +4,9 @@
 
 use crate::types::{timeout_digest, vote_digest};
 use crate::{
-    Action, Block, Config, Consensus, Digest, Event, Message, QuorumCert, Round, SafetyState,
-    Timeout, TimeoutCert, ValidatorIndex, ValidatorSet, Vote, ROUND_WINDOW, SYNC_CHUNK,
+    Action, Block, Config, Consensus, Digest, EpochProof, Event, Message, QuorumCert, Round,
+    SafetyState, Timeout, TimeoutCert, ValidatorIndex, ValidatorSet, Vote, ROUND_WINDOW,
+    SYNC_CHUNK,
 };
 use ed25519_dalek::{Signature, Signer, SigningKey};
 
@@ -29,6 +30,13 @@ impl Fixture {
         .expect("set");
         let genesis = Block::genesis(&set);
         Fixture { keys, set, genesis }
+    }
+
+    fn set_keys(&self) -> Vec<[u8; 32]> {
+        self.keys
+            .iter()
+            .map(|k| k.verifying_key().to_bytes())
+            .collect()
     }
 
     fn replica(&self, i: usize, safety: Option<SafetyState>) -> Consensus {
@@ -414,15 +422,99 @@ fn sync_answers_are_taken_only_from_the_peer_asked_and_only_up_to_the_chunk() {
     r.handle(Event::SyncResponse {
         from: BYZANTINE,
         blocks: vec![b1.clone()],
+        proof: None,
     });
     assert!(r.block(&b1.id()).is_none());
     // The asked peer answers with far more than a chunk: refused.
     let actions = r.handle(Event::SyncResponse {
         from: 2,
         blocks: vec![b1.clone(); SYNC_CHUNK as usize + 1],
+        proof: None,
     });
     assert_eq!(penalised(&actions), vec!["oversized_sync_answer"]);
     assert!(r.block(&b1.id()).is_none());
+}
+
+/// Replica 0 missed the end of epoch 0 (at b2): a message of epoch 1 makes it ask for the
+/// chain; the answer ends at b2 with the proof that b2 committed (b3 and QC(b3)).
+fn lagging_replica_and_epoch_end(f: &Fixture) -> (Consensus, [Block; 3], QuorumCert) {
+    let mut r = f.replica(0, None);
+    r.start();
+    // Commits wait at the possible boundary until the node has executed it.
+    r.handle(Event::HoldCommits { height: Some(2) });
+    let b1 = f.block(1, &f.genesis.1, 10);
+    let b2 = f.block(2, &f.qc(&b1), 20);
+    let b3 = f.block(3, &f.qc(&b2), 30);
+    let qc3 = f.qc(&b3);
+    let mut later = f.block(1, &f.genesis.1, 40);
+    later.epoch = 1;
+    let actions = r.handle(msg(1, Message::Proposal(later)));
+    let asked = actions.iter().find_map(|a| match a {
+        Action::RequestBlocks { to, .. } => Some(*to),
+        _ => None,
+    });
+    assert_eq!(
+        asked,
+        Some(1),
+        "a later epoch's message starts the catch-up"
+    );
+    (r, [b1, b2, b3], qc3)
+}
+
+fn committed_heights(actions: &[Action]) -> Vec<u64> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Commit { block, .. } => Some(block.height),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_replica_behind_an_epoch_change_commits_the_last_block_from_the_proof() {
+    let f = Fixture::new();
+    let (mut r, [b1, b2, b3], qc3) = lagging_replica_and_epoch_end(&f);
+    let actions = r.handle(Event::SyncResponse {
+        from: 1,
+        blocks: vec![b1, b2],
+        proof: Some(EpochProof {
+            blocks: vec![b3],
+            qc: qc3,
+        }),
+    });
+    assert_eq!(committed_heights(&actions), vec![1, 2]);
+    assert!(penalised(&actions).is_empty());
+    // The node executes b2 and finds the next set there: the replica moves on.
+    let next = ValidatorSet::new(1, f.set_keys()).expect("set");
+    r.handle(Event::Reconfigure {
+        height: 2,
+        validators: next,
+    });
+    assert_eq!(r.epoch(), 1);
+    assert_eq!(r.committed_height(), 2);
+}
+
+#[test]
+fn a_forged_epoch_proof_commits_nothing_and_is_penalised() {
+    let f = Fixture::new();
+    let (mut r, [b1, b2, b3], qc3) = lagging_replica_and_epoch_end(&f);
+    let forged = QuorumCert {
+        signatures: Vec::new(),
+        ..qc3
+    };
+    let actions = r.handle(Event::SyncResponse {
+        from: 1,
+        blocks: vec![b1, b2],
+        proof: Some(EpochProof {
+            blocks: vec![b3],
+            qc: forged,
+        }),
+    });
+    // b1 commits on b2's certificate (the two-chain rule); b2 needs the proof.
+    assert_eq!(committed_heights(&actions), vec![1]);
+    assert_eq!(penalised(&actions), vec!["bad_qc"]);
+    assert_eq!(r.committed_height(), 1);
 }
 
 #[test]

@@ -5,8 +5,8 @@ use crate::aggregator::{Added, Aggregator};
 use crate::block_tree::BlockTree;
 use crate::safety::{SafetyRules, SafetyState};
 use crate::types::{
-    Block, BlockRequest, Digest, Epoch, Evidence, Height, Message, QuorumCert, Round, Timeout,
-    TimeoutCert, ValidatorIndex, ValidatorSet, Vote,
+    Block, BlockRequest, Digest, Epoch, EpochProof, Evidence, Height, Message, QuorumCert, Round,
+    Timeout, TimeoutCert, ValidatorIndex, ValidatorSet, Vote,
 };
 use crate::verified::Verified;
 use crate::{Action, Config, Event};
@@ -25,6 +25,13 @@ pub const ROUND_WINDOW: Round = 100;
 
 /// At most this many uncommitted blocks are persisted with the safety state.
 const KEPT_BLOCKS: usize = 256;
+
+/// What became of one block of a sync answer.
+enum Synced {
+    Inserted,
+    Known,
+    Stop,
+}
 
 /// A safety rule the tests can switch off, to show the simulator catches the broken protocol.
 #[doc(hidden)]
@@ -277,6 +284,26 @@ impl Consensus {
         crate::block_tree::assemble_chain(request.after_height, max, top, upper, committed)
     }
 
+    /// Ends a sync answer at the first block that ended an epoch (`proof_at` returns the proof
+    /// kept from `Action::EpochEnded` for such a height) and attaches that proof: a replica of
+    /// the ending epoch can check nothing beyond it until it has executed that block.
+    pub fn cut_at_epoch_end(
+        mut blocks: Vec<Block>,
+        proof_at: &dyn Fn(Height) -> Option<EpochProof>,
+    ) -> (Vec<Block>, Option<EpochProof>) {
+        let end = blocks
+            .iter()
+            .enumerate()
+            .find_map(|(i, b)| proof_at(b.height).map(|p| (i, p)));
+        match end {
+            Some((i, proof)) => {
+                blocks.truncate(i.saturating_add(1));
+                (blocks, Some(proof))
+            }
+            None => (blocks, None),
+        }
+    }
+
     /// Answers a peer's block request from the tree and, for committed blocks, `committed`.
     pub fn serve_blocks(
         &self,
@@ -300,7 +327,11 @@ impl Consensus {
                 timestamp_ms,
             } => self.on_payload(round, digests, timestamp_ms, &mut out),
             Event::PayloadValidated { block, valid } => self.on_validated(block, valid, &mut out),
-            Event::SyncResponse { from, blocks } => self.on_sync(from, blocks, &mut out),
+            Event::SyncResponse {
+                from,
+                blocks,
+                proof,
+            } => self.on_sync(from, blocks, proof, &mut out),
             Event::Reconfigure { height, validators } => {
                 self.on_reconfigure(height, validators, &mut out)
             }
@@ -558,6 +589,7 @@ impl Consensus {
 
     fn on_proposal(&mut self, from: ValidatorIndex, b: Block, out: &mut Vec<Action>) {
         if b.epoch != self.validators.epoch() {
+            self.catch_up_to_later_epoch(from, b.epoch, b.justify.block, out);
             return self.ignore("wrong_epoch");
         }
         // A late proposal (its certificate may be older than anything this replica still
@@ -709,6 +741,7 @@ impl Consensus {
 
     fn on_vote(&mut self, from: ValidatorIndex, v: Vote, out: &mut Vec<Action>) {
         if v.epoch != self.validators.epoch() {
+            self.catch_up_to_later_epoch(from, v.epoch, v.block, out);
             return self.ignore("wrong_epoch");
         }
         if v.voter != from || !v.verify(&self.validators) {
@@ -794,6 +827,7 @@ impl Consensus {
 
     fn on_timeout(&mut self, from: ValidatorIndex, t: Timeout, out: &mut Vec<Action>) {
         if t.epoch != self.validators.epoch() {
+            self.catch_up_to_later_epoch(from, t.epoch, t.high_qc.block, out);
             return self.ignore("wrong_epoch");
         }
         // A replica gives up a round above its highest QC: a QC at or above the round is forged.
@@ -881,42 +915,50 @@ impl Consensus {
             .unwrap_or(0)
     }
 
-    fn on_sync(&mut self, from: ValidatorIndex, blocks: Vec<Block>, out: &mut Vec<Action>) {
+    fn on_sync(
+        &mut self,
+        from: ValidatorIndex,
+        blocks: Vec<Block>,
+        proof: Option<EpochProof>,
+        out: &mut Vec<Action>,
+    ) {
         if self.sync_peer != Some(from) {
             // Not the answer awaited (late, or unasked for).
             return self.ignore("unexpected_sync_answer");
         }
         self.sync_peer = None;
-        if blocks.len() > SYNC_CHUNK as usize {
+        let proof_len = proof.as_ref().map_or(0, |p| p.blocks.len());
+        if blocks.len() > SYNC_CHUNK as usize || proof_len > SYNC_CHUNK as usize {
             return self.drop_message(from, "oversized_sync_answer", out);
         }
         let mut inserted = 0u32;
+        let mut complete = true;
         for b in blocks {
-            let id = b.id();
-            if self.tree.knows(&id) || b.height <= self.tree.committed_height() {
-                continue;
+            match self.take_synced_block(from, b, out) {
+                Synced::Inserted => inserted = inserted.saturating_add(1),
+                Synced::Known => {}
+                Synced::Stop => {
+                    complete = false;
+                    break;
+                }
             }
-            if b.epoch > self.validators.epoch() {
-                // An honest peer that is already in a later epoch: this replica cannot check
-                // those certificates until it executes the boundary block itself.
-                self.ignore("later_epoch");
-                break;
+        }
+        if let Some(p) = proof.filter(|_| complete) {
+            // The end of this epoch: the blocks above its last one, and the QC that committed
+            // it, checked like everything else with this epoch's set.
+            for b in p.blocks {
+                if let Synced::Stop = self.take_synced_block(from, b, out) {
+                    return;
+                }
             }
-            if let Err(reason) = self.check_block(&b) {
-                self.drop_message(from, reason, out);
-                break;
+            if !self.verify_qc(&p.qc) {
+                return self.drop_message(from, "bad_qc", out);
             }
-            if !self.tree.knows(&b.parent) {
-                break;
+            self.process_qc(&p.qc, out);
+            if self.validators.epoch() != p.qc.epoch {
+                // The proof committed the epoch's last block and the replica moved on.
+                return;
             }
-            if !self.after_parent_time(&b) {
-                self.drop_message(from, "timestamp_not_after_parent", out);
-                break;
-            }
-            let justify = b.justify.clone();
-            self.tree.insert(b);
-            inserted = inserted.saturating_add(1);
-            self.process_qc(&justify, out);
         }
         // A QC learned without its block (from votes or timeouts) may now commit.
         let hqc = self.tree.highest_qc().clone();
@@ -944,6 +986,55 @@ impl Consensus {
                 from
             };
             self.request_sync(next, hqc.block, out);
+        }
+    }
+
+    /// One block of a sync answer: checked with this epoch's set and inserted, or known, or
+    /// the end of what this answer can give (a later epoch, a gap, a bad block).
+    fn take_synced_block(
+        &mut self,
+        from: ValidatorIndex,
+        b: Block,
+        out: &mut Vec<Action>,
+    ) -> Synced {
+        let id = b.id();
+        if self.tree.knows(&id) || b.height <= self.tree.committed_height() {
+            return Synced::Known;
+        }
+        if b.epoch > self.validators.epoch() {
+            // A block of a later epoch: this replica cannot check its certificates until it
+            // has executed the last block of its own epoch.
+            self.ignore("later_epoch");
+            return Synced::Stop;
+        }
+        if let Err(reason) = self.check_block(&b) {
+            self.drop_message(from, reason, out);
+            return Synced::Stop;
+        }
+        if !self.tree.knows(&b.parent) {
+            return Synced::Stop;
+        }
+        if !self.after_parent_time(&b) {
+            self.drop_message(from, "timestamp_not_after_parent", out);
+            return Synced::Stop;
+        }
+        let justify = b.justify.clone();
+        self.tree.insert(b);
+        self.process_qc(&justify, out);
+        Synced::Inserted
+    }
+
+    /// A message of a later epoch: this replica missed the end of its own. It asks `from` for
+    /// the chain up to `block`; the answer stops at the end of this epoch with its proof.
+    fn catch_up_to_later_epoch(
+        &mut self,
+        from: ValidatorIndex,
+        epoch: Epoch,
+        block: Digest,
+        out: &mut Vec<Action>,
+    ) {
+        if epoch > self.validators.epoch() {
+            self.request_sync(from, block, out);
         }
     }
 
@@ -989,6 +1080,12 @@ impl Consensus {
         let Some((_, validators)) = self.reconfiguration.take() else {
             return;
         };
+        if let Some(proof) = self.tree.commit_proof() {
+            out.push(Action::EpochEnded {
+                height: self.tree.committed_height(),
+                proof,
+            });
+        }
         let root = self.tree.root().clone();
         let root_qc = self.tree.root_qc().clone();
         let key_me = self.me.and_then(|i| self.validators.key(i));

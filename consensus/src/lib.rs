@@ -21,8 +21,8 @@ mod verified;
 pub use consensus::{Consensus, Rule, Stats, ROUND_WINDOW, SYNC_CHUNK};
 pub use safety::SafetyState;
 pub use types::{
-    timeout_digest, vote_digest, Block, BlockRequest, Digest, Epoch, Evidence, Height, Message,
-    QuorumCert, Round, Timeout, TimeoutCert, ValidatorIndex, ValidatorSet, Vote,
+    timeout_digest, vote_digest, Block, BlockRequest, Digest, Epoch, EpochProof, Evidence, Height,
+    Message, QuorumCert, Round, Timeout, TimeoutCert, ValidatorIndex, ValidatorSet, Vote,
 };
 
 /// Why a value was refused.
@@ -102,6 +102,8 @@ pub enum Event {
         from: ValidatorIndex,
         /// The blocks.
         blocks: Vec<Block>,
+        /// When the last block ends an epoch: the proof that it committed.
+        proof: Option<EpochProof>,
     },
     /// The validator set changes after the committed block at `height` (which must not be
     /// committed yet, so that every replica switches at the same block).
@@ -182,6 +184,14 @@ pub enum Action {
         to: ValidatorIndex,
         /// What.
         request: BlockRequest,
+    },
+    /// The epoch ended with the committed block at `height`: keep `proof` and answer sync
+    /// requests that reach that block with it (see `Consensus::cut_at_epoch_end`).
+    EpochEnded {
+        /// The last block of the epoch.
+        height: Height,
+        /// The proof that it committed.
+        proof: EpochProof,
     },
     /// Two conflicting signed messages of one validator for one round.
     Evidence(Box<Evidence>),

@@ -444,6 +444,20 @@ impl Timeout {
     }
 }
 
+/// Proof that the last block of an epoch committed, for a replica that catches up from an
+/// earlier epoch: the blocks from that block's child up to the block `qc` certifies, and `qc`,
+/// all of the ending epoch. Fed through the two-chain rule like any other blocks and QC, they
+/// commit the last block, so the replica executes it and learns the next set from its own
+/// state, never from a peer. (Those blocks themselves are not committed: the next epoch starts
+/// on the last block.)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochProof {
+    /// The last block's child and its descendants up to `qc`'s block, oldest first.
+    pub blocks: Vec<Block>,
+    /// The certificate that committed the last block.
+    pub qc: QuorumCert,
+}
+
 /// Everything validators say to each other.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {

@@ -102,6 +102,10 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T,
     })
 }
 
+fn epoch_proof_key(height: Height) -> Vec<u8> {
+    [b"epoch-proof/".as_slice(), &height.to_be_bytes()].concat()
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StorageError> {
@@ -302,6 +306,18 @@ impl Store {
         self.meta.insert(SAFETY, bytes)?;
         self.db.flush()?;
         Ok(())
+    }
+
+    /// Keeps the (encoded) proof that the epoch ending with the block at `height` committed,
+    /// for peers that catch up across that boundary. Written once per epoch change.
+    pub fn put_epoch_proof(&self, height: Height, bytes: &[u8]) -> Result<(), StorageError> {
+        self.meta.insert(epoch_proof_key(height), bytes)?;
+        Ok(())
+    }
+
+    /// The (encoded) proof of the epoch that ended at `height`, if one did.
+    pub fn epoch_proof(&self, height: Height) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.meta.get(epoch_proof_key(height))?.map(|v| v.to_vec()))
     }
 
     /// The last persisted consensus safety state.

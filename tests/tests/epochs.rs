@@ -195,3 +195,79 @@ async fn members_vote_a_validator_out_and_the_rest_carry_on_in_the_next_epoch() 
     }
     cluster.shutdown().await;
 }
+
+/// A validator that was down while the set changed catches up across the boundary: it checks
+/// the blocks of epoch 0 with the set of epoch 0 and those of epoch 1 with the set its own
+/// execution of the boundary block produced, never with a set a peer names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validator_down_across_a_set_change_catches_up_through_the_boundary() {
+    let mut cluster =
+        Cluster::start_with_genesis(5, |g| g.params.epoch_blocks = EPOCH_BLOCKS, |_| {}).await;
+    let remaining = cluster.testnet.genesis.validators[..4].to_vec();
+    let boundary = (cluster.height(0) / EPOCH_BLOCKS + 4) * EPOCH_BLOCKS;
+    governance(
+        &cluster,
+        0,
+        Payload::Propose {
+            action: GovAction::SetValidators {
+                validators: remaining.clone(),
+            },
+            effective_height: boundary,
+        },
+    )
+    .await;
+    // More than two thirds of five members: the proposer and three votes.
+    for m in 1..4 {
+        let vote = Payload::Vote {
+            proposal: 1,
+            approve: true,
+        };
+        governance(&cluster, m, vote).await;
+    }
+    // Validator 3 stops in epoch 0; four of five keep the old set going, then three of the
+    // new four carry epoch 1.
+    cluster.kill(3).await;
+    let down_at = cluster.height(0);
+    assert!(
+        down_at < boundary,
+        "the vote took too long for this boundary"
+    );
+    let ahead = boundary + 2 * EPOCH_BLOCKS;
+    for i in [0, 1, 2] {
+        let shared = cluster.node(i).shared().clone();
+        tokio::time::timeout(Duration::from_secs(180), shared.wait_height(ahead))
+            .await
+            .unwrap_or_else(|_| panic!("validator {i} stuck at {}", shared.height()));
+    }
+
+    cluster.restart(3).await;
+    let target = cluster.height(0) + 5;
+    let shared = cluster.node(3).shared().clone();
+    tokio::time::timeout(Duration::from_secs(180), shared.wait_height(target))
+        .await
+        .unwrap_or_else(|_| panic!("validator 3 stuck at {}", shared.height()));
+    let s = status(&cluster, 3).await;
+    assert_eq!(s["epoch"], 1, "{s}");
+    assert_eq!(s["validators"].as_array().map(Vec::len), Some(4), "{s}");
+    // The removed validator 4 stops at the boundary: compare the four of the new set.
+    cluster.kill(4).await;
+    for h in [boundary, boundary + 1, target] {
+        let roots = cluster.state_roots(h);
+        assert_eq!(roots.len(), 4);
+        assert!(
+            roots.iter().all(|r| r.is_some() && *r == roots[0]),
+            "height {h}: {roots:?}"
+        );
+    }
+    // Back in the set: a payment submitted to it finalizes everywhere.
+    let pay = cluster.transfer(0, 1, 0, 5);
+    let (code, body) = cluster.submit(3, &pay).await;
+    assert_eq!(code, 202, "{body}");
+    for i in [0, 3] {
+        let s = cluster
+            .wait_final(i, &pay.hash(), Duration::from_secs(60))
+            .await;
+        assert_eq!(s.status, "committed");
+    }
+    cluster.shutdown().await;
+}

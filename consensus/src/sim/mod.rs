@@ -18,7 +18,7 @@ mod adversary;
 pub use self::adversary::Adversary;
 use self::adversary::{forge, forge_sync, Behaviour};
 use crate::consensus::Rule;
-use crate::types::{hash_parts, vote_digest, Block, Digest, Message, QuorumCert, Vote};
+use crate::types::{hash_parts, vote_digest, Block, Digest, EpochProof, Message, QuorumCert, Vote};
 use crate::verified::Verified;
 use crate::{Action, Config, Consensus, Event, SafetyState, ValidatorIndex, ValidatorSet};
 use ed25519_dalek::{Signer, SigningKey};
@@ -146,6 +146,8 @@ struct Node {
     consensus: Option<Consensus>,
     safety: Option<SafetyState>,
     committed: Vec<(Block, QuorumCert)>,
+    /// Proofs of the epochs it saw end, by the height of their last block.
+    epoch_proofs: BTreeMap<u64, EpochProof>,
     timer_generation: u64,
     commits_at_heal: Option<u64>,
 }
@@ -225,6 +227,7 @@ pub fn run(cfg: &SimConfig) -> SimReport {
                 consensus: None,
                 safety: None,
                 committed: Vec::new(),
+                epoch_proofs: BTreeMap::new(),
                 timer_generation: 0,
                 commits_at_heal: None,
             });
@@ -671,9 +674,20 @@ impl Sim {
                             blocks = forge_sync(blocks, &key, &mut self.rng);
                         }
                     }
-                    let e = Event::SyncResponse { from: to, blocks };
+                    let proofs = server.map(|k| &self.nodes[k].epoch_proofs);
+                    let (blocks, proof) = Consensus::cut_at_epoch_end(blocks, &|h| {
+                        proofs.and_then(|p| p.get(&h).cloned())
+                    });
+                    let e = Event::SyncResponse {
+                        from: to,
+                        blocks,
+                        proof,
+                    };
                     let at = self.now + 2 * self.delay();
                     self.schedule(at, i, Delivery::Event(e));
+                }
+                Action::EpochEnded { height, proof } => {
+                    self.nodes[i].epoch_proofs.insert(height, proof);
                 }
                 Action::Evidence(e) => {
                     if self.honest(i) {
@@ -1047,9 +1061,18 @@ fn describe(event: &Event) -> String {
                 ),
             })
         ),
-        Event::SyncResponse { from, blocks } => format!(
-            "sync answer from {from}: heights {:?}",
-            blocks.iter().map(|b| b.height).collect::<Vec<_>>()
+        Event::SyncResponse {
+            from,
+            blocks,
+            proof,
+        } => format!(
+            "sync answer from {from}: heights {:?}{}",
+            blocks.iter().map(|b| b.height).collect::<Vec<_>>(),
+            if proof.is_some() {
+                " with an epoch proof"
+            } else {
+                ""
+            }
         ),
         other => format!("{other:?}").chars().take(120).collect(),
     }

@@ -17,7 +17,8 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tally_consensus::{
-    Action, Block, BlockRequest, Consensus, Digest, Event, QuorumCert, Round, ValidatorIndex,
+    Action, Block, BlockRequest, Consensus, Digest, EpochProof, Event, QuorumCert, Round,
+    ValidatorIndex,
 };
 use tally_network::{Acceptance, MessageId, NetworkEvent, PeerId};
 use tokio::sync::{mpsc, watch};
@@ -51,6 +52,7 @@ pub(crate) enum Internal {
     SyncBlocks {
         from: ValidatorIndex,
         blocks: Vec<Block>,
+        proof: Option<EpochProof>,
     },
     /// The executor committed `height` with this header hash.
     Executed { height: Height, header_hash: Hash },
@@ -310,6 +312,17 @@ impl Core {
                 } => self.validate_payload(block, author, timestamp_ms, digests),
                 Action::Commit { block, qc } => self.on_commit(block, qc),
                 Action::RequestBlocks { to, request } => self.request_blocks(to, request),
+                Action::EpochEnded { height, proof } => {
+                    // Kept for peers that catch up across this boundary; a node that loses it
+                    // in a crash leaves the serving to the others.
+                    if let Err(e) = self
+                        .shared
+                        .store
+                        .put_epoch_proof(height, &codec::encode(&proof))
+                    {
+                        tracing::warn!(height, error = %e, "could not keep the epoch proof");
+                    }
+                }
                 Action::Evidence(evidence) => {
                     self.shared
                         .metrics
@@ -487,21 +500,26 @@ impl Core {
         let internal = self.internal.clone();
         let data = codec::encode(&SyncRequest::Blocks(request));
         tokio::spawn(async move {
-            let blocks = match net.request(peer, data).await {
+            let (blocks, proof) = match net.request(peer, data).await {
                 Ok(bytes) => match codec::decode::<SyncResponse>(&bytes, MAX_FRAME) {
-                    Ok(SyncResponse::Blocks(blocks)) => blocks,
+                    Ok(SyncResponse::Blocks(blocks)) => (blocks, None),
+                    Ok(SyncResponse::BlocksToEpochEnd(blocks, proof)) => (blocks, Some(proof)),
                     _ => {
                         let _ = net.penalise(peer, "bad_sync_response").await;
-                        Vec::new()
+                        (Vec::new(), None)
                     }
                 },
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "block request failed");
-                    Vec::new()
+                    (Vec::new(), None)
                 }
             };
             let _ = internal
-                .send(Internal::SyncBlocks { from: to, blocks })
+                .send(Internal::SyncBlocks {
+                    from: to,
+                    blocks,
+                    proof,
+                })
                 .await;
         });
     }
@@ -725,8 +743,16 @@ impl Core {
                     self.fetch(d, None, Duration::from_secs(1));
                 }
             }
-            Internal::SyncBlocks { from, blocks } => {
-                self.local.push_back(Event::SyncResponse { from, blocks });
+            Internal::SyncBlocks {
+                from,
+                blocks,
+                proof,
+            } => {
+                self.local.push_back(Event::SyncResponse {
+                    from,
+                    blocks,
+                    proof,
+                });
             }
             Internal::Executed {
                 height,

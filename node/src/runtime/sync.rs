@@ -14,7 +14,7 @@ use crate::primitives::{Hash, Height};
 use crate::storage::Store;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tally_consensus::{Block, BlockRequest, Consensus};
+use tally_consensus::{Block, BlockRequest, Consensus, EpochProof};
 use tally_network::{PeerId, Responder};
 
 /// Limits per kind of request: (in flight per peer, in flight from all peers). Each kind has
@@ -106,8 +106,11 @@ impl SyncServer {
         let store = self.shared.store.clone();
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            let blocks = answer(&store, &request, plan);
-            respond.respond(codec::encode(&SyncResponse::Blocks(blocks)));
+            let response = match answer(&store, &request, plan) {
+                (blocks, None) => SyncResponse::Blocks(blocks),
+                (blocks, Some(proof)) => SyncResponse::BlocksToEpochEnd(blocks, proof),
+            };
+            respond.respond(codec::encode(&response));
         });
     }
 
@@ -124,14 +127,26 @@ impl SyncServer {
     }
 }
 
-fn answer(store: &Store, request: &BlockRequest, plan: Option<(Height, Vec<Block>)>) -> Vec<Block> {
+fn answer(
+    store: &Store,
+    request: &BlockRequest,
+    plan: Option<(Height, Vec<Block>)>,
+) -> (Vec<Block>, Option<EpochProof>) {
     let (top, upper) = match plan {
         Some(p) => p,
         None => match store.height_of_block(&request.block.0) {
             Ok(Some(h)) => (h, Vec::new()),
-            _ => return Vec::new(),
+            _ => return (Vec::new(), None),
         },
     };
     let committed = |h: Height| super::stored_consensus_block(store, h);
-    Consensus::assemble_sync_answer(request, top, upper, &committed)
+    let blocks = Consensus::assemble_sync_answer(request, top, upper, &committed);
+    let proof_at = |h: Height| {
+        let bytes = store.epoch_proof(h).ok().flatten()?;
+        codec::decode(&bytes, MAX_EPOCH_PROOF_BYTES).ok()
+    };
+    Consensus::cut_at_epoch_end(blocks, &proof_at)
 }
+
+/// Largest stored epoch proof decoded (a proof holds at most `SYNC_CHUNK` blocks).
+pub(crate) const MAX_EPOCH_PROOF_BYTES: usize = 64 << 20;

@@ -6,7 +6,7 @@
 use crate::block::CommitVote;
 use crate::primitives::{Hash, Height};
 use serde::{Deserialize, Serialize};
-use tally_consensus::{Block, BlockRequest};
+use tally_consensus::{Block, BlockRequest, EpochProof};
 
 /// Gossip topic of transaction batches.
 pub const BATCH_TOPIC: &str = "tally/batches/1";
@@ -41,4 +41,7 @@ pub enum SyncResponse {
     Blocks(Vec<Block>),
     /// The batch's bytes, if held.
     Batch(Option<serde_bytes::ByteBuf>),
+    /// Blocks, oldest first, the last of which ended an epoch, and the proof that it
+    /// committed (see `Consensus::cut_at_epoch_end`).
+    BlocksToEpochEnd(Vec<Block>, EpochProof),
 }
