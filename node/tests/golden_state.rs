@@ -1,0 +1,144 @@
+//! Consensus-relevant bytes do not move: a fixed genesis and a fixed sequence of blocks produce
+//! the recorded state root and header hash. A change that alters them (encoding, hashing,
+//! execution, genesis) changes what validators sign and breaks a running chain; if it is meant,
+//! record the new values here and say why in the commit.
+
+use ed25519_dalek::SigningKey;
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
+use tally_node::block::BlockHeader;
+use tally_node::keys;
+use tally_node::ledger::{execute_block, BlockContext};
+use tally_node::primitives::{AssetCode, Hash};
+use tally_node::testnet::{ReusedKeys, Testnet, TestnetSpec};
+use tally_node::tx::{Payload, Transaction, Transfer, VerifiedTransaction};
+
+/// The state root after the last block.
+const STATE_ROOT: &str = "e0094f2ecf06ba73568b36f2f98d2613159f239f4785e6c9f93db408c3c2dbf9";
+/// The hash of the last header.
+const HEADER_HASH: &str = "d0a9ac24b97c1316bd96c3a43965c2a56529a10845cabb943a87f17365fd3639";
+
+fn key(label: &str) -> SigningKey {
+    SigningKey::from_bytes(&Sha256::digest(format!("tally/golden/{label}")).into())
+}
+
+fn network() -> Testnet {
+    let spec = TestnetSpec {
+        chain_id: "tally-golden".into(),
+        accounts: 4,
+        genesis_time_ms: 1_780_000_000_000,
+        ..TestnetSpec::default()
+    };
+    // The names of the consortium keys, then every key derived from its name.
+    let names = Testnet::generate(spec.clone()).expect("testnet").named_keys;
+    let reuse = ReusedKeys {
+        validators: (0..spec.validators)
+            .map(|i| key(&format!("validator-{i}")))
+            .collect(),
+        issuers: ["USD", "EUR", "SGD"]
+            .into_iter()
+            .map(|c| {
+                (
+                    AssetCode::new(c).expect("code"),
+                    key(&format!("issuer-{c}")),
+                )
+            })
+            .collect(),
+        accounts: (0..spec.accounts)
+            .map(|i| key(&format!("account-{i}")))
+            .collect(),
+        named: names
+            .keys()
+            .map(|n| (n.clone(), key(n)))
+            .collect::<BTreeMap<_, _>>(),
+    };
+    Testnet::generate_with(spec, Some(reuse)).expect("testnet")
+}
+
+fn transfer(
+    net: &Testnet,
+    from: usize,
+    to: usize,
+    seq: u64,
+    asset: &str,
+    amount: u64,
+) -> VerifiedTransaction {
+    let sender = &net.account_keys[from];
+    Transaction {
+        chain_id: net.genesis.chain_id.clone(),
+        sender: keys::account_id(sender),
+        sequence: seq,
+        expiry_height: 100,
+        payload: Payload::Transfer(Transfer {
+            to: keys::account_id(&net.account_keys[to]),
+            asset: AssetCode::new(asset).expect("code"),
+            amount,
+            memo: None,
+            travel: None,
+        }),
+    }
+    .sign(sender)
+    .verify(&net.genesis.chain_id)
+    .expect("valid transaction")
+}
+
+#[test]
+fn a_fixed_genesis_and_block_sequence_give_the_recorded_root_and_header() {
+    let net = network();
+    let mut state = net.genesis.initial_state().expect("genesis state");
+    let blocks = vec![
+        vec![
+            transfer(&net, 0, 1, 0, "USD", 1_000_000),
+            transfer(&net, 1, 2, 0, "EUR", 250_000),
+            // Over the compliance limits: rejected, and still in the receipts.
+            transfer(&net, 2, 3, 0, "SGD", u64::MAX / 2),
+        ],
+        vec![
+            transfer(&net, 0, 3, 1, "SGD", 42),
+            // A replayed sequence: rejected.
+            transfer(&net, 1, 0, 0, "USD", 7),
+            transfer(&net, 3, 0, 0, "USD", 999_999),
+        ],
+    ];
+    let mut parent_hash = Hash::default();
+    let mut last = None;
+    let mut codes = Vec::new();
+    for (i, txs) in blocks.iter().enumerate() {
+        let height = i as u64 + 1;
+        let ctx = BlockContext {
+            height,
+            timestamp_ms: net.genesis.genesis_time_ms + 1_000 * height,
+        };
+        let out = execute_block(&state, &ctx, txs).expect("execution");
+        codes.extend(out.receipts.iter().map(|r| r.code.clone()));
+        state.apply(&out.writes);
+        let header = BlockHeader {
+            chain_id: net.genesis.chain_id.clone(),
+            height,
+            round: height,
+            parent_hash,
+            proposer: keys::account_id(&net.validator_keys[0]),
+            timestamp_ms: ctx.timestamp_ms,
+            batch_digests: Vec::new(),
+            tx_count: txs.len() as u64,
+            receipt_root: out.receipt_root,
+            state_root: state.root(),
+        };
+        parent_hash = header.hash();
+        last = Some(header);
+    }
+    let header = last.expect("blocks");
+    assert_eq!(
+        codes,
+        ["ok", "ok", "compliance_rejected", "ok", "bad_sequence", "ok"],
+        "the sequence exercises applied and rejected transactions"
+    );
+    assert_eq!(
+        (
+            hex::encode(header.state_root.0),
+            hex::encode(header.hash().0)
+        ),
+        (STATE_ROOT.to_owned(), HEADER_HASH.to_owned()),
+        "consensus-relevant bytes changed"
+    );
+}
