@@ -86,7 +86,7 @@ fn transfer(
 fn a_fixed_genesis_and_block_sequence_give_the_recorded_root_and_header() {
     let net = network();
     let mut state = net.genesis.initial_state().expect("genesis state");
-    let blocks = vec![
+    let blocks = [
         vec![
             transfer(&net, 0, 1, 0, "USD", 1_000_000),
             transfer(&net, 1, 2, 0, "EUR", 250_000),

@@ -44,7 +44,7 @@ pub const RULE_IDS: &[(&str, &str)] = &[
 mod tests {
     #[test]
     fn every_rule_is_documented_and_every_documented_rule_exists() {
-        let doc = include_str!("../../../docs/compliance.md");
+        let doc = include_str!("../../../../docs/compliance.md");
         let documented: Vec<&str> = doc
             .lines()
             .filter_map(|l| l.strip_prefix("| `"))
