@@ -16,7 +16,7 @@ use tally_node::genesis::{
 use tally_node::keys::account_id;
 use tally_node::ledger::{execute_block, BlockContext, Outcome, Receipt, State};
 use tally_node::primitives::{AccountId, AssetCode, Hash, Jurisdiction};
-use tally_node::testnet_compliance::{demo_rules, UNIT};
+use tally_node::tools::testnet_compliance::{demo_rules, UNIT};
 use tally_node::tx::{Payload, Transaction, Transfer, VerifiedTransaction};
 
 const CHAIN: &str = "compliance";

@@ -10,7 +10,7 @@ use tally_node::block::BlockHeader;
 use tally_node::keys;
 use tally_node::ledger::{execute_block, BlockContext};
 use tally_node::primitives::{AssetCode, Hash};
-use tally_node::testnet::{ReusedKeys, Testnet, TestnetSpec};
+use tally_node::tools::testnet::{ReusedKeys, Testnet, TestnetSpec};
 use tally_node::tx::{Payload, Transaction, Transfer, VerifiedTransaction};
 
 /// The state root after the last block.
@@ -130,7 +130,14 @@ fn a_fixed_genesis_and_block_sequence_give_the_recorded_root_and_header() {
     let header = last.expect("blocks");
     assert_eq!(
         codes,
-        ["ok", "ok", "compliance_rejected", "ok", "bad_sequence", "ok"],
+        [
+            "ok",
+            "ok",
+            "compliance_rejected",
+            "ok",
+            "bad_sequence",
+            "ok"
+        ],
         "the sequence exercises applied and rejected transactions"
     );
     assert_eq!(

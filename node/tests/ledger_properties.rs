@@ -12,7 +12,7 @@ use tally_node::ledger::{
     asset_key, execute_block, AccountState, AssetInfo, BlockContext, Event, Outcome, State,
 };
 use tally_node::primitives::{AccountId, AssetCode};
-use tally_node::testnet_compliance::SimpleCompliance;
+use tally_node::tools::testnet_compliance::SimpleCompliance;
 use tally_node::tx::{Payload, Transaction, Transfer, VerifiedTransaction};
 
 const ACCOUNTS: usize = 4;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tally_node::api::{AccountView, BatchSubmitted, TxStatus};
 use tally_node::primitives::{AccountId, AssetCode, Hash, Height};
 use tally_node::runtime::{NodeOptions, RunningNode};
-use tally_node::testnet::{Testnet, TestnetSpec};
+use tally_node::tools::testnet::{Testnet, TestnetSpec};
 use tally_node::tx::{Payload, SignedTransaction, Transaction, Transfer};
 
 /// A free loopback TCP port for a listener. Taken below the kernel's ephemeral range
@@ -61,7 +61,7 @@ impl Cluster {
     ) -> Cluster {
         // Logs only when asked for (RUST_LOG=...).
         if let Ok(filter) = std::env::var("RUST_LOG") {
-            let _ = tally_node::cli::run::init_logging("pretty", &filter);
+            let _ = tally_node::process::init_logging("pretty", &filter);
         }
         let dir = tempfile::tempdir().expect("tempdir");
         let mut testnet = Testnet::generate(TestnetSpec {

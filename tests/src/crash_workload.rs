@@ -6,7 +6,7 @@ use tally_node::chain::BlockProposal;
 use tally_node::genesis::{Genesis, GenesisAccount, GenesisAsset, GenesisValidator};
 use tally_node::keys::account_id;
 use tally_node::primitives::{AssetCode, Hash, Height};
-use tally_node::testnet_compliance::SimpleCompliance;
+use tally_node::tools::testnet_compliance::SimpleCompliance;
 use tally_node::tx::{Payload, Transaction, Transfer, VerifiedTransaction};
 
 const ACCOUNTS: usize = 8;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 use tally_node::api::TxStatus;
-use tally_node::scenarios::Scenarios;
+use tally_node::tools::scenarios::Scenarios;
 use tally_tests::cluster::Cluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

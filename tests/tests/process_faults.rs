@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tally_node::primitives::{AccountId, AssetCode, Hash};
-use tally_node::testnet::{Testnet, TestnetSpec};
+use tally_node::tools::testnet::{Testnet, TestnetSpec};
 use tally_node::tx::{Payload, SignedTransaction, Transaction, Transfer};
 
 const VALIDATORS: usize = 4;

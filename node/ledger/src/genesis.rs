@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+pub use crate::compliance::governance::GenesisValidator;
+
 /// A genesis file is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum GenesisError {
@@ -38,20 +40,6 @@ pub enum GenesisError {
     /// It parses but is inconsistent.
     #[error("genesis: {0}")]
     Invalid(String),
-}
-
-/// One validator of the initial set.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GenesisValidator {
-    /// Human name, e.g. the member institution.
-    pub name: String,
-    /// Its ed25519 key: consensus key and libp2p identity.
-    pub public_key: AccountId,
-    /// Its libp2p address, e.g. `/ip4/10.0.0.5/tcp/7000`.
-    pub p2p_addr: String,
-    /// Its HTTP API address, e.g. `10.0.0.5:8700`.
-    pub api_addr: String,
 }
 
 /// An asset and its issuer.

@@ -147,6 +147,25 @@ pub type TimestampMs = u64;
 /// Identifier of a KYC'd identity, chosen by the KYC provider that registered it.
 pub type IdentityId = String;
 
+/// Longest identity id.
+pub const MAX_IDENTITY_ID: usize = 64;
+
+/// Checks the shape of an identity id: 1 to 64 of `A-Z a-z 0-9 - _ . :`.
+pub fn check_identity_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_IDENTITY_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "identity id must be 1 to {MAX_IDENTITY_ID} characters of A-Z a-z 0-9 - _ . :"
+        ))
+    }
+}
+
 /// 32-byte values are hex strings in human-readable formats (JSON, TOML) and raw bytes in the
 /// canonical binary encoding.
 macro_rules! bytes32_serde {

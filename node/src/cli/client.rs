@@ -143,7 +143,7 @@ async fn get<T: serde::de::DeserializeOwned>(
 
 /// Runs `tally tx`.
 pub fn tx(cmd: TxCommand) -> anyhow::Result<()> {
-    super::run::runtime()?.block_on(async move {
+    crate::process::runtime()?.block_on(async move {
         let client = reqwest::Client::new();
         match cmd {
             TxCommand::Transfer(args) => transfer(&client, args).await,
@@ -252,7 +252,7 @@ async fn send(client: &reqwest::Client, args: &SendArgs, payload: Payload) -> an
 
 /// Runs `tally account`.
 pub fn account(args: AccountArgs) -> anyhow::Result<()> {
-    super::run::runtime()?.block_on(async move {
+    crate::process::runtime()?.block_on(async move {
         let client = reqwest::Client::new();
         let a: AccountView = get(&client, &format!("{}/v1/accounts/{}", args.api, args.id)).await?;
         println!("{}", serde_json::to_string_pretty(&a)?);

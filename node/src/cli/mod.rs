@@ -1,7 +1,6 @@
 //! The `tally` command line. One file per command family; `main.rs` only dispatches.
 
 mod client;
-pub mod devnet;
 mod keys;
 mod proof;
 pub mod run;
@@ -34,9 +33,9 @@ pub enum Command {
     /// Run one validator until SIGINT/SIGTERM.
     Run(run::RunArgs),
     /// Run a local network of validators with a load of signed payments.
-    Devnet(devnet::DevnetArgs),
+    Devnet(crate::tools::devnet::DevnetArgs),
     /// Run the devnet for a fixed time and print the measurements as one JSON object.
-    Bench(devnet::DevnetArgs),
+    Bench(crate::tools::devnet::DevnetArgs),
     /// Submit and inspect transactions through the HTTP API.
     #[command(subcommand)]
     Tx(client::TxCommand),
@@ -52,8 +51,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(cmd) => testnet::run_config(cmd),
         Command::VerifyProof(args) => proof::verify(args),
         Command::Run(args) => run::run(args),
-        Command::Devnet(args) => devnet::devnet(args),
-        Command::Bench(args) => devnet::bench(args),
+        Command::Devnet(args) => crate::tools::devnet::devnet(args),
+        Command::Bench(args) => crate::tools::devnet::bench(args),
         Command::Tx(cmd) => client::tx(cmd),
         Command::Account(args) => client::account(args),
     }

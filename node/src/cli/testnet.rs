@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::genesis::Genesis;
-use crate::testnet::{Testnet, TestnetSpec};
+use crate::tools::testnet::{Testnet, TestnetSpec};
 use std::path::PathBuf;
 
 /// `tally testnet ...`

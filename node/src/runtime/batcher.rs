@@ -5,7 +5,7 @@
 //! of queues growing without bound.
 
 use super::batches;
-use super::core::Internal;
+use super::internal::Internal;
 use super::wire::BATCH_TOPIC;
 use super::NodeShared;
 use std::sync::atomic::Ordering;

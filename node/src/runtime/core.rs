@@ -6,6 +6,7 @@
 
 use super::batches::{self, BatchPool, VerifiedBatch};
 use super::executor::CommitJob;
+use super::internal::{Internal, Origin};
 use super::sync::SyncServer;
 use super::wire::{DirectMessage, SyncRequest, SyncResponse, BATCH_TOPIC};
 use super::{now_ms, NodeShared};
@@ -17,8 +18,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tally_consensus::{
-    Action, Block, BlockRequest, Consensus, Digest, EpochProof, Event, QuorumCert, Round,
-    ValidatorIndex,
+    Action, Block, BlockRequest, Consensus, Digest, Event, QuorumCert, Round, ValidatorIndex,
 };
 use tally_network::{Acceptance, MessageId, NetworkEvent, PeerId};
 use tokio::sync::{mpsc, watch};
@@ -32,41 +32,6 @@ const FETCH_GRACE: Duration = Duration::from_millis(25);
 const VOTE_WINDOW: Height = 64;
 /// Block timestamps further than this in the future make a proposal invalid.
 const MAX_CLOCK_SKEW_MS: u64 = 10_000;
-
-/// Messages from the node's other tasks to the driver.
-pub(crate) enum Internal {
-    /// A batch this validator packed (already gossiped).
-    OwnBatch(VerifiedBatch),
-    /// A batch received by gossip, fetched from a peer or read from disk, after verification.
-    Verified {
-        batch: Result<VerifiedBatch, batches::BatchError>,
-        origin: Origin,
-        expected: Option<Digest>,
-        /// Arrival number of a gossiped batch: results are applied in arrival order, so that
-        /// an author's batches enter the pool in the order it made them.
-        order: Option<u64>,
-    },
-    /// No peer could supply the batch.
-    FetchFailed(Digest),
-    /// Answer to a block request.
-    SyncBlocks {
-        from: ValidatorIndex,
-        blocks: Vec<Block>,
-        proof: Option<EpochProof>,
-    },
-    /// The executor committed `height` with this header hash.
-    Executed { height: Height, header_hash: Hash },
-}
-
-/// Where a verified batch came from.
-pub(crate) enum Origin {
-    Gossip {
-        message_id: MessageId,
-        source: PeerId,
-    },
-    Peer(PeerId),
-    Disk,
-}
 
 /// Static parameters of the driver.
 pub(crate) struct CoreParams {

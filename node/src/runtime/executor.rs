@@ -4,7 +4,7 @@
 //! fsync, and reports the executed header back to the driver, which signs it.
 
 use super::batches::{self, VerifiedBatch};
-use super::core::Internal;
+use super::internal::Internal;
 use super::NodeShared;
 use crate::chain::{BlockProposal, Chain};
 use crate::codec;

@@ -16,6 +16,7 @@ mod batcher;
 pub mod batches;
 mod core;
 mod executor;
+mod internal;
 pub mod mempool;
 mod sync;
 pub mod wire;

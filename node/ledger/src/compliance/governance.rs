@@ -4,11 +4,24 @@
 
 use super::registry::{role_key, sanction_key, Role, RoleEntry, RULES_KEY};
 use super::rules::{RuleSet, SanctionsUpdate};
-use crate::genesis::GenesisValidator;
 use crate::ledger::{Event, Overlay, RejectCode, Rejection, StateError};
 use crate::primitives::{AccountId, Height};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+
+/// One validator of a set: in genesis and in `set_validators` proposals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisValidator {
+    /// Human name, e.g. the member institution.
+    pub name: String,
+    /// Its ed25519 key: consensus key and libp2p identity.
+    pub public_key: AccountId,
+    /// Its libp2p address, e.g. `/ip4/10.0.0.5/tcp/7000`.
+    pub p2p_addr: String,
+    /// Its HTTP API address, e.g. `10.0.0.5:8700`.
+    pub api_addr: String,
+}
 
 /// What a proposal changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,9 +9,8 @@ use std::collections::BTreeSet;
 
 use super::rules::Tier;
 use super::window::Window;
+pub use crate::primitives::{check_identity_id, MAX_IDENTITY_ID};
 
-/// Longest identity id.
-pub const MAX_IDENTITY_ID: usize = 64;
 /// Longest free-text reason or name in a compliance record.
 pub const MAX_TEXT: usize = 256;
 
@@ -124,22 +123,6 @@ pub struct Usage {
     pub thirty_days: Window,
     /// Near-threshold transfers over the rolling 24 hours (structuring).
     pub near_threshold: Window,
-}
-
-/// Checks the shape of an identity id: 1 to 64 of `A-Z a-z 0-9 - _ . :`.
-pub fn check_identity_id(id: &str) -> Result<(), String> {
-    let ok = !id.is_empty()
-        && id.len() <= MAX_IDENTITY_ID
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "identity id must be 1 to {MAX_IDENTITY_ID} characters of A-Z a-z 0-9 - _ . :"
-        ))
-    }
 }
 
 fn key(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {

@@ -277,7 +277,7 @@ impl SanctionsUpdate {
             };
             match kind.to_ascii_lowercase().as_str() {
                 "identity" => {
-                    super::registry::check_identity_id(value).map_err(err)?;
+                    crate::primitives::check_identity_id(value).map_err(err)?;
                     let set = if add {
                         &mut update.add_identities
                     } else {
@@ -324,7 +324,7 @@ impl SanctionsUpdate {
             return Err("sanctions.list: 1 to 128 characters".into());
         }
         for id in self.add_identities.iter().chain(&self.remove_identities) {
-            super::registry::check_identity_id(id)
+            crate::primitives::check_identity_id(id)
                 .map_err(|m| format!("sanctions identity {id:?}: {m}"))?;
         }
         Ok(())

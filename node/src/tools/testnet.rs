@@ -5,7 +5,7 @@
 use crate::genesis::{Genesis, GenesisAccount, GenesisAsset, GenesisValidator};
 use crate::keys;
 use crate::primitives::{AccountId, AssetCode};
-use crate::testnet_compliance::{demo_rules, DemoCompliance};
+use crate::tools::testnet_compliance::{demo_rules, DemoCompliance};
 use ed25519_dalek::SigningKey;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

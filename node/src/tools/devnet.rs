@@ -2,12 +2,12 @@
 //! with real libp2p on loopback and real sled directories) under a built-in load of signed
 //! micro-payments sent through the HTTP API.
 
-use super::run::{init_logging, runtime, shutdown_signal};
 use crate::config::Config;
-use crate::loadgen::{Load, LoadAccount, LoadConfig, LoadStats};
 use crate::primitives::AssetCode;
+use crate::process::{init_logging, runtime, shutdown_signal};
 use crate::runtime::{NodeOptions, RunningNode};
-use crate::testnet::{Testnet, TestnetSpec, DEMO_ASSETS};
+use crate::tools::loadgen::{Load, LoadAccount, LoadConfig, LoadStats};
+use crate::tools::testnet::{Testnet, TestnetSpec, DEMO_ASSETS};
 use anyhow::Context;
 use clap::Args;
 use std::collections::BTreeMap;
@@ -250,7 +250,7 @@ impl Devnet {
     /// The load generator's configuration for this network.
     pub async fn load_config(&self, rate: u64, duration: Option<Duration>) -> LoadConfig {
         let client = reqwest::Client::new();
-        let height = crate::loadgen::get_status(&client, &self.urls[0])
+        let height = crate::tools::loadgen::get_status(&client, &self.urls[0])
             .await
             .map_or(0, |s| s.height);
         let mut accounts = Vec::new();
@@ -395,7 +395,7 @@ async fn run(args: DevnetArgs, quiet: bool) -> anyhow::Result<()> {
         let net = devnet.testnet.clone();
         let url = devnet.urls[0].clone();
         tokio::spawn(async move {
-            let mut s = crate::scenarios::Scenarios::new(&net, &url);
+            let mut s = crate::tools::scenarios::Scenarios::new(&net, &url);
             match s.applicable().await {
                 Ok(true) => {}
                 Ok(false) => {

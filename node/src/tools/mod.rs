@@ -1,0 +1,9 @@
+//! Developer and operator tooling: the local devnet and `tally bench`, the load generator, the
+//! scripted scenarios, and testnet generation (`tally testnet init`). The validator runtime
+//! never imports these.
+
+pub mod devnet;
+pub mod loadgen;
+pub mod scenarios;
+pub mod testnet;
+pub mod testnet_compliance;
