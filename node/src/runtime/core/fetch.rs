@@ -1,0 +1,218 @@
+//! Getting what consensus needs from peers: missing batches (from disk, the proposer, then every
+//! other validator), their verification and pooling in arrival order, and block requests.
+
+use super::*;
+
+impl Core {
+    pub(super) fn request_blocks(&self, to: ValidatorIndex, request: BlockRequest) {
+        let Some(peer) = self.peers.get(to as usize).copied() else {
+            return;
+        };
+        let net = self.shared.network.clone();
+        let internal = self.internal.clone();
+        let data = codec::encode(&SyncRequest::Blocks(request));
+        tokio::spawn(async move {
+            let (blocks, proof) = match net.request(peer, data).await {
+                Ok(bytes) => match codec::decode::<SyncResponse>(&bytes, MAX_FRAME) {
+                    Ok(SyncResponse::Blocks(blocks)) => (blocks, None),
+                    Ok(SyncResponse::BlocksToEpochEnd(blocks, proof)) => (blocks, Some(proof)),
+                    _ => {
+                        let _ = net.penalise(peer, "bad_sync_response").await;
+                        (Vec::new(), None)
+                    }
+                },
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "block request failed");
+                    (Vec::new(), None)
+                }
+            };
+            let _ = internal
+                .send(Internal::SyncBlocks {
+                    from: to,
+                    blocks,
+                    proof,
+                })
+                .await;
+        });
+    }
+
+    /// Gets a batch: from disk if stored, else from `first` and then every other validator.
+    pub(super) fn fetch(&mut self, digest: Digest, first: Option<ValidatorIndex>, grace: Duration) {
+        if !self.fetching.insert(digest) {
+            return;
+        }
+        let mut order: Vec<PeerId> = Vec::new();
+        if let Some(p) = first.and_then(|i| self.peers.get(i as usize)) {
+            if first != Some(self.me) {
+                order.push(*p);
+            }
+        }
+        for (i, p) in self.peers.iter().enumerate() {
+            if i as ValidatorIndex != self.me && !order.contains(p) {
+                order.push(*p);
+            }
+        }
+        let shared = self.shared.clone();
+        let internal = self.internal.clone();
+        let (max_bytes, max_txs) = (self.params.max_batch_bytes, self.params.max_batch_txs);
+        tokio::spawn(async move {
+            let hash = batches::to_hash(&digest);
+            if let Ok(Some(bytes)) = shared.store.batch(&hash) {
+                let batch =
+                    verify_off_loop(bytes, &shared.chain_id, max_bytes, max_txs, None).await;
+                let _ = internal
+                    .send(Internal::Verified {
+                        batch,
+                        origin: Origin::Disk,
+                        expected: Some(digest),
+                        order: None,
+                    })
+                    .await;
+                return;
+            }
+            tokio::time::sleep(grace).await;
+            let request = codec::encode(&SyncRequest::Batch(hash));
+            for attempt in 0..5u64 {
+                for peer in &order {
+                    let Ok(bytes) = shared.network.request(*peer, request.clone()).await else {
+                        continue;
+                    };
+                    match codec::decode::<SyncResponse>(&bytes, MAX_FRAME) {
+                        Ok(SyncResponse::Batch(Some(bytes))) => {
+                            let batch = verify_off_loop(
+                                bytes.into_vec(),
+                                &shared.chain_id,
+                                max_bytes,
+                                max_txs,
+                                None,
+                            )
+                            .await;
+                            let _ = internal
+                                .send(Internal::Verified {
+                                    batch,
+                                    origin: Origin::Peer(*peer),
+                                    expected: Some(digest),
+                                    order: None,
+                                })
+                                .await;
+                            return;
+                        }
+                        Ok(SyncResponse::Batch(None)) => {}
+                        _ => {
+                            let _ = shared.network.penalise(*peer, "bad_batch_response").await;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
+            }
+            let _ = internal.send(Internal::FetchFailed(digest)).await;
+        });
+    }
+
+    // ---- inputs ----------------------------------------------------------------------------
+
+    pub(super) fn on_verified(
+        &mut self,
+        batch: Result<VerifiedBatch, batches::BatchError>,
+        origin: Origin,
+        expected: Option<Digest>,
+    ) {
+        let batch = match (batch, expected) {
+            (Ok(b), Some(e)) if b.digest != e => Err(b.digest),
+            (Ok(b), _) => Ok(b),
+            (Err(e), _) => {
+                tracing::debug!(error = %e, "invalid batch");
+                self.shared
+                    .metrics
+                    .batches_rejected
+                    .with_label_values(&[e.reason()])
+                    .inc();
+                Err(Digest::default())
+            }
+        };
+        match (batch, origin) {
+            (Ok(batch), origin) => {
+                let kind = match origin {
+                    Origin::Gossip { message_id, source } => {
+                        self.report(message_id, source, Acceptance::Accept);
+                        "gossip"
+                    }
+                    Origin::Peer(_) => "fetched",
+                    Origin::Disk => "disk",
+                };
+                self.fetching.remove(&batch.digest);
+                if !self.pool.holds(&batch.digest) {
+                    self.shared
+                        .metrics
+                        .batches_stored
+                        .with_label_values(&[kind])
+                        .inc();
+                    if !matches!(kind, "disk") {
+                        self.store_batch(&batch);
+                    }
+                    self.add_batch(batch);
+                }
+            }
+            (Err(_), Origin::Gossip { message_id, source }) => {
+                self.report(message_id, source, Acceptance::Reject);
+            }
+            (Err(_), Origin::Peer(peer)) => {
+                self.penalise(peer, "bad_batch");
+                if let Some(d) = expected {
+                    self.fetching.remove(&d);
+                    self.fetch(d, None, Duration::from_millis(100));
+                }
+            }
+            (Err(_), Origin::Disk) => {
+                tracing::error!("a stored batch does not verify");
+            }
+        }
+    }
+
+    pub(super) fn store_batch(&self, batch: &VerifiedBatch) {
+        if let Err(e) = self
+            .shared
+            .store
+            .put_batch(&batches::to_hash(&batch.digest), &batch.bytes)
+        {
+            self.shared.fail(format!("storing a batch: {e}"));
+        }
+    }
+
+    pub(super) fn add_batch(&mut self, batch: VerifiedBatch) {
+        let d = batch.digest;
+        // A batch that a pending commit waits for goes straight to it.
+        let mut used = false;
+        for c in &mut self.commits {
+            for (slot, digest) in c.batches.iter_mut().zip(&c.block.payload) {
+                if slot.is_none() && *digest == d {
+                    *slot = Some(batch.clone());
+                    used = true;
+                }
+            }
+        }
+        if used {
+            self.pool.commit(&d);
+            if batch.author == self.shared.me {
+                self.shared.own_batch_committed(batch.txs.len());
+            }
+            self.release_commits();
+        } else if !self.pool.is_committed(&d) {
+            self.pool.insert(batch);
+        }
+        let mut ready = Vec::new();
+        for (block, missing) in &mut self.awaiting {
+            if missing.remove(&d) && missing.is_empty() {
+                ready.push(*block);
+            }
+        }
+        self.awaiting.retain(|(_, m)| !m.is_empty());
+        for block in ready {
+            self.local
+                .push_back(Event::PayloadValidated { block, valid: true });
+        }
+        self.answer_payload(false);
+    }
+
+    // ---- certificates over executed headers ------------------------------------------------
+}
