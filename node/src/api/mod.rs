@@ -3,14 +3,13 @@
 //! checks that the router and the document agree.
 
 mod error;
+pub mod node;
 mod views;
 
 use crate::block::InclusionProof;
 use crate::ledger::{account_key, AccountState, Receipt};
 use crate::merkle;
 use crate::primitives::{AccountId, Hash, Height};
-use crate::runtime::mempool::AdmitError;
-use crate::runtime::NodeShared;
 use crate::tx::{verify_batch, SignedTransaction, TxError, VerifiedTransaction};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
@@ -20,13 +19,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 pub use error::ApiError;
+pub use node::{AdmitError, Limits, Node, Status};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;
 pub use views::*;
 
-type Shared = Arc<NodeShared>;
+type Shared = Arc<dyn Node>;
 
 /// Every route of the API, as (method, path) in the router's syntax. docs/api/openapi.yaml
 /// lists the same ones.
@@ -75,7 +75,7 @@ pub fn documented_routes(openapi_yaml: &str) -> Vec<(String, String)> {
 
 /// The router over a node's shared state.
 pub fn router(shared: Shared) -> Router {
-    let limit = shared.max_body_bytes;
+    let limit = shared.limits().max_body_bytes;
     Router::new()
         .route("/v1/transactions", post(submit))
         .route("/v1/transactions/batch", post(submit_batch))
@@ -123,7 +123,7 @@ async fn observe(State(shared): State<Shared>, req: Request, next: Next) -> Resp
     let method = req.method().as_str().to_owned();
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
-    let m = &shared.metrics;
+    let m = shared.metrics();
     m.http_requests
         .with_label_values(&[&route, &method, &status])
         .inc();
@@ -174,7 +174,7 @@ fn decode_tx(hex_tx: &str) -> Result<SignedTransaction, TxError> {
 
 /// Stateless checks that need the node: expiry against the executed height and whether the
 /// transaction was already committed.
-fn admit_checks(shared: &NodeShared, tx: &VerifiedTransaction) -> Result<(), ApiError> {
+fn admit_checks(shared: &dyn Node, tx: &VerifiedTransaction) -> Result<(), ApiError> {
     let height = shared.height();
     if tx.tx.expiry_height <= height {
         return Err(ApiError::from_tx(&TxError::Expired {
@@ -182,7 +182,7 @@ fn admit_checks(shared: &NodeShared, tx: &VerifiedTransaction) -> Result<(), Api
             height,
         }));
     }
-    if let Ok(Some(loc)) = shared.store.tx_location(&tx.hash) {
+    if let Ok(Some(loc)) = shared.store().tx_location(&tx.hash) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "already_committed",
@@ -196,7 +196,7 @@ fn admit_checks(shared: &NodeShared, tx: &VerifiedTransaction) -> Result<(), Api
 }
 
 /// Only validators of the current epoch order transactions.
-fn require_validator(shared: &NodeShared) -> Result<(), ApiError> {
+fn require_validator(shared: &dyn Node) -> Result<(), ApiError> {
     if shared.is_validator() {
         return Ok(());
     }
@@ -210,8 +210,8 @@ fn require_validator(shared: &NodeShared) -> Result<(), ApiError> {
 
 /// Back-pressure: while the mempool is full a submission is refused before its body is decoded
 /// or its signatures checked, so overload costs the node almost nothing.
-fn require_room(shared: &NodeShared) -> Result<(), ApiError> {
-    if !shared.mempool.is_full() {
+fn require_room(shared: &dyn Node) -> Result<(), ApiError> {
+    if !shared.mempool_is_full() {
         return Ok(());
     }
     count_rejection(shared, "mempool_full");
@@ -234,20 +234,20 @@ async fn submit(
     State(shared): State<Shared>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    require_validator(&shared)?;
-    require_room(&shared)?;
+    require_validator(&*shared)?;
+    require_room(&*shared)?;
     let body: SubmitBody = parse_json(body)?;
     let signed = decode_tx(&body.tx).map_err(|e| ApiError::from_tx(&e))?;
-    let chain_id = shared.chain_id.clone();
+    let chain_id = shared.chain_id().to_owned();
     let verified = tokio::task::spawn_blocking(move || signed.verify(&chain_id))
         .await
         .map_err(|_| ApiError::internal("verification task failed"))?
         .map_err(|e| ApiError::from_tx(&e))?;
-    admit_checks(&shared, &verified).inspect_err(|e| count_rejection(&shared, e.code()))?;
+    admit_checks(&*shared, &verified).inspect_err(|e| count_rejection(&*shared, e.code()))?;
     let hash = verified.hash;
-    let result = shared.mempool.admit(vec![verified]).remove(0);
+    let result = shared.admit(vec![verified]).remove(0);
     result.map_err(|e| {
-        count_rejection(&shared, "mempool_full");
+        count_rejection(&*shared, "mempool_full");
         admit_error(e)
     })?;
     Ok((StatusCode::ACCEPTED, Json(Submitted::pending(hash))).into_response())
@@ -257,17 +257,17 @@ async fn submit_batch(
     State(shared): State<Shared>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    require_validator(&shared)?;
-    require_room(&shared)?;
+    require_validator(&*shared)?;
+    require_room(&*shared)?;
     let body: SubmitBatchBody = parse_json(body)?;
-    if body.txs.len() > shared.max_batch_submit {
+    if body.txs.len() > shared.limits().max_batch_submit {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "batch_too_large",
             format!(
                 "{} transactions in one submission; at most {} are accepted",
                 body.txs.len(),
-                shared.max_batch_submit
+                shared.limits().max_batch_submit
             ),
         ));
     }
@@ -284,7 +284,7 @@ async fn submit_batch(
             Err(e) => results[i] = Some(Err(ApiError::from_tx(&e))),
         }
     }
-    let chain_id = shared.chain_id.clone();
+    let chain_id = shared.chain_id().to_owned();
     let verified = tokio::task::spawn_blocking(move || verify_batch(decoded, &chain_id))
         .await
         .map_err(|_| ApiError::internal("verification task failed"))?;
@@ -292,7 +292,7 @@ async fn submit_batch(
     let mut admit_pos = Vec::with_capacity(n);
     for (r, i) in verified.into_iter().zip(positions) {
         match r.map_err(|e| ApiError::from_tx(&e)).and_then(|v| {
-            admit_checks(&shared, &v)?;
+            admit_checks(&*shared, &v)?;
             Ok(v)
         }) {
             Ok(v) => {
@@ -302,7 +302,7 @@ async fn submit_batch(
             Err(e) => results[i] = Some(Err(e)),
         }
     }
-    for (r, i) in shared.mempool.admit(admit).into_iter().zip(admit_pos) {
+    for (r, i) in shared.admit(admit).into_iter().zip(admit_pos) {
         results[i] = Some(r.map_err(admit_error));
     }
     let results: Vec<Result<Hash, ApiError>> = results
@@ -311,7 +311,7 @@ async fn submit_batch(
         .collect();
     for r in &results {
         if let Err(e) = r {
-            count_rejection(&shared, e.code());
+            count_rejection(&*shared, e.code());
         }
     }
     let accepted = results.iter().filter(|r| r.is_ok()).count();
@@ -330,9 +330,9 @@ async fn submit_batch(
     Ok((StatusCode::ACCEPTED, Json(BatchSubmitted::new(results))).into_response())
 }
 
-fn count_rejection(shared: &NodeShared, code: &str) {
+fn count_rejection(shared: &dyn Node, code: &str) {
     shared
-        .metrics
+        .metrics()
         .transactions_rejected
         .with_label_values(&["ingress", code])
         .inc();
@@ -357,7 +357,7 @@ async fn transaction(
     Path(hash): Path<String>,
 ) -> Result<Json<TxStatus>, ApiError> {
     let hash = parse_hash(&hash)?;
-    let Some(loc) = shared.store.tx_location(&hash).map_err(storage)? else {
+    let Some(loc) = shared.store().tx_location(&hash).map_err(storage)? else {
         if shared.is_pending(&hash) {
             return Ok(Json(TxStatus::pending(hash)));
         }
@@ -367,12 +367,12 @@ async fn transaction(
         ));
     };
     let block = shared
-        .store
+        .store()
         .block(loc.height)
         .map_err(storage)?
         .ok_or_else(|| ApiError::internal("indexed block is missing"))?;
     let receipts: Vec<Receipt> = shared
-        .store
+        .store()
         .receipts(loc.height)
         .map_err(storage)?
         .ok_or_else(|| ApiError::internal("indexed receipts are missing"))?;
@@ -403,7 +403,7 @@ async fn account(
         ApiError::bad_request("bad_account", "an account id is 64 hexadecimal characters")
     })?;
     let raw = shared
-        .store
+        .store()
         .state_value(&account_key(&id))
         .map_err(storage)?
         .ok_or_else(|| ApiError::not_found("account_not_found", format!("no account {id}")))?;
@@ -414,10 +414,10 @@ async fn account(
 
 /// A committed state value, decoded.
 fn state_get<T: serde::de::DeserializeOwned>(
-    shared: &NodeShared,
+    shared: &dyn Node,
     key: &[u8],
 ) -> Result<Option<T>, ApiError> {
-    let Some(raw) = shared.store.state_value(key).map_err(storage)? else {
+    let Some(raw) = shared.store().state_value(key).map_err(storage)? else {
         return Ok(None);
     };
     crate::codec::decode(&raw, 1 << 24)
@@ -433,12 +433,12 @@ async fn identity(
     use crate::compliance::window::{DAY, HOUR, THIRTY_DAYS};
     check_identity_id(&id).map_err(|m| ApiError::bad_request("bad_identity", m))?;
     let height = shared.height();
-    let identity: crate::compliance::Identity = state_get(&shared, &identity_key(&id))?
+    let identity: crate::compliance::Identity = state_get(&*shared, &identity_key(&id))?
         .ok_or_else(|| ApiError::not_found("identity_not_found", format!("no identity {id}")))?;
     let mut usage: crate::compliance::Usage =
-        state_get(&shared, &usage_key(&id))?.unwrap_or_default();
+        state_get(&*shared, &usage_key(&id))?.unwrap_or_default();
     let now = shared
-        .store
+        .store()
         .block(height)
         .map_err(storage)?
         .map_or(0, |b| b.header.timestamp_ms);
@@ -447,7 +447,7 @@ async fn identity(
     usage.thirty_days.advance(THIRTY_DAYS, now);
     usage.near_threshold.advance(DAY, now);
     Ok(Json(IdentityView {
-        sanctioned_by: state_get(&shared, &sanction_key(&id))?,
+        sanctioned_by: state_get(&*shared, &sanction_key(&id))?,
         identity,
         usage: UsageView {
             transfers_last_hour: usage.hour.count(),
@@ -466,7 +466,7 @@ async fn role(
 ) -> Result<Json<crate::compliance::RoleEntry>, ApiError> {
     let key = AccountId::from_hex(&key)
         .ok_or_else(|| ApiError::bad_request("bad_key", "a key is 64 hexadecimal characters"))?;
-    let entry = state_get(&shared, &crate::compliance::registry::role_key(&key))?;
+    let entry = state_get(&*shared, &crate::compliance::registry::role_key(&key))?;
     entry
         .map(Json)
         .ok_or_else(|| ApiError::not_found("role_not_found", format!("{key} holds no role")))
@@ -475,15 +475,15 @@ async fn role(
 async fn rules(State(shared): State<Shared>) -> Result<Json<RulesView>, ApiError> {
     use crate::compliance::governance::{MEMBERS_KEY, PARAMS_KEY, VALIDATORS_KEY};
     let height = shared.height();
-    let rules = state_get(&shared, crate::compliance::registry::RULES_KEY)?
+    let rules = state_get(&*shared, crate::compliance::registry::RULES_KEY)?
         .ok_or_else(|| ApiError::internal("the rule set is missing"))?;
     let members: std::collections::BTreeSet<AccountId> =
-        state_get(&shared, MEMBERS_KEY)?.unwrap_or_default();
+        state_get(&*shared, MEMBERS_KEY)?.unwrap_or_default();
     Ok(Json(RulesView {
         rules,
-        params: state_get(&shared, PARAMS_KEY)?.unwrap_or_default(),
+        params: state_get(&*shared, PARAMS_KEY)?.unwrap_or_default(),
         members: members.into_iter().collect(),
-        validators: state_get(&shared, VALIDATORS_KEY)?,
+        validators: state_get(&*shared, VALIDATORS_KEY)?,
         height,
     }))
 }
@@ -495,7 +495,7 @@ async fn proposal(
     let id: u64 = id.parse().map_err(|_| {
         ApiError::bad_request("bad_proposal", "a proposal id is a positive integer")
     })?;
-    let p = state_get(&shared, &crate::compliance::governance::proposal_key(id))?;
+    let p = state_get(&*shared, &crate::compliance::governance::proposal_key(id))?;
     p.map(Json)
         .ok_or_else(|| ApiError::not_found("proposal_not_found", format!("no proposal {id}")))
 }
@@ -515,7 +515,7 @@ async fn block(
         .parse()
         .map_err(|_| ApiError::bad_request("bad_height", "a height is a non-negative integer"))?;
     let block = shared
-        .store
+        .store()
         .block(height)
         .map_err(storage)?
         .ok_or_else(|| {
@@ -525,7 +525,7 @@ async fn block(
             )
         })?;
     let receipts = if q.receipts {
-        shared.store.receipts(height).map_err(storage)?
+        shared.store().receipts(height).map_err(storage)?
     } else {
         None
     };
@@ -533,23 +533,23 @@ async fn block(
 }
 
 async fn status(State(shared): State<Shared>) -> Json<StatusView> {
-    Json(StatusView::new(&shared))
+    Json(StatusView::new(&*shared))
 }
 
 async fn health(State(shared): State<Shared>) -> Response {
-    let peers = shared.network.connected_peers().len();
+    let peers = shared.connected_peers();
     let body = serde_json::json!({ "status": "ok", "height": shared.height(), "peers": peers });
     (StatusCode::OK, Json(body)).into_response()
 }
 
 async fn metrics(State(shared): State<Shared>) -> Response {
     shared
-        .metrics
+        .metrics()
         .storage_size_bytes
-        .set(shared.store.size_on_disk() as i64);
+        .set(shared.store().size_on_disk() as i64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        shared.metrics.render(),
+        shared.metrics().render(),
     )
         .into_response()
 }

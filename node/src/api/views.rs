@@ -1,11 +1,11 @@
 //! JSON shapes of API answers. Amounts are JSON integers in minor units; hashes and keys are
 //! lowercase hex.
 
+use super::node::Node;
 use super::ApiError;
 use crate::block::{BlockHeader, CommitCertificate, InclusionProof};
 use crate::ledger::{AccountState, Receipt};
 use crate::primitives::{AccountId, Amount, AssetCode, Hash, Height, IdentityId};
-use crate::runtime::NodeShared;
 use crate::storage::StoredBlock;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -277,19 +277,19 @@ pub struct StatusView {
 }
 
 impl StatusView {
-    pub(crate) fn new(shared: &NodeShared) -> StatusView {
+    pub(crate) fn new(shared: &dyn Node) -> StatusView {
         let s = shared.status();
         StatusView {
-            chain_id: shared.chain_id.clone(),
-            node: shared.name.clone(),
-            validator: shared.me,
+            chain_id: shared.chain_id().to_owned(),
+            node: shared.name().to_owned(),
+            validator: shared.account(),
             height: shared.height(),
             round: s.round,
             epoch: s.epoch,
             leader: s.leader,
             validators: shared.validators(),
-            peers: shared.network.connected_peers().len(),
-            mempool: shared.mempool.len(),
+            peers: shared.connected_peers(),
+            mempool: shared.mempool_len(),
             version: env!("CARGO_PKG_VERSION").into(),
         }
     }

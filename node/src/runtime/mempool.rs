@@ -10,13 +10,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// Why a transaction did not enter the mempool.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AdmitError {
-    /// The mempool holds its maximum of transactions or bytes.
-    #[error("the mempool is full ({0} transactions waiting); retry later")]
-    Full(usize),
-}
+pub use crate::api::AdmitError;
 
 /// A transaction waiting for a batch, with the moment this node accepted it.
 #[derive(Debug, Clone)]

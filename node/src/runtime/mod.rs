@@ -21,6 +21,7 @@ pub mod mempool;
 mod sync;
 pub mod wire;
 
+use crate::api::{AdmitError, Limits, Status};
 use crate::chain::Chain;
 use crate::codec;
 use crate::compliance::governance::{ValidatorEpoch, VALIDATORS_KEY};
@@ -206,19 +207,6 @@ pub struct NodeShared {
     inflight: Mutex<HashMap<Hash, Instant>>,
     /// Transactions in this validator's own batches that are not committed yet.
     pub(crate) own_pending_txs: AtomicUsize,
-}
-
-/// A snapshot of consensus progress.
-#[derive(Debug, Clone, Default)]
-pub struct Status {
-    /// Executed height.
-    pub height: Height,
-    /// Consensus round.
-    pub round: u64,
-    /// Consensus epoch.
-    pub epoch: u64,
-    /// Leader of the current round.
-    pub leader: Option<AccountId>,
 }
 
 impl NodeShared {
@@ -424,6 +412,71 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 /// The consensus block stored with the executed block at `height`.
+impl crate::api::Node for NodeShared {
+    fn chain_id(&self) -> &str {
+        &self.chain_id
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn account(&self) -> AccountId {
+        self.me
+    }
+
+    fn status(&self) -> Status {
+        NodeShared::status(self)
+    }
+
+    fn height(&self) -> Height {
+        NodeShared::height(self)
+    }
+
+    fn validators(&self) -> Vec<AccountId> {
+        NodeShared::validators(self)
+    }
+
+    fn is_validator(&self) -> bool {
+        NodeShared::is_validator(self)
+    }
+
+    fn is_pending(&self, hash: &Hash) -> bool {
+        NodeShared::is_pending(self, hash)
+    }
+
+    fn connected_peers(&self) -> usize {
+        self.network.connected_peers().len()
+    }
+
+    fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_body_bytes: self.max_body_bytes,
+            max_batch_submit: self.max_batch_submit,
+        }
+    }
+
+    fn mempool_len(&self) -> usize {
+        self.mempool.len()
+    }
+
+    fn mempool_is_full(&self) -> bool {
+        self.mempool.is_full()
+    }
+
+    fn admit(&self, txs: Vec<VerifiedTransaction>) -> Vec<Result<Hash, AdmitError>> {
+        self.mempool.admit(txs)
+    }
+}
+
 pub(crate) fn stored_consensus_block(store: &Store, height: Height) -> Option<Block> {
     stored_consensus_record(store, height).map(|(b, _)| b)
 }
@@ -604,11 +657,8 @@ impl RunningNode {
             addr: options.api_listen,
             source,
         })?;
-        tasks.push(tokio::spawn(crate::api::serve(
-            listener,
-            shared.clone(),
-            stop_rx,
-        )));
+        let api: Arc<dyn crate::api::Node> = shared.clone();
+        tasks.push(tokio::spawn(crate::api::serve(listener, api, stop_rx)));
         tracing::info!(
             node = %options.name,
             validator = ?my_index,
