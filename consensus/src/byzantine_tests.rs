@@ -1,6 +1,6 @@
 //! One honest replica against one Byzantine validator that sends correctly signed messages with
 //! forged or mutated fields. Each test is a finding of the safety review: it failed before the
-//! rule it names existed.
+//! rule it names existed. (Long because each finding keeps its own test and fixture steps.)
 
 use crate::types::{timeout_digest, vote_digest};
 use crate::{

@@ -1,5 +1,11 @@
 //! The round logic: `handle(Event) -> Vec<Action>`. Pure and deterministic: no clock, no I/O,
 //! no randomness. See docs/consensus.md for the protocol and the message flow of one round.
+//!
+//! Longer than most files on purpose: it is one state machine whose handlers (proposal, vote,
+//! timeout, sync, epoch change) share its private state and read best top to bottom in the
+//! order of a round. What can stand alone already does: the safety rules (`safety.rs`), the
+//! block tree and commit rule (`block_tree.rs`), aggregation (`aggregator.rs`), verified
+//! certificates (`verified.rs`) and the message types (`types.rs`).
 
 use crate::aggregator::{Added, Aggregator};
 use crate::block_tree::BlockTree;

@@ -1,6 +1,10 @@
 //! The network task: owns the swarm and turns commands into protocol actions and swarm events
 //! into [`NetworkEvent`]s. Nothing here blocks on the node: inbound events are handed over with
 //! `try_send`, so a slow node loses messages (counted) rather than stalling pings and gossip.
+//!
+//! Over 600 lines because one task owns the swarm and every protocol's events meet in its
+//! event loop; the parts that stand alone are apart (`gate.rs`, `ban.rs`, `queue.rs`,
+//! `codec.rs`, `handle.rs`).
 
 use std::{
     collections::{HashMap, HashSet},

@@ -1,6 +1,7 @@
 //! Compliance rules through real execution: each rule's allow, reject and flag paths with their
 //! codes, rolling windows at their edges, freezes, revocation, governance applying exactly at
-//! its height, and a property that blocked identities never move money.
+//! its height, and a property that blocked identities never move money. (Long because every
+//! rule keeps its allow, reject and flag cases side by side.)
 
 use ed25519_dalek::SigningKey;
 use proptest::prelude::*;

@@ -7,6 +7,10 @@
 //! `adversary.rs`): classic misbehaviour, Twins, or forged and mutated messages. After the
 //! chaos period the network heals.
 //!
+//! Long on purpose: the network model, the fault schedule and the checker share one event
+//! queue and one random stream (a run must be a pure function of its seed), and a third of
+//! the file is the simulator's own tests. The Byzantine behaviours are in `adversary.rs`.
+//!
 //! Every run checks safety (no two honest validators commit different blocks at one height;
 //! every committed chain is gap-free, so chains are prefixes of each other; no honest validator
 //! is accused of equivocation; no message makes a replica panic) and liveness (after the heal,
