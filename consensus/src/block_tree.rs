@@ -39,14 +39,32 @@ impl BlockTree {
     /// The proof that the root committed: the blocks from the root's child up to the block
     /// of the QC that committed it, and that QC. `None` if the root committed before this tree
     /// was built (at start) or that QC's block is no longer held.
+    ///
+    /// The proof is the shortest one on that path: up to the first block whose own certificate
+    /// commits its parent by the two-chain rule (and so the root), at most `SYNC_CHUNK` blocks.
     pub(crate) fn commit_proof(&self) -> Option<EpochProof> {
-        let qc = self.commit_qc.clone()?;
-        let blocks: Vec<Block> = self
-            .path_to(&qc.block)
-            .into_iter()
-            .map(|(_, b)| b.clone())
-            .collect();
-        (!blocks.is_empty()).then_some(EpochProof { blocks, qc })
+        let qc = self.commit_qc.as_ref()?;
+        let path = self.path_to(&qc.block);
+        let mut parent_round = self.root.round;
+        for (i, (id, b)) in path.iter().enumerate() {
+            if i >= crate::SYNC_CHUNK as usize {
+                return None;
+            }
+            let cert = if *id == qc.block {
+                Some(qc)
+            } else {
+                self.certs.get(id)
+            };
+            if let Some(cert) = cert.filter(|_| parent_round.checked_add(1) == Some(b.round)) {
+                let blocks = path[..=i].iter().map(|(_, b)| (*b).clone()).collect();
+                return Some(EpochProof {
+                    blocks,
+                    qc: cert.clone(),
+                });
+            }
+            parent_round = b.round;
+        }
+        None
     }
 
     pub(crate) fn root(&self) -> &Block {

@@ -449,12 +449,8 @@ fn lagging_replica_and_epoch_end(f: &Fixture) -> (Consensus, [Block; 3], QuorumC
     let mut later = f.block(1, &f.genesis.1, 40);
     later.epoch = 1;
     let actions = r.handle(msg(1, Message::Proposal(later)));
-    let asked = actions.iter().find_map(|a| match a {
-        Action::RequestBlocks { to, .. } => Some(*to),
-        _ => None,
-    });
     assert_eq!(
-        asked,
+        asked(&actions),
         Some(1),
         "a later epoch's message starts the catch-up"
     );
@@ -469,6 +465,42 @@ fn committed_heights(actions: &[Action]) -> Vec<u64> {
             _ => None,
         })
         .collect()
+}
+
+fn asked(actions: &[Action]) -> Option<ValidatorIndex> {
+    actions.iter().find_map(|a| match a {
+        Action::RequestBlocks { to, .. } => Some(*to),
+        _ => None,
+    })
+}
+
+#[test]
+fn later_epoch_messages_lead_to_questions_to_the_validators_in_turn() {
+    // Nothing in a later epoch's message can be checked yet; a Byzantine sender of such
+    // messages must not keep the one sync slot for itself.
+    let f = Fixture::new();
+    let mut r = f.replica(0, None);
+    r.start();
+    let mut later = f.block(1, &f.genesis.1, 40);
+    later.epoch = 1;
+    let author = later.author;
+    // Relayed by someone other than its signer: no question.
+    let actions = r.handle(msg(BYZANTINE, Message::Proposal(later.clone())));
+    assert_eq!(asked(&actions), None);
+    // From its signer: a question; after an empty answer, the next one goes to the next
+    // validator, not back to the sender.
+    let first = asked(&r.handle(msg(author, Message::Proposal(later.clone()))));
+    let first = first.expect("a question");
+    r.handle(Event::SyncResponse {
+        from: first,
+        blocks: Vec::new(),
+        proof: None,
+    });
+    let second = asked(&r.handle(msg(author, Message::Proposal(later))));
+    assert!(
+        second.is_some() && second != Some(first),
+        "{first} then {second:?}"
+    );
 }
 
 #[test]

@@ -97,6 +97,8 @@ pub struct Consensus {
     pending_proposal: Option<(ValidatorIndex, Block)>,
     /// The peer asked for blocks, while its answer is awaited.
     pub(crate) sync_peer: Option<ValidatorIndex>,
+    /// The validator asked next when catching up to a later epoch (they are asked in turn).
+    catch_up_turn: ValidatorIndex,
     /// Test-only: certificates pass without verification.
     skip_qc_verification: bool,
     /// Certificates already checked: each copy's signatures are verified once.
@@ -167,6 +169,7 @@ impl Consensus {
             awaiting_validation: HashMap::new(),
             pending_proposal: None,
             sync_peer: None,
+            catch_up_turn: 0,
             skip_qc_verification: false,
             verified: Verified::default(),
             my_timeout: None,
@@ -595,7 +598,7 @@ impl Consensus {
 
     fn on_proposal(&mut self, from: ValidatorIndex, b: Block, out: &mut Vec<Action>) {
         if b.epoch != self.validators.epoch() {
-            self.catch_up_to_later_epoch(from, b.epoch, b.justify.block, out);
+            self.catch_up_to_later_epoch(from, b.author, b.epoch, b.justify.block, out);
             return self.ignore("wrong_epoch");
         }
         // A late proposal (its certificate may be older than anything this replica still
@@ -681,7 +684,7 @@ impl Consensus {
     /// Puts into the safety state (persisted with the next signature) the uncommitted blocks
     /// leading to `ids` and those kept before (the blocks this replica voted for, until they
     /// commit or fall off the tree), oldest first. Past [`KEPT_BLOCKS`] (a long stretch
-    /// without commits), only the chains to `ids`.
+    /// without commits), only the chains to `ids` and to the last block voted for.
     ///
     /// A block this replica voted for may be certified without it knowing: if every voter
     /// forgot it across a restart, no leader could extend that certificate and the network
@@ -690,7 +693,15 @@ impl Consensus {
         let kept: Vec<Digest> = self.safety.state.blocks.iter().map(Block::id).collect();
         let mut blocks = self.chains_to(ids.iter().chain(&kept));
         if blocks.len() > KEPT_BLOCKS {
-            blocks = self.chains_to(ids.iter());
+            // Too many: the chains to `ids` and to the newest block kept (the last vote).
+            let newest = self
+                .safety
+                .state
+                .blocks
+                .iter()
+                .max_by_key(|b| b.round)
+                .map(Block::id);
+            blocks = self.chains_to(ids.iter().chain(newest.as_ref()));
         }
         self.safety.state.blocks = blocks;
     }
@@ -747,7 +758,7 @@ impl Consensus {
 
     fn on_vote(&mut self, from: ValidatorIndex, v: Vote, out: &mut Vec<Action>) {
         if v.epoch != self.validators.epoch() {
-            self.catch_up_to_later_epoch(from, v.epoch, v.block, out);
+            self.catch_up_to_later_epoch(from, v.voter, v.epoch, v.block, out);
             return self.ignore("wrong_epoch");
         }
         if v.voter != from || !v.verify(&self.validators) {
@@ -833,7 +844,7 @@ impl Consensus {
 
     fn on_timeout(&mut self, from: ValidatorIndex, t: Timeout, out: &mut Vec<Action>) {
         if t.epoch != self.validators.epoch() {
-            self.catch_up_to_later_epoch(from, t.epoch, t.high_qc.block, out);
+            self.catch_up_to_later_epoch(from, t.voter, t.epoch, t.high_qc.block, out);
             return self.ignore("wrong_epoch");
         }
         // A replica gives up a round above its highest QC: a QC at or above the round is forged.
@@ -952,16 +963,21 @@ impl Consensus {
         if let Some(p) = proof.filter(|_| complete) {
             // The end of this epoch: the blocks above its last one, and the QC that committed
             // it, checked like everything else with this epoch's set.
+            let epoch = self.validators.epoch();
+            let mut usable = p.qc.epoch == epoch;
             for b in p.blocks {
-                if let Synced::Stop = self.take_synced_block(from, b, out) {
-                    return;
+                if !usable || self.validators.epoch() != epoch {
+                    break;
                 }
+                usable = !matches!(self.take_synced_block(from, b, out), Synced::Stop);
             }
-            if !self.verify_qc(&p.qc) {
-                return self.drop_message(from, "bad_qc", out);
+            if usable && self.validators.epoch() == epoch {
+                if !self.verify_qc(&p.qc) {
+                    return self.drop_message(from, "bad_qc", out);
+                }
+                self.process_qc(&p.qc, out);
             }
-            self.process_qc(&p.qc, out);
-            if self.validators.epoch() != p.qc.epoch {
+            if self.validators.epoch() != epoch {
                 // The proof committed the epoch's last block and the replica moved on.
                 return;
             }
@@ -1004,7 +1020,12 @@ impl Consensus {
         out: &mut Vec<Action>,
     ) -> Synced {
         let id = b.id();
-        if self.tree.knows(&id) || b.height <= self.tree.committed_height() {
+        if self.tree.knows(&id)
+            || b.height <= self.tree.committed_height()
+            || b.epoch < self.validators.epoch()
+        {
+            // Known, committed, or of an epoch this replica has already left (an answer asked
+            // for before it switched): nothing to do, and not the sender's fault.
             return Synced::Known;
         }
         if b.epoch > self.validators.epoch() {
@@ -1030,18 +1051,28 @@ impl Consensus {
         Synced::Inserted
     }
 
-    /// A message of a later epoch: this replica missed the end of its own. It asks `from` for
-    /// the chain up to `block`; the answer stops at the end of this epoch with its proof.
+    /// A message of a later epoch: this replica missed the end of its own. It asks for the
+    /// chain up to `block` (the answer stops at the end of this epoch, with its proof), from the
+    /// validators in turn rather than always from the sender, so that a Byzantine sender of
+    /// later-epoch messages cannot keep the one sync slot for itself. Nothing in such a message
+    /// can be checked yet, so it only ever leads to a question; the answer is checked in full.
     fn catch_up_to_later_epoch(
         &mut self,
         from: ValidatorIndex,
+        signer: ValidatorIndex,
         epoch: Epoch,
         block: Digest,
         out: &mut Vec<Action>,
     ) {
-        if epoch > self.validators.epoch() {
-            self.request_sync(from, block, out);
+        if epoch <= self.validators.epoch() || signer != from || self.sync_peer.is_some() {
+            return;
         }
+        let mut ask = self.catch_up_turn;
+        if Some(ask) == self.me {
+            ask = self.next_validator(ask);
+        }
+        self.catch_up_turn = self.next_validator(ask);
+        self.request_sync(ask, block, out);
     }
 
     // ---- epochs ----------------------------------------------------------------------------
@@ -1108,6 +1139,8 @@ impl Consensus {
         self.awaiting_validation.clear();
         self.pending_proposal = None;
         self.payload_requested = None;
+        // An answer still on its way was asked for in the old epoch: not awaited any more.
+        self.sync_peer = None;
         let first = self.tree.root_qc().round.saturating_add(1);
         self.enter_round(first, None, out);
     }
