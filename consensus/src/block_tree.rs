@@ -344,7 +344,7 @@ fn committed_height_of(
     committed: &dyn Fn(Height) -> Option<Block>,
 ) -> Option<Height> {
     let mut h = tree.root.height;
-    let floor = h.saturating_sub(u64::from(crate::consensus::SYNC_CHUNK));
+    let floor = h.saturating_sub(u64::from(crate::SYNC_CHUNK));
     while h > floor {
         let b = committed(h)?;
         if b.id() == *id {

@@ -15,12 +15,9 @@ use crate::types::{
     Timeout, TimeoutCert, ValidatorIndex, ValidatorSet, Vote,
 };
 use crate::verified::Verified;
-use crate::{Action, Config, Event};
+use crate::{Action, Config, Event, SYNC_CHUNK};
 use ed25519_dalek::{Signature, SigningKey};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-
-/// Most blocks asked for in, and accepted from, one sync answer.
-pub const SYNC_CHUNK: u32 = 100;
 
 /// How far ahead of its current round a replica keeps single-signed messages (proposals,
 /// votes, timeouts). Anything further ahead is not stored: certificates it carries (checked

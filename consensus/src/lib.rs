@@ -18,7 +18,10 @@ pub mod sim;
 mod types;
 mod verified;
 
-pub use consensus::{Consensus, Rule, Stats, ROUND_WINDOW, SYNC_CHUNK};
+pub use consensus::{Consensus, Rule, Stats, ROUND_WINDOW};
+
+/// Most blocks asked for in, and accepted from, one sync answer.
+pub const SYNC_CHUNK: u32 = 100;
 pub use safety::SafetyState;
 pub use types::{
     timeout_digest, vote_digest, Block, BlockRequest, Digest, Epoch, EpochProof, Evidence, Height,
