@@ -413,11 +413,7 @@ fn sync_answers_are_taken_only_from_the_peer_asked_and_only_up_to_the_chunk() {
     let b2 = f.block(2, &f.qc(&b1), 20);
     // A proposal whose parent is unknown: the replica asks its sender.
     let actions = r.handle(msg(2, Message::Proposal(b2)));
-    let asked = actions.iter().find_map(|a| match a {
-        Action::RequestBlocks { to, .. } => Some(*to),
-        _ => None,
-    });
-    assert_eq!(asked, Some(2));
+    assert_eq!(asked(&actions), Some(2));
     // Someone else answers first: ignored.
     r.handle(Event::SyncResponse {
         from: BYZANTINE,
@@ -547,6 +543,23 @@ fn a_forged_epoch_proof_commits_nothing_and_is_penalised() {
     assert_eq!(committed_heights(&actions), vec![1]);
     assert_eq!(penalised(&actions), vec!["bad_qc"]);
     assert_eq!(r.committed_height(), 1);
+}
+
+#[test]
+fn an_epoch_proof_longer_than_a_chunk_is_refused() {
+    let f = Fixture::new();
+    let (mut r, [b1, b2, b3], qc3) = lagging_replica_and_epoch_end(&f);
+    let actions = r.handle(Event::SyncResponse {
+        from: 1,
+        blocks: vec![b1, b2],
+        proof: Some(EpochProof {
+            blocks: vec![b3; SYNC_CHUNK as usize + 1],
+            qc: qc3,
+        }),
+    });
+    assert_eq!(penalised(&actions), vec!["oversized_sync_answer"]);
+    assert!(committed_heights(&actions).is_empty());
+    assert_eq!(r.committed_height(), 0);
 }
 
 #[test]
@@ -699,14 +712,7 @@ fn a_restart_commits_nothing_silently_and_the_next_certificate_commits_in_order(
     r.start();
     let b3 = f.block(3, &qc2, 30);
     let actions = r.handle(msg(3, Message::Proposal(b3)));
-    let committed: Vec<u64> = actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Commit { block, .. } => Some(block.height),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(committed, vec![1]);
+    assert_eq!(committed_heights(&actions), vec![1]);
 }
 
 #[test]

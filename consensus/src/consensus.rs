@@ -389,24 +389,21 @@ impl Consensus {
         if self.skip_qc_verification {
             return true;
         }
-        let key = Verified::qc_key(qc);
-        if self.verified.contains(&key) {
-            return true;
-        }
-        let ok = !qc.signatures.is_empty() && qc.verify(&self.validators).is_ok();
-        if ok {
-            self.verified.insert(key);
-        }
-        ok
+        !qc.signatures.is_empty()
+            && self.verified_once(Verified::qc_key(qc), |set| qc.verify(set).is_ok())
     }
 
     /// A timeout certificate signed by a quorum of the current set (checked once per copy).
     fn verify_tc(&mut self, tc: &TimeoutCert) -> bool {
-        let key = Verified::tc_key(tc);
+        self.verified_once(Verified::tc_key(tc), |set| tc.verify(set).is_ok())
+    }
+
+    /// `check` against the current set, unless the certificate with this key already passed.
+    fn verified_once(&mut self, key: Digest, check: impl FnOnce(&ValidatorSet) -> bool) -> bool {
         if self.verified.contains(&key) {
             return true;
         }
-        let ok = tc.verify(&self.validators).is_ok();
+        let ok = check(&self.validators);
         if ok {
             self.verified.insert(key);
         }

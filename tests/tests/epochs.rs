@@ -34,6 +34,35 @@ async fn governance(cluster: &Cluster, member: usize, payload: Payload) {
     assert_eq!(receipt.code.as_str(), "ok", "{}", receipt.reason);
 }
 
+/// Members vote the set down to `remaining` at the boundary four epochs ahead (the proposer,
+/// member 0, and `voters`); returns that boundary.
+async fn vote_set_change(
+    cluster: &Cluster,
+    remaining: Vec<tally_node::genesis::GenesisValidator>,
+    voters: std::ops::Range<usize>,
+) -> Height {
+    let boundary = (cluster.height(0) / EPOCH_BLOCKS + 4) * EPOCH_BLOCKS;
+    governance(
+        cluster,
+        0,
+        Payload::Propose {
+            action: GovAction::SetValidators {
+                validators: remaining,
+            },
+            effective_height: boundary,
+        },
+    )
+    .await;
+    for m in voters {
+        let vote = Payload::Vote {
+            proposal: 1,
+            approve: true,
+        };
+        governance(cluster, m, vote).await;
+    }
+    boundary
+}
+
 async fn status(cluster: &Cluster, i: usize) -> serde_json::Value {
     let (code, v) = cluster.get(i, "/v1/status").await;
     assert_eq!(code, 200, "{v}");
@@ -57,25 +86,7 @@ async fn members_vote_a_validator_out_and_the_rest_carry_on_in_the_next_epoch() 
         Cluster::start_with_genesis(4, |g| g.params.epoch_blocks = EPOCH_BLOCKS, |_| {}).await;
     let remaining = cluster.testnet.genesis.validators[..3].to_vec();
     // A boundary far enough ahead for three members to propose and vote.
-    let boundary = (cluster.height(0) / EPOCH_BLOCKS + 4) * EPOCH_BLOCKS;
-    governance(
-        &cluster,
-        0,
-        Payload::Propose {
-            action: GovAction::SetValidators {
-                validators: remaining.clone(),
-            },
-            effective_height: boundary,
-        },
-    )
-    .await;
-    for m in 1..3 {
-        let vote = Payload::Vote {
-            proposal: 1,
-            approve: true,
-        };
-        governance(&cluster, m, vote).await;
-    }
+    let boundary = vote_set_change(&cluster, remaining.clone(), 1..3).await;
     assert!(
         cluster.height(0) < boundary,
         "the vote took too long for this boundary"
@@ -204,26 +215,8 @@ async fn a_validator_down_across_a_set_change_catches_up_through_the_boundary() 
     let mut cluster =
         Cluster::start_with_genesis(5, |g| g.params.epoch_blocks = EPOCH_BLOCKS, |_| {}).await;
     let remaining = cluster.testnet.genesis.validators[..4].to_vec();
-    let boundary = (cluster.height(0) / EPOCH_BLOCKS + 4) * EPOCH_BLOCKS;
-    governance(
-        &cluster,
-        0,
-        Payload::Propose {
-            action: GovAction::SetValidators {
-                validators: remaining.clone(),
-            },
-            effective_height: boundary,
-        },
-    )
-    .await;
     // More than two thirds of five members: the proposer and three votes.
-    for m in 1..4 {
-        let vote = Payload::Vote {
-            proposal: 1,
-            approve: true,
-        };
-        governance(&cluster, m, vote).await;
-    }
+    let boundary = vote_set_change(&cluster, remaining, 1..4).await;
     // Validator 3 stops in epoch 0; four of five keep the old set going, then three of the
     // new four carry epoch 1.
     cluster.kill(3).await;
