@@ -12,14 +12,14 @@ use ed25519_dalek::{Signature, Signer, SigningKey};
 
 const BYZANTINE: ValidatorIndex = 3;
 
-struct Fixture {
-    keys: Vec<SigningKey>,
-    set: ValidatorSet,
-    genesis: (Block, QuorumCert),
+pub(crate) struct Fixture {
+    pub(crate) keys: Vec<SigningKey>,
+    pub(crate) set: ValidatorSet,
+    pub(crate) genesis: (Block, QuorumCert),
 }
 
 impl Fixture {
-    fn new() -> Fixture {
+    pub(crate) fn new() -> Fixture {
         let keys: Vec<SigningKey> = (0..4u8)
             .map(|i| SigningKey::from_bytes(&[i + 1; 32]))
             .collect();
@@ -39,7 +39,7 @@ impl Fixture {
             .collect()
     }
 
-    fn replica(&self, i: usize, safety: Option<SafetyState>) -> Consensus {
+    pub(crate) fn replica(&self, i: usize, safety: Option<SafetyState>) -> Consensus {
         Consensus::new(
             Config::default(),
             self.keys[i].clone(),
@@ -62,7 +62,7 @@ impl Fixture {
     }
 
     /// A QC for `block` signed by validators 0, 1, 2.
-    fn qc(&self, block: &Block) -> QuorumCert {
+    pub(crate) fn qc(&self, block: &Block) -> QuorumCert {
         let id = block.id();
         QuorumCert {
             epoch: 0,
@@ -76,7 +76,7 @@ impl Fixture {
     }
 
     /// The block validator `leader(round)` proposes on `justify`, signed by it.
-    fn block(&self, round: Round, justify: &QuorumCert, timestamp_ms: u64) -> Block {
+    pub(crate) fn block(&self, round: Round, justify: &QuorumCert, timestamp_ms: u64) -> Block {
         let author = self.set.leader(round);
         Block {
             epoch: 0,
@@ -120,7 +120,7 @@ impl Fixture {
         (r, b1, qc1, b2, state)
     }
 
-    fn timeout(&self, by: ValidatorIndex, round: Round, high_qc: QuorumCert) -> Timeout {
+    pub(crate) fn timeout(&self, by: ValidatorIndex, round: Round, high_qc: QuorumCert) -> Timeout {
         let signature = self.keys[usize::from(by)].sign(&timeout_digest(0, round, high_qc.round).0);
         Timeout {
             epoch: 0,
@@ -133,14 +133,14 @@ impl Fixture {
     }
 }
 
-fn msg(from: ValidatorIndex, m: Message) -> Event {
+pub(crate) fn msg(from: ValidatorIndex, m: Message) -> Event {
     Event::Message {
         from,
         bytes: m.to_bytes(),
     }
 }
 
-fn penalised(actions: &[Action]) -> Vec<&'static str> {
+pub(crate) fn penalised(actions: &[Action]) -> Vec<&'static str> {
     actions
         .iter()
         .filter_map(|a| match a {

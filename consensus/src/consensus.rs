@@ -11,8 +11,8 @@ use crate::aggregator::{Added, Aggregator};
 use crate::block_tree::BlockTree;
 use crate::safety::{SafetyRules, SafetyState};
 use crate::types::{
-    Block, BlockRequest, Digest, Epoch, EpochProof, Evidence, Height, Message, QuorumCert, Round,
-    Timeout, TimeoutCert, ValidatorIndex, ValidatorSet, Vote,
+    Block, BlockRequest, Certificates, Digest, Epoch, EpochProof, Evidence, Height, Message,
+    QuorumCert, Round, Timeout, TimeoutCert, ValidatorIndex, ValidatorSet, Vote,
 };
 use crate::verified::Verified;
 use crate::{Action, Config, Event, SYNC_CHUNK};
@@ -86,7 +86,6 @@ pub struct Consensus {
     pub(crate) agg: Aggregator,
     round: Round,
     entered_by: Option<TimeoutCert>,
-    consecutive_timeouts: u32,
     proposals_seen: BTreeMap<(Round, ValidatorIndex), Block>,
     /// (round, leader) of equivocating proposals already reported: one piece of evidence each.
     reported_proposals: BTreeSet<(Round, ValidatorIndex)>,
@@ -107,6 +106,9 @@ pub struct Consensus {
     /// timer until they propose again (a local failure detector; safety does not depend on it).
     suspected: BTreeSet<ValidatorIndex>,
     proposal_seen_this_round: bool,
+    /// Per validator, the last (its round, this replica's round) pair its stale timeout was
+    /// answered for with [`Message::Certificates`].
+    answered_laggers: BTreeMap<ValidatorIndex, (Round, Round)>,
     stats: Stats,
 }
 
@@ -160,7 +162,6 @@ impl Consensus {
             agg: Aggregator::default(),
             round,
             entered_by,
-            consecutive_timeouts: 0,
             proposals_seen: BTreeMap::new(),
             reported_proposals: BTreeSet::new(),
             awaiting_validation: HashMap::new(),
@@ -174,6 +175,7 @@ impl Consensus {
             reconfiguration: None,
             suspected: BTreeSet::new(),
             proposal_seen_this_round: false,
+            answered_laggers: BTreeMap::new(),
             stats: Stats::default(),
             validators,
         }
@@ -368,6 +370,7 @@ impl Consensus {
             Message::Proposal(b) => self.on_proposal(from, b, out),
             Message::Vote(v) => self.on_vote(from, v, out),
             Message::Timeout(t) => self.on_timeout(from, t, out),
+            Message::Certificates(c) => self.on_certificates(from, c, out),
         }
     }
 
@@ -443,9 +446,6 @@ impl Consensus {
     }
 
     fn enter_round(&mut self, round: Round, tc: Option<TimeoutCert>, out: &mut Vec<Action>) {
-        if tc.is_none() {
-            self.consecutive_timeouts = 0;
-        }
         self.round = round;
         self.entered_by = tc;
         self.my_timeout = None;
@@ -464,13 +464,29 @@ impl Consensus {
         }
     }
 
+    /// The round's timer: the base for the round after a certified one and for one failed
+    /// round after it, then doubling with each further round since the highest certified one.
+    /// It depends on the round and the highest QC only, so replicas in the same round with the
+    /// same highest QC arm the same timer whatever their own history (restarts, partitions,
+    /// which timeouts they saw): a replica whose timer is shorter than its peers' gives up
+    /// rounds they would still certify, and with f validators silent every honest vote counts.
+    /// A leader whose last round here ended without its proposal gets a quarter of it (a local
+    /// failure detector; safety does not depend on it, and it backs off with the rest).
     fn timeout_ms(&self) -> u64 {
-        if self.suspected.contains(&self.validators.leader(self.round)) {
-            return (self.config.base_timeout_ms / 4).max(50);
-        }
-        let factor = 1u64 << self.consecutive_timeouts.min(6);
+        let failed = self
+            .round
+            .saturating_sub(self.tree.highest_qc().round)
+            .saturating_sub(2);
         // The shift is at most 6 and the product saturates: no overflow.
-        (self.config.base_timeout_ms.saturating_mul(factor)).min(self.config.max_timeout_ms)
+        let full = (self
+            .config
+            .base_timeout_ms
+            .saturating_mul(1u64 << failed.min(6)))
+        .min(self.config.max_timeout_ms);
+        if self.suspected.contains(&self.validators.leader(self.round)) {
+            return (full / 4).max(50);
+        }
+        full
     }
 
     // ---- leader ----------------------------------------------------------------------------
@@ -793,8 +809,6 @@ impl Consensus {
         self.sync_peer = None;
         if !self.proposal_seen_this_round {
             self.suspected.insert(self.validators.leader(round));
-        } else {
-            self.consecutive_timeouts = self.consecutive_timeouts.saturating_add(1);
         }
         let timeout = match &self.my_timeout {
             Some(t) if t.round == round => Some(t.clone()),
@@ -853,6 +867,9 @@ impl Consensus {
             }
             return self.drop_message(from, "bad_timeout", out);
         }
+        if t.round < self.round {
+            self.answer_lagging(from, t.round, out);
+        }
         if t.round.saturating_add(1) < self.round {
             return self.ignore("stale_timeout");
         }
@@ -886,9 +903,69 @@ impl Consensus {
         }
     }
 
+    /// Tells a validator whose signed timeout is for a round this replica has left how it
+    /// moved on. Once per (its round, this replica's round): a peer repeating its timeout gets
+    /// one answer each time this replica's round changes, at most.
+    fn answer_lagging(&mut self, to: ValidatorIndex, their_round: Round, out: &mut Vec<Action>) {
+        if self.answered_laggers.get(&to) == Some(&(their_round, self.round)) {
+            return;
+        }
+        self.answered_laggers.insert(to, (their_round, self.round));
+        let certificates = Certificates {
+            high_qc: self.tree.highest_qc().clone(),
+            last_tc: self.entered_by.clone(),
+        };
+        out.push(Action::Send {
+            to,
+            bytes: Message::Certificates(certificates).to_bytes(),
+        });
+    }
+
+    /// Certificates a peer sent because this replica looked behind: each is checked like any
+    /// other, then processed as if it had come with a proposal or a timeout.
+    fn on_certificates(&mut self, from: ValidatorIndex, c: Certificates, out: &mut Vec<Action>) {
+        let epoch = self.validators.epoch();
+        if c.high_qc.epoch != epoch || c.last_tc.as_ref().is_some_and(|tc| tc.epoch != epoch) {
+            return self.ignore("wrong_epoch");
+        }
+        if !self.verify_qc(&c.high_qc) {
+            if c.high_qc.height < self.tree.committed_height() {
+                return self.ignore("stale_certificates");
+            }
+            return self.drop_message(from, "bad_certificates", out);
+        }
+        let tc = c.last_tc.filter(|tc| tc.round >= self.round);
+        if let Some(tc) = &tc {
+            if !self.verify_tc(tc) {
+                return self.drop_message(from, "bad_certificates", out);
+            }
+        }
+        if let Some(tc) = tc {
+            self.process_tc(tc, out);
+        }
+        let qc = c.high_qc;
+        if !self.tree.knows(&qc.block) && qc.height > self.tree.committed_height() {
+            self.request_sync(from, qc.block, out);
+        }
+        self.process_qc(&qc, out);
+    }
+
     fn add_timeout(&mut self, t: Timeout, out: &mut Vec<Action>) {
         match self.agg.add_timeout(t, &self.validators) {
-            Added::Certificate(tc) => self.process_tc(tc, out),
+            Added::Certificate(tc) => {
+                // The replicas whose timeouts this replica did not see learn the round is over
+                // now, not when their timers fire again: all enter the next round together.
+                if tc.round >= self.round {
+                    let certificates = Certificates {
+                        high_qc: self.tree.highest_qc().clone(),
+                        last_tc: Some(tc.clone()),
+                    };
+                    out.push(Action::Broadcast {
+                        bytes: Message::Certificates(certificates).to_bytes(),
+                    });
+                }
+                self.process_tc(tc, out)
+            }
             Added::Equivocation(e) => {
                 bump(&mut self.stats.evidence);
                 out.push(Action::Evidence(e));
@@ -1131,6 +1208,7 @@ impl Consensus {
         self.proposals_seen.clear();
         self.reported_proposals.clear();
         self.awaiting_validation.clear();
+        self.answered_laggers.clear();
         self.pending_proposal = None;
         self.payload_requested = None;
         // An answer still on its way was asked for in the old epoch: not awaited any more.

@@ -11,6 +11,8 @@ mod byzantine_tests;
 mod consensus;
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(test)]
+mod pacemaker_tests;
 mod safety;
 // The simulator is test tooling: its clock and counters are its own, not a peer's.
 #[allow(clippy::arithmetic_side_effects)]
@@ -24,8 +26,9 @@ pub use consensus::{Consensus, Rule, Stats, ROUND_WINDOW};
 pub const SYNC_CHUNK: u32 = 100;
 pub use safety::SafetyState;
 pub use types::{
-    timeout_digest, vote_digest, Block, BlockRequest, Digest, Epoch, EpochProof, Evidence, Height,
-    Message, QuorumCert, Round, Timeout, TimeoutCert, ValidatorIndex, ValidatorSet, Vote,
+    timeout_digest, vote_digest, Block, BlockRequest, Certificates, Digest, Epoch, EpochProof,
+    Evidence, Height, Message, QuorumCert, Round, Timeout, TimeoutCert, ValidatorIndex,
+    ValidatorSet, Vote,
 };
 
 /// Why a value was refused.

@@ -467,6 +467,21 @@ pub enum Message {
     Vote(Vote),
     /// A timeout, to everyone.
     Timeout(Timeout),
+    /// The certificates that moved the sender past a round, to a validator whose timeout
+    /// shows it still waits in that round.
+    Certificates(Certificates),
+}
+
+/// What a replica that moved on tells one still in an earlier round: its highest QC and the
+/// TC it entered its round by, if any. Each proves, by its own signatures, that the round it
+/// certifies is over, so the lagging replica enters the next round at once instead of waiting
+/// for its timer or the next proposal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Certificates {
+    /// The sender's highest QC.
+    pub high_qc: QuorumCert,
+    /// The TC the sender entered its current round by.
+    pub last_tc: Option<TimeoutCert>,
 }
 
 impl Message {
@@ -531,6 +546,7 @@ impl Evidence {
             Message::Proposal(_) => "proposal",
             Message::Vote(_) => "vote",
             Message::Timeout(_) => "timeout",
+            Message::Certificates(_) => "certificates",
         }
     }
 }

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub consensus_evidence: IntCounterVec,
     /// Consensus messages dropped before the round logic, by reason.
     pub consensus_invalid_messages: IntCounterVec,
+    /// Consensus messages set aside without a penalty, by reason.
+    pub consensus_ignored_messages: IntCounterVec,
     /// Peers' sync requests, by kind (`blocks`, `batch`) and outcome (`served`, `refused`).
     pub sync_requests: IntCounterVec,
     /// Transactions accepted into this node's mempool from clients.
@@ -136,6 +138,13 @@ impl Metrics {
                 r,
                 "tally_consensus_invalid_messages_total",
                 "Consensus messages dropped before the round logic, by reason",
+                &["reason"],
+            )?,
+            consensus_ignored_messages: counter_vec(
+                r,
+                "tally_consensus_ignored_messages_total",
+                "Consensus messages set aside without a penalty (stale, outside the round window, \
+                 from a lagging peer, or proposing a payload this validator found invalid), by reason",
                 &["reason"],
             )?,
             sync_requests: counter_vec(

@@ -2,19 +2,23 @@
 //! correctly signed messages with forged or mutated fields to the honest validators, through the
 //! same protocols a validator uses (direct consensus messages, batch gossip, sync requests).
 
-use ed25519_dalek::{Signer, SigningKey};
-use std::time::Duration;
+use ed25519_dalek::{Signature, Signer, SigningKey};
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tally_consensus::{
     timeout_digest, vote_digest, Block, BlockRequest, Digest, Message, QuorumCert, Timeout,
     ValidatorIndex, ValidatorSet, Vote, SYNC_CHUNK,
 };
-use tally_network::{BootstrapPeer, Multiaddr, Network, NetworkConfig, NetworkHandle, PeerId};
+use tally_network::{
+    BootstrapPeer, Multiaddr, Network, NetworkConfig, NetworkEvent, NetworkHandle, PeerId,
+};
 use tally_node::codec;
 use tally_node::genesis::Genesis;
 use tally_node::primitives::AccountId;
 use tally_node::runtime::batches::Batch;
 use tally_node::runtime::wire::{DirectMessage, SyncRequest, SyncResponse, BATCH_TOPIC};
 use tally_node::tx::SignedTransaction;
+use tokio::sync::{mpsc, Mutex};
 
 /// Validator `index`'s key, connected to the other genesis validators.
 pub struct Forger {
@@ -26,6 +30,8 @@ pub struct Forger {
     pub peers: Vec<PeerId>,
     index: ValidatorIndex,
     set: ValidatorSet,
+    /// Consensus messages the honest validators sent it (the newest are dropped when full).
+    inbox: Mutex<mpsc::Receiver<Message>>,
 }
 
 impl Forger {
@@ -55,7 +61,19 @@ impl Forger {
             .collect();
         let registry = prometheus::Registry::new();
         let (net, mut events) = Network::spawn(config, &registry).expect("network");
-        tokio::spawn(async move { while events.recv().await.is_some() {} });
+        let (inbox_tx, inbox) = mpsc::channel(4096);
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                let NetworkEvent::Direct { data, .. } = event else {
+                    continue;
+                };
+                if let Ok(DirectMessage::Consensus(bytes)) = codec::decode(&data, 8 << 20) {
+                    if let Ok(m) = Message::from_bytes(&bytes, 8 << 20) {
+                        let _ = inbox_tx.try_send(m);
+                    }
+                }
+            }
+        });
         let peers: Vec<PeerId> = others
             .iter()
             .map(|v| tally_network::peer_id_from_public_key(&v.public_key.0).expect("peer id"))
@@ -73,6 +91,75 @@ impl Forger {
             peers,
             index: index as ValidatorIndex,
             set,
+            inbox: Mutex::new(inbox),
+        }
+    }
+
+    /// Waits for an honest block certified by the votes it sees whose next round it leads,
+    /// then proposes on it a block stamped `ahead` in the future (validly signed, justified by
+    /// a real QC, later than its parent). Returns it, or `None` if no such round came `within`.
+    pub async fn propose_from_the_future(
+        &self,
+        ahead: Duration,
+        within: Duration,
+    ) -> Option<Block> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut inbox = self.inbox.lock().await;
+        let mut proposals: BTreeMap<Digest, Block> = BTreeMap::new();
+        let mut votes: BTreeMap<Digest, BTreeMap<ValidatorIndex, Signature>> = BTreeMap::new();
+        loop {
+            let m = tokio::time::timeout_at(deadline, inbox.recv())
+                .await
+                .ok()??;
+            let id = match m {
+                Message::Proposal(b) => {
+                    let id = b.id();
+                    proposals.insert(id, b);
+                    id
+                }
+                Message::Vote(v) => {
+                    votes
+                        .entry(v.block)
+                        .or_default()
+                        .insert(v.voter, v.signature);
+                    v.block
+                }
+                _ => continue,
+            };
+            let Some(parent) = proposals.get(&id) else {
+                continue;
+            };
+            let signers = votes.get(&id).map_or(0, |v| v.len());
+            let next = parent.round + 1;
+            if signers < self.set.quorum() || self.set.leader(next) != self.index {
+                continue;
+            }
+            let qc = QuorumCert {
+                epoch: parent.epoch,
+                round: parent.round,
+                height: parent.height,
+                block: id,
+                signatures: votes[&id].iter().map(|(i, s)| (*i, *s)).collect(),
+            };
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .expect("clock")
+                .as_millis() as u64;
+            let mut block = Block {
+                epoch: parent.epoch,
+                round: next,
+                height: parent.height + 1,
+                parent: id,
+                justify: qc,
+                timeout_cert: None,
+                author: self.index,
+                timestamp_ms: now_ms + ahead.as_millis() as u64,
+                payload: Vec::new(),
+                signature: Signature::from_bytes(&[0; 64]),
+            };
+            block.signature = self.key.sign(&block.id().0);
+            self.send_consensus(&Message::Proposal(block.clone())).await;
+            return Some(block);
         }
     }
 

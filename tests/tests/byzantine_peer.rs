@@ -34,6 +34,29 @@ async fn a_byzantine_validator_cannot_halt_fork_or_flood_the_honest_ones() {
     let listen = c.options[BYZANTINE].p2p_listen.clone();
     let forger = Forger::join(key, BYZANTINE, listen, &c.testnet.genesis).await;
 
+    // A block from an hour in the future, on a real certificate, in a round the forger leads:
+    // no honest validator votes for it (a clock that runs ahead would freeze execution time).
+    let future = forger
+        .propose_from_the_future(Duration::from_secs(3600), LONG)
+        .await
+        .expect("a round the forger leads");
+    let invalid = "tally_consensus_ignored_messages_total{reason=\"invalid_payload\"}";
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let mut refused = 0.0;
+        for i in 0..BYZANTINE {
+            refused += metric(&c, i, invalid).await;
+        }
+        if refused >= BYZANTINE as f64 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the future block was not refused"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // A batch gossiped by validator 3 that names validator 0 as its author.
     let tx = c.transfer(2, 5, 0, 1);
     let author = AccountId(c.testnet.validator_keys[0].verifying_key().to_bytes());
@@ -96,6 +119,11 @@ async fn a_byzantine_validator_cannot_halt_fork_or_flood_the_honest_ones() {
         !forger.net.connected_peers().contains(&forger.peers[0]),
         "still connected"
     );
+    // What committed at the future block's height is an honest block of the present.
+    let (status, block) = c.get(0, &format!("/v1/blocks/{}", future.height)).await;
+    assert_eq!(status, 200, "{block}");
+    let stamped = block["header"]["timestamp_ms"].as_u64().expect("timestamp");
+    assert!(stamped < future.timestamp_ms - 3_000_000, "{block}");
     // The transaction in the forged batch was never committed.
     let (_, status) = c
         .get(0, &format!("/v1/transactions/{}", hex::encode(tx.hash().0)))

@@ -225,6 +225,18 @@ pub(crate) fn forge(
             t.signature = key.sign(&timeout_digest(t.epoch, t.round, t.high_qc.round).0);
             Message::Timeout(t)
         }
+        Message::Certificates(mut c) => {
+            match choice % 4 {
+                0 => c.high_qc = forged_qc(&c.high_qc, u64::MAX - 2),
+                1 => c.high_qc = mangle_signers(&c.high_qc, rng.gen_range(0..4), n),
+                2 => {
+                    let round = c.high_qc.round.saturating_add(1_000);
+                    c.last_tc = Some(forged_tc(c.high_qc.epoch, round, 0, me, key));
+                }
+                _ => c.high_qc.epoch = c.high_qc.epoch.wrapping_add(1),
+            }
+            Message::Certificates(c)
+        }
     };
     let mut out = forged.to_bytes();
     match rng.gen_range(0..10) {

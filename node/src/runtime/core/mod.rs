@@ -238,6 +238,17 @@ impl Core {
                 .consensus_view_changes
                 .inc_by(view_changes - prev);
         }
+        for (reason, n) in &stats.dropped {
+            let counter = self
+                .shared
+                .metrics
+                .consensus_ignored_messages
+                .with_label_values(&[reason]);
+            let seen = counter.get();
+            if *n > seen {
+                counter.inc_by(n - seen);
+            }
+        }
     }
 
     // ---- actions ---------------------------------------------------------------------------
@@ -544,6 +555,11 @@ fn log_outgoing(bytes: &[u8]) {
                 "timeout sent"
             )
         }
+        Ok(tally_consensus::Message::Certificates(c)) => tracing::debug!(
+            high_qc_round = c.high_qc.round,
+            tc_round = c.last_tc.as_ref().map(|tc| tc.round),
+            "certificates sent to a lagging validator"
+        ),
         Err(_) => {}
     }
 }

@@ -1,0 +1,163 @@
+//! The pacemaker keeps honest replicas in the same round: a replica that forms a timeout
+//! certificate tells everyone, one still in a round the others left is told how they moved on,
+//! and replicas in the same round with the same highest certificate arm the same timer. Each
+//! test failed before the rule it names: with one validator silent every honest vote counts,
+//! and a replica left a round behind, or with a shorter timer, cost the network its liveness.
+
+use crate::byzantine_tests::{msg, penalised, Fixture};
+use crate::types::timeout_digest;
+use crate::{Action, Certificates, Consensus, Event, Message, QuorumCert, Round, TimeoutCert};
+use ed25519_dalek::Signer;
+
+impl Fixture {
+    /// A TC for `round` signed by validators 0, 1, 2, each reporting `high_qc_round`.
+    fn tc(&self, round: Round, high_qc_round: Round) -> TimeoutCert {
+        TimeoutCert {
+            epoch: 0,
+            round,
+            timeouts: (0..3u16)
+                .map(|i| {
+                    let digest = timeout_digest(0, round, high_qc_round);
+                    (i, high_qc_round, self.keys[usize::from(i)].sign(&digest.0))
+                })
+                .collect(),
+        }
+    }
+
+    fn certificates(&self, tc: Option<TimeoutCert>) -> Message {
+        Message::Certificates(Certificates {
+            high_qc: self.genesis.1.clone(),
+            last_tc: tc,
+        })
+    }
+}
+
+/// The certificates sent in `actions`: (to whom, or `None` for everyone; the TC's round).
+fn certificates_sent(actions: &[Action]) -> Vec<(Option<u16>, Option<Round>)> {
+    let decode = |bytes: &[u8]| match Message::from_bytes(bytes, 1 << 20) {
+        Ok(Message::Certificates(c)) => Some(c.last_tc.map(|tc| tc.round)),
+        _ => None,
+    };
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { to, bytes } => decode(bytes).map(|tc| (Some(*to), tc)),
+            Action::Broadcast { bytes } => decode(bytes).map(|tc| (None, tc)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn timer(actions: &[Action]) -> Option<(Round, u64)> {
+    actions.iter().rev().find_map(|a| match a {
+        Action::SetTimer { round, after_ms } => Some((*round, *after_ms)),
+        _ => None,
+    })
+}
+
+/// Replica 0 after it gave up round 1 and formed the TC from validators 1 and 2's timeouts,
+/// and the actions of the step that formed it.
+fn replica_past_round_one(f: &Fixture) -> (Consensus, Vec<Action>) {
+    let mut r = f.replica(0, None);
+    r.start();
+    r.handle(Event::Timeout { round: 1 });
+    let root = f.genesis.1.clone();
+    r.handle(msg(1, Message::Timeout(f.timeout(1, 1, root.clone()))));
+    let actions = r.handle(msg(2, Message::Timeout(f.timeout(2, 1, root))));
+    (r, actions)
+}
+
+#[test]
+fn a_replica_that_forms_a_timeout_certificate_tells_everyone() {
+    let f = Fixture::new();
+    let (r, actions) = replica_past_round_one(&f);
+    assert_eq!(r.round(), 2);
+    assert_eq!(certificates_sent(&actions), vec![(None, Some(1))]);
+}
+
+#[test]
+fn a_validator_still_in_a_left_round_is_told_once_per_round_how_the_others_moved_on() {
+    let f = Fixture::new();
+    let (mut r, _) = replica_past_round_one(&f);
+    let late = || msg(1, Message::Timeout(f.timeout(1, 1, f.genesis.1.clone())));
+    // Validator 1 re-sends its timeout for round 1: it never saw the TC.
+    assert_eq!(
+        certificates_sent(&r.handle(late())),
+        vec![(Some(1), Some(1))]
+    );
+    // Repeating it gets no second answer while this replica stays in round 2.
+    assert!(certificates_sent(&r.handle(late())).is_empty());
+    // A validator in the current round is not behind: no answer.
+    let current = msg(2, Message::Timeout(f.timeout(2, 2, f.genesis.1.clone())));
+    assert!(certificates_sent(&r.handle(current)).is_empty());
+}
+
+#[test]
+fn a_lagging_replica_enters_the_next_round_from_the_certificates() {
+    let f = Fixture::new();
+    let mut r = f.replica(1, None);
+    r.start();
+    assert_eq!(r.round(), 1);
+    r.handle(msg(0, f.certificates(Some(f.tc(1, 0)))));
+    assert_eq!(r.round(), 2);
+}
+
+#[test]
+fn forged_certificates_move_nothing_and_are_penalised() {
+    let f = Fixture::new();
+    let mut r = f.replica(1, None);
+    r.start();
+    // Two signers are not a quorum of four.
+    let mut short = f.tc(1, 0);
+    short.timeouts.pop();
+    let actions = r.handle(msg(3, f.certificates(Some(short))));
+    assert_eq!(penalised(&actions), vec!["bad_certificates"]);
+    // A TC whose signatures are for another round.
+    let mut moved = f.tc(1, 0);
+    moved.round = 1_000;
+    let actions = r.handle(msg(3, f.certificates(Some(moved))));
+    assert_eq!(penalised(&actions), vec!["bad_certificates"]);
+    // The root certificate with a forged round.
+    let forged = Message::Certificates(Certificates {
+        high_qc: QuorumCert {
+            round: u64::MAX - 2,
+            signatures: Vec::new(),
+            ..f.genesis.1.clone()
+        },
+        last_tc: None,
+    });
+    let actions = r.handle(msg(3, forged));
+    assert_eq!(penalised(&actions), vec!["bad_certificates"]);
+    assert_eq!(r.round(), 1);
+}
+
+#[test]
+fn replicas_with_different_histories_arm_the_same_timer_for_the_same_round() {
+    let f = Fixture::new();
+    // Replica 0 saw the proposals of rounds 1 and 2 and gave up both rounds itself.
+    let mut seen = f.replica(0, None);
+    seen.start();
+    let mut entered = Vec::new();
+    for round in 1..=2 {
+        let mut b = f.block(round, &f.genesis.1, round * 10);
+        b.timeout_cert = (round > 1).then(|| f.tc(round - 1, 0));
+        let author = f.set.leader(round);
+        let b = b.sign(&f.keys[usize::from(author)]);
+        seen.handle(msg(author, Message::Proposal(b)));
+        seen.handle(Event::Timeout { round });
+        for by in [1, 2] {
+            let t = f.timeout(by, round, f.genesis.1.clone());
+            entered = seen.handle(msg(by, Message::Timeout(t)));
+        }
+    }
+    // Replica 1 was down, came back, and learned both TCs from a peer.
+    let mut restarted = f.replica(1, None);
+    restarted.start();
+    restarted.handle(msg(0, f.certificates(Some(f.tc(1, 0)))));
+    let actions = restarted.handle(msg(0, f.certificates(Some(f.tc(2, 0)))));
+    assert_eq!((seen.round(), restarted.round()), (3, 3));
+    // Two failed rounds since the highest QC (genesis): the base timer doubled once, for both.
+    let base = crate::Config::default().base_timeout_ms;
+    assert_eq!(timer(&actions), Some((3, base * 2)));
+    assert_eq!(timer(&entered), Some((3, base * 2)));
+}
