@@ -2,13 +2,13 @@
 //! header. Executing and committing the next block is one call; it is what the node runs for
 //! every final block, what sync runs for fetched blocks, and what recovery tests replay.
 
-use crate::block::BlockHeader;
-use crate::genesis::Genesis;
-use crate::ledger::{execute_block, BlockContext, Receipt, State, StateError};
-use crate::primitives::{AccountId, Hash, Height, TimestampMs};
 use crate::storage::{StorageError, Store};
-use crate::tx::VerifiedTransaction;
 use std::path::Path;
+use tally_ledger::block::BlockHeader;
+use tally_ledger::genesis::Genesis;
+use tally_ledger::primitives::{AccountId, Hash, Height, TimestampMs};
+use tally_ledger::tx::VerifiedTransaction;
+use tally_ledger::{execute_block, BlockContext, Receipt, State, StateError};
 
 /// Executing or committing a block failed. Either is fatal for the node: state must not move
 /// on without its record.
@@ -22,7 +22,7 @@ pub enum ChainError {
     State(#[from] StateError),
     /// The genesis is invalid.
     #[error(transparent)]
-    Genesis(#[from] crate::genesis::GenesisError),
+    Genesis(#[from] tally_ledger::genesis::GenesisError),
 }
 
 /// What consensus decided about the next block; execution adds the rest of the header.

@@ -272,7 +272,7 @@ impl Config {
         if self.mempool.max_txs == 0 {
             return invalid("mempool.max_txs", "must be at least 1".into());
         }
-        if self.mempool.max_bytes < crate::tx::MAX_TX_BYTES {
+        if self.mempool.max_bytes < tally_ledger::tx::MAX_TX_BYTES {
             return invalid(
                 "mempool.max_bytes",
                 "must hold at least one transaction".into(),

@@ -1,11 +1,11 @@
 //! Key files. One ed25519 key per validator is both its consensus key and its libp2p identity;
 //! account keys use the same format.
 
-use crate::primitives::AccountId;
 use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use tally_ledger::primitives::AccountId;
 
 /// A key file could not be written or read.
 #[derive(Debug, thiserror::Error)]

@@ -293,7 +293,7 @@ impl Metrics {
         ] {
             self.transactions_rejected.with_label_values(&[stage, code]);
         }
-        for (rule, decision) in crate::compliance::RULE_IDS {
+        for (rule, decision) in tally_ledger::compliance::RULE_IDS {
             self.compliance_decisions
                 .with_label_values(&[rule, decision]);
         }

@@ -10,13 +10,14 @@
 //! the last committed block's state; the index of that block is written again on open, so an
 //! index batch that missed the flush is restored.
 
-use crate::block::{BlockHeader, CommitCertificate};
-use crate::codec::{self, CodecError};
-use crate::ledger::{Receipt, State, WriteSet};
-use crate::primitives::{Hash, Height};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use std::borrow::Cow;
 use std::path::Path;
+use tally_ledger::block::{BlockHeader, CommitCertificate};
+use tally_ledger::codec::{self, CodecError};
+use tally_ledger::primitives::{Hash, Height};
+use tally_ledger::{Receipt, State, StateError, StateView, WriteSet};
 
 /// Largest record the store decodes.
 const MAX_RECORD_BYTES: usize = 256 << 20;
@@ -384,10 +385,22 @@ fn flatten(e: TransactionError<()>) -> StorageError {
     }
 }
 
+/// Execution can read the committed state straight from the state tree on disk. The validator
+/// executes against its in-memory copy (no disk read on the hot path); tools and the tests that
+/// check the two agree read through this.
+impl StateView for Store {
+    fn read(&self, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>, StateError> {
+        match self.state.get(key) {
+            Ok(value) => Ok(value.map(|v| Cow::Owned(v.to_vec()))),
+            Err(e) => Err(StateError::unreadable(key, e)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::primitives::AccountId;
+    use tally_ledger::primitives::AccountId;
 
     fn header(height: Height) -> BlockHeader {
         BlockHeader {

@@ -6,19 +6,19 @@
 use ed25519_dalek::SigningKey;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
-use tally_node::compliance::governance::VALIDATORS_KEY;
-use tally_node::compliance::registry::role_key;
-use tally_node::compliance::{
+use tally_ledger::compliance::governance::VALIDATORS_KEY;
+use tally_ledger::compliance::registry::role_key;
+use tally_ledger::compliance::{
     FreezeOp, GovAction, IdentityOp, Params, Party, Role, RoleEntry, TravelRuleData, ValidatorEpoch,
 };
-use tally_node::genesis::{
+use tally_ledger::genesis::{
     Genesis, GenesisAccount, GenesisAsset, GenesisIdentity, GenesisValidator,
 };
+use tally_ledger::primitives::{AccountId, AssetCode, Hash, Jurisdiction};
+use tally_ledger::tx::{Payload, Transaction, Transfer, VerifiedTransaction};
+use tally_ledger::{execute_block, BlockContext, Outcome, Receipt, State};
 use tally_node::keys::account_id;
-use tally_node::ledger::{execute_block, BlockContext, Outcome, Receipt, State};
-use tally_node::primitives::{AccountId, AssetCode, Hash, Jurisdiction};
 use tally_node::tools::testnet_compliance::{demo_rules, UNIT};
-use tally_node::tx::{Payload, Transaction, Transfer, VerifiedTransaction};
 
 const CHAIN: &str = "compliance";
 const DAY_MS: u64 = 86_400_000;
@@ -234,9 +234,9 @@ impl Ledger {
 
     fn balance(&self, k: u8, asset: &AssetCode) -> u64 {
         self.state
-            .get_raw(&tally_node::ledger::account_key(&id(k)))
+            .get_raw(&tally_ledger::account_key(&id(k)))
             .map(|b| {
-                tally_node::codec::decode::<tally_node::ledger::AccountState>(b, 1 << 20)
+                tally_ledger::codec::decode::<tally_ledger::AccountState>(b, 1 << 20)
                     .unwrap()
                     .balance(asset)
             })
@@ -275,7 +275,7 @@ fn transfer(from: u8, to: u8, asset: AssetCode, amount: u64, with_travel: bool) 
 
 /// `(code, rule)` of a receipt: rule is the flag's rule id, or "" when there is none.
 /// The stateless check's refusal of a member's proposal (it never reaches a block).
-fn stateless_refusal(action: GovAction) -> tally_node::tx::TxError {
+fn stateless_refusal(action: GovAction) -> tally_ledger::tx::TxError {
     Transaction {
         chain_id: CHAIN.into(),
         sender: id(MEMBERS[0]),
@@ -733,7 +733,7 @@ fn a_governance_rule_change_applies_exactly_at_its_height() {
 fn sanctions_lists_change_by_governance() {
     let mut l = Ledger::new();
     let csv = "action,type,value\nadd,identity,person-21\nremove,identity,person-26\n";
-    let update = tally_node::compliance::SanctionsUpdate::from_csv("list-2", csv).unwrap();
+    let update = tally_ledger::compliance::SanctionsUpdate::from_csv("list-2", csv).unwrap();
     let propose = Payload::Propose {
         action: GovAction::UpdateSanctions(update),
         effective_height: 11,
@@ -815,7 +815,7 @@ fn a_validator_set_change_applies_at_its_epoch_boundary_and_nowhere_else() {
         assert_eq!(l.run(T0, *m, vote).code, "ok");
     }
     let epoch = |l: &Ledger| -> ValidatorEpoch {
-        tally_node::codec::decode(l.state.get_raw(VALIDATORS_KEY).unwrap(), 1 << 20).unwrap()
+        tally_ledger::codec::decode(l.state.get_raw(VALIDATORS_KEY).unwrap(), 1 << 20).unwrap()
     };
     while l.height < 19 {
         l.block(T0, Vec::new());
@@ -828,7 +828,7 @@ fn a_validator_set_change_applies_at_its_epoch_boundary_and_nowhere_else() {
     assert_eq!(e.validators, vec![next]);
     let role = |k: u8| -> Option<RoleEntry> {
         let bytes = l.state.get_raw(&role_key(&id(k)))?;
-        Some(tally_node::codec::decode(bytes, 1 << 20).unwrap())
+        Some(tally_ledger::codec::decode(bytes, 1 << 20).unwrap())
     };
     assert!(role(98).is_some_and(|r| r.has(Role::Validator)));
     assert!(!role(99).is_some_and(|r| r.has(Role::Validator)));
@@ -927,8 +927,8 @@ proptest! {
             let is_pay = matches!(payload, Payload::Transfer(_));
             // Who was blocked before this transaction.
             let blocked = |l: &Ledger, k: u8| -> bool {
-                let raw = l.state.get_raw(&tally_node::compliance::registry::identity_key(&ident(k))).unwrap();
-                let i: tally_node::compliance::Identity = tally_node::codec::decode(raw, 1 << 20).unwrap();
+                let raw = l.state.get_raw(&tally_ledger::compliance::registry::identity_key(&ident(k))).unwrap();
+                let i: tally_ledger::compliance::Identity = tally_ledger::codec::decode(raw, 1 << 20).unwrap();
                 i.revoked || i.frozen.is_some() || now > i.expires_ms || k == LISTED
             };
             let parties = match &payload {

@@ -6,12 +6,13 @@
 use ed25519_dalek::SigningKey;
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
-use tally_node::block::BlockHeader;
+use tally_ledger::block::BlockHeader;
+use tally_ledger::primitives::{AssetCode, Hash};
+use tally_ledger::tx::{Payload, Transaction, Transfer, VerifiedTransaction};
+use tally_ledger::{execute_block, BlockContext, BlockOutput};
 use tally_node::keys;
-use tally_node::ledger::{execute_block, BlockContext};
-use tally_node::primitives::{AssetCode, Hash};
+use tally_node::storage::Store;
 use tally_node::tools::testnet::{ReusedKeys, Testnet, TestnetSpec};
-use tally_node::tx::{Payload, Transaction, Transfer, VerifiedTransaction};
 
 /// The state root after the last block.
 const STATE_ROOT: &str = "e0094f2ecf06ba73568b36f2f98d2613159f239f4785e6c9f93db408c3c2dbf9";
@@ -85,19 +86,65 @@ fn transfer(
 #[test]
 fn a_fixed_genesis_and_block_sequence_give_the_recorded_root_and_header() {
     let net = network();
+    let header = run_blocks(&net, &mut |_, _, _| {});
+    assert_eq!(
+        (
+            hex::encode(header.state_root.0),
+            hex::encode(header.hash().0)
+        ),
+        (STATE_ROOT.to_owned(), HEADER_HASH.to_owned()),
+        "consensus-relevant bytes changed"
+    );
+}
+
+/// The ledger reads state through a view: the node's store on disk serves execution exactly as
+/// the in-memory state does, block after block (same writes, same receipts, same root).
+#[test]
+fn the_store_on_disk_serves_execution_like_the_state_in_memory() {
+    let net = network();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("store");
+    let genesis = net.genesis.initial_state().expect("genesis state");
+    store
+        .init_genesis(net.genesis.hash(), &genesis)
+        .expect("genesis");
+    let header = run_blocks(&net, &mut |header, txs, out| {
+        let ctx = BlockContext {
+            height: header.height,
+            timestamp_ms: header.timestamp_ms,
+        };
+        let from_disk = execute_block(&store, &ctx, txs).expect("execution from disk");
+        assert_eq!(from_disk.writes, out.writes, "height {}", header.height);
+        assert_eq!(from_disk.receipt_root, out.receipt_root);
+        let id = [header.height as u8; 32];
+        store
+            .commit_block(header, &from_disk.receipts, &from_disk.writes, &[], &id)
+            .expect("commit");
+    });
+    let on_disk = store.load_state().expect("state");
+    assert_eq!(on_disk.root(), header.state_root);
+    assert_eq!(hex::encode(on_disk.root().0), STATE_ROOT);
+}
+
+/// Executes the fixed block sequence in memory, calling `each` with every block's header, its
+/// transactions and the output; returns the last header.
+fn run_blocks(
+    net: &Testnet,
+    each: &mut dyn FnMut(&BlockHeader, &[VerifiedTransaction], &BlockOutput),
+) -> BlockHeader {
     let mut state = net.genesis.initial_state().expect("genesis state");
     let blocks = [
         vec![
-            transfer(&net, 0, 1, 0, "USD", 1_000_000),
-            transfer(&net, 1, 2, 0, "EUR", 250_000),
+            transfer(net, 0, 1, 0, "USD", 1_000_000),
+            transfer(net, 1, 2, 0, "EUR", 250_000),
             // Over the compliance limits: rejected, and still in the receipts.
-            transfer(&net, 2, 3, 0, "SGD", u64::MAX / 2),
+            transfer(net, 2, 3, 0, "SGD", u64::MAX / 2),
         ],
         vec![
-            transfer(&net, 0, 3, 1, "SGD", 42),
+            transfer(net, 0, 3, 1, "SGD", 42),
             // A replayed sequence: rejected.
-            transfer(&net, 1, 0, 0, "USD", 7),
-            transfer(&net, 3, 0, 0, "USD", 999_999),
+            transfer(net, 1, 0, 0, "USD", 7),
+            transfer(net, 3, 0, 0, "USD", 999_999),
         ],
     ];
     let mut parent_hash = Hash::default();
@@ -124,6 +171,7 @@ fn a_fixed_genesis_and_block_sequence_give_the_recorded_root_and_header() {
             receipt_root: out.receipt_root,
             state_root: state.root(),
         };
+        each(&header, txs, &out);
         parent_hash = header.hash();
         last = Some(header);
     }
@@ -140,12 +188,5 @@ fn a_fixed_genesis_and_block_sequence_give_the_recorded_root_and_header() {
         ],
         "the sequence exercises applied and rejected transactions"
     );
-    assert_eq!(
-        (
-            hex::encode(header.state_root.0),
-            hex::encode(header.hash().0)
-        ),
-        (STATE_ROOT.to_owned(), HEADER_HASH.to_owned()),
-        "consensus-relevant bytes changed"
-    );
+    header
 }

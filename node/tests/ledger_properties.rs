@@ -4,16 +4,16 @@
 use ed25519_dalek::SigningKey;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
-use tally_node::chain::{BlockProposal, Chain};
-use tally_node::codec;
-use tally_node::genesis::{Genesis, GenesisAccount, GenesisAsset, GenesisValidator};
-use tally_node::keys::account_id;
-use tally_node::ledger::{
+use tally_ledger::codec;
+use tally_ledger::genesis::{Genesis, GenesisAccount, GenesisAsset, GenesisValidator};
+use tally_ledger::primitives::{AccountId, AssetCode};
+use tally_ledger::tx::{Payload, Transaction, Transfer, VerifiedTransaction};
+use tally_ledger::{
     asset_key, execute_block, AccountState, AssetInfo, BlockContext, Event, Outcome, State,
 };
-use tally_node::primitives::{AccountId, AssetCode};
+use tally_node::chain::{BlockProposal, Chain};
+use tally_node::keys::account_id;
 use tally_node::tools::testnet_compliance::SimpleCompliance;
-use tally_node::tx::{Payload, Transaction, Transfer, VerifiedTransaction};
 
 const ACCOUNTS: usize = 4;
 const CHAIN: &str = "prop";
@@ -284,10 +284,10 @@ proptest! {
 proptest! {
     #[test]
     fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
-        let _ = tally_node::tx::SignedTransaction::from_bytes(&bytes);
+        let _ = tally_ledger::tx::SignedTransaction::from_bytes(&bytes);
         let _ = codec::decode::<Transaction>(&bytes, 4096);
-        let _ = codec::decode::<tally_node::block::BlockHeader>(&bytes, 4096);
-        let _ = codec::decode::<Vec<tally_node::ledger::Receipt>>(&bytes, 4096);
+        let _ = codec::decode::<tally_ledger::block::BlockHeader>(&bytes, 4096);
+        let _ = codec::decode::<Vec<tally_ledger::Receipt>>(&bytes, 4096);
     }
 
     #[test]
@@ -300,7 +300,7 @@ proptest! {
             payload: Payload::Transfer(Transfer { to: account_id(&key(2)), asset: asset(0), amount, memo, travel: None }),
         };
         let signed = tx.sign(&key(1));
-        let back = tally_node::tx::SignedTransaction::from_bytes(&signed.to_bytes()).unwrap();
+        let back = tally_ledger::tx::SignedTransaction::from_bytes(&signed.to_bytes()).unwrap();
         prop_assert_eq!(back.verify(CHAIN).unwrap().tx, tx);
     }
 }

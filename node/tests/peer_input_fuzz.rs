@@ -8,11 +8,11 @@ use ed25519_dalek::SigningKey;
 use proptest::prelude::*;
 use tally_consensus::sim::mutate_bytes;
 use tally_consensus::{BlockRequest, Digest};
-use tally_node::codec;
-use tally_node::primitives::{AccountId, AssetCode};
+use tally_ledger::codec;
+use tally_ledger::primitives::{AccountId, AssetCode};
+use tally_ledger::tx::{verify_batch, Payload, SignedTransaction, Transaction, Transfer};
 use tally_node::runtime::batches::{self, Batch};
 use tally_node::runtime::wire::{DirectMessage, SyncRequest, SyncResponse};
-use tally_node::tx::{verify_batch, Payload, SignedTransaction, Transaction, Transfer};
 
 const CHAIN: &str = "fuzz";
 

@@ -4,11 +4,11 @@
 
 use ed25519_dalek::SigningKey;
 use std::time::Duration;
+use tally_ledger::primitives::{AccountId, AssetCode, Hash, Height};
+use tally_ledger::tx::{Payload, SignedTransaction, Transaction, Transfer};
 use tally_node::api::{AccountView, BatchSubmitted, TxStatus};
-use tally_node::primitives::{AccountId, AssetCode, Hash, Height};
 use tally_node::runtime::{NodeOptions, RunningNode};
 use tally_node::tools::testnet::{Testnet, TestnetSpec};
-use tally_node::tx::{Payload, SignedTransaction, Transaction, Transfer};
 
 /// A free loopback TCP port for a listener. Taken below the kernel's ephemeral range
 /// (32768 and up), so that an outgoing connection of a test running in parallel cannot take
@@ -56,7 +56,7 @@ impl Cluster {
     /// Starts `n` validators on an adjusted genesis, with adjusted options.
     pub async fn start_with_genesis(
         n: usize,
-        adjust_genesis: impl Fn(&mut tally_node::genesis::Genesis),
+        adjust_genesis: impl Fn(&mut tally_ledger::genesis::Genesis),
         adjust: impl Fn(&mut NodeOptions),
     ) -> Cluster {
         // Logs only when asked for (RUST_LOG=...).

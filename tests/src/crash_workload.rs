@@ -2,12 +2,12 @@
 //! blocks every time, so a test can replay exactly what a killed writer committed.
 
 use ed25519_dalek::SigningKey;
+use tally_ledger::genesis::{Genesis, GenesisAccount, GenesisAsset, GenesisValidator};
+use tally_ledger::primitives::{AssetCode, Hash, Height};
+use tally_ledger::tx::{Payload, Transaction, Transfer, VerifiedTransaction};
 use tally_node::chain::BlockProposal;
-use tally_node::genesis::{Genesis, GenesisAccount, GenesisAsset, GenesisValidator};
 use tally_node::keys::account_id;
-use tally_node::primitives::{AssetCode, Hash, Height};
 use tally_node::tools::testnet_compliance::SimpleCompliance;
-use tally_node::tx::{Payload, Transaction, Transfer, VerifiedTransaction};
 
 const ACCOUNTS: usize = 8;
 const CHAIN: &str = "crash-test";

@@ -9,15 +9,15 @@ use tally_consensus::{
     timeout_digest, vote_digest, Block, BlockRequest, Digest, Message, QuorumCert, Timeout,
     ValidatorIndex, ValidatorSet, Vote, SYNC_CHUNK,
 };
+use tally_ledger::codec;
+use tally_ledger::genesis::Genesis;
+use tally_ledger::primitives::AccountId;
+use tally_ledger::tx::SignedTransaction;
 use tally_network::{
     BootstrapPeer, Multiaddr, Network, NetworkConfig, NetworkEvent, NetworkHandle, PeerId,
 };
-use tally_node::codec;
-use tally_node::genesis::Genesis;
-use tally_node::primitives::AccountId;
 use tally_node::runtime::batches::Batch;
 use tally_node::runtime::wire::{DirectMessage, SyncRequest, SyncResponse, BATCH_TOPIC};
-use tally_node::tx::SignedTransaction;
 use tokio::sync::{mpsc, Mutex};
 
 /// Validator `index`'s key, connected to the other genesis validators.

@@ -4,7 +4,7 @@
 //! forgery, count it in their metrics, keep the evidence and ban the forger.
 
 use std::time::Duration;
-use tally_node::primitives::AccountId;
+use tally_ledger::primitives::AccountId;
 use tally_tests::cluster::Cluster;
 use tally_tests::forger::Forger;
 

@@ -6,12 +6,12 @@ use rand::Rng;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use tally_ledger::{execute_block, BlockContext};
 use tally_node::chain::Chain;
-use tally_node::ledger::{execute_block, BlockContext};
 use tally_tests::crash_workload;
 
 /// Reference state roots by height, from an in-memory replay.
-fn reference_roots(up_to: u64) -> Vec<tally_node::primitives::Hash> {
+fn reference_roots(up_to: u64) -> Vec<tally_ledger::primitives::Hash> {
     let g = crash_workload::genesis();
     let mut state = g.initial_state().unwrap();
     let mut roots = vec![state.root()];

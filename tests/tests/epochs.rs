@@ -3,10 +3,10 @@
 //! three keep finalizing, and a restarted validator resumes in the new epoch.
 
 use std::time::Duration;
-use tally_node::compliance::GovAction;
+use tally_ledger::compliance::GovAction;
+use tally_ledger::primitives::Height;
+use tally_ledger::tx::{Payload, Transaction};
 use tally_node::keys;
-use tally_node::primitives::Height;
-use tally_node::tx::{Payload, Transaction};
 use tally_tests::cluster::Cluster;
 
 const EPOCH_BLOCKS: Height = 20;
@@ -38,7 +38,7 @@ async fn governance(cluster: &Cluster, member: usize, payload: Payload) {
 /// member 0, and `voters`); returns that boundary.
 async fn vote_set_change(
     cluster: &Cluster,
-    remaining: Vec<tally_node::genesis::GenesisValidator>,
+    remaining: Vec<tally_ledger::genesis::GenesisValidator>,
     voters: std::ops::Range<usize>,
 ) -> Height {
     let boundary = (cluster.height(0) / EPOCH_BLOCKS + 4) * EPOCH_BLOCKS;

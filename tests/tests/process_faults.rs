@@ -18,9 +18,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use tally_node::primitives::{AccountId, AssetCode, Hash};
+use tally_ledger::primitives::{AccountId, AssetCode, Hash};
+use tally_ledger::tx::{Payload, SignedTransaction, Transaction, Transfer};
 use tally_node::tools::testnet::{Testnet, TestnetSpec};
-use tally_node::tx::{Payload, SignedTransaction, Transaction, Transfer};
 
 const VALIDATORS: usize = 4;
 const KILLS: usize = 30;

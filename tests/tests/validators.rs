@@ -6,8 +6,8 @@ use tally_tests::cluster::Cluster;
 
 const LONG: Duration = Duration::from_secs(90);
 
-fn usd() -> tally_node::primitives::AssetCode {
-    tally_node::primitives::AssetCode::new("USD").expect("code")
+fn usd() -> tally_ledger::primitives::AssetCode {
+    tally_ledger::primitives::AssetCode::new("USD").expect("code")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -242,14 +242,14 @@ async fn invalid_transactions_get_their_4xx_and_never_reach_a_block() {
     );
 
     let (key, id) = c.account(6);
-    let payload = tally_node::tx::Payload::Transfer(tally_node::tx::Transfer {
+    let payload = tally_ledger::tx::Payload::Transfer(tally_ledger::tx::Transfer {
         to: c.account(7).1,
-        asset: tally_node::primitives::AssetCode::new("USD").expect("code"),
+        asset: tally_ledger::primitives::AssetCode::new("USD").expect("code"),
         amount: 5,
         memo: None,
         travel: None,
     });
-    let expired = tally_node::tx::Transaction {
+    let expired = tally_ledger::tx::Transaction {
         chain_id: c.testnet.genesis.chain_id.clone(),
         sender: id,
         sequence: 0,
@@ -260,7 +260,7 @@ async fn invalid_transactions_get_their_4xx_and_never_reach_a_block() {
     let (s, b) = c.submit(0, &expired).await;
     assert_eq!((s, b["error"]["code"].as_str()), (400, Some("expired")));
 
-    let wrong_chain = tally_node::tx::Transaction {
+    let wrong_chain = tally_ledger::tx::Transaction {
         chain_id: "another-network".into(),
         sender: id,
         sequence: 0,

@@ -7,9 +7,9 @@
 //! by a quorum of the genesis validator set. See docs/adr/0001-execution-certificates.md.
 
 use crate::codec;
-use crate::ledger::Receipt;
 use crate::merkle::MerkleProof;
 use crate::primitives::{AccountId, Hash, Height, TimestampMs};
+use crate::Receipt;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -229,8 +229,8 @@ impl InclusionProof {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::{receipt_root, Receipt};
     use crate::merkle;
+    use crate::{receipt_root, Receipt};
 
     fn keys(n: u8) -> Vec<SigningKey> {
         (1..=n).map(|i| SigningKey::from_bytes(&[i; 32])).collect()

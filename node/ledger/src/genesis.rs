@@ -8,10 +8,10 @@ use crate::compliance::registry::{
     check_identity_id, identity_key, role_key, sanction_key, RULES_KEY,
 };
 use crate::compliance::{Identity, Role, RoleEntry, RuleSet, Tier};
-use crate::ledger::{account_key, asset_key, AccountState, AssetInfo, State};
 use crate::primitives::{
     AccountId, Amount, AssetCode, Hash, IdentityId, Jurisdiction, TimestampMs,
 };
+use crate::{account_key, asset_key, AccountState, AssetInfo, State};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -1,10 +1,10 @@
 //! API errors: an HTTP status, a stable machine-readable code and a human message.
 
-use crate::tx::TxError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
+use tally_ledger::tx::TxError;
 
 /// An API error.
 #[derive(Debug, Clone)]

@@ -6,11 +6,6 @@ mod error;
 pub mod node;
 mod views;
 
-use crate::block::InclusionProof;
-use crate::ledger::{account_key, AccountState, Receipt};
-use crate::merkle;
-use crate::primitives::{AccountId, Hash, Height};
-use crate::tx::{verify_batch, SignedTransaction, TxError, VerifiedTransaction};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
@@ -23,6 +18,11 @@ pub use node::{AdmitError, Limits, Node, Status};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Instant;
+use tally_ledger::block::InclusionProof;
+use tally_ledger::merkle;
+use tally_ledger::primitives::{AccountId, Hash, Height};
+use tally_ledger::tx::{verify_batch, SignedTransaction, TxError, VerifiedTransaction};
+use tally_ledger::{account_key, AccountState, Receipt};
 use tokio::sync::watch;
 pub use views::*;
 
@@ -165,7 +165,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(
 
 fn decode_tx(hex_tx: &str) -> Result<SignedTransaction, TxError> {
     let bytes = hex::decode(hex_tx).map_err(|_| {
-        TxError::Malformed(crate::codec::CodecError::Malformed(
+        TxError::Malformed(tally_ledger::codec::CodecError::Malformed(
             "the transaction is not hex".into(),
         ))
     })?;
@@ -407,7 +407,7 @@ async fn account(
         .state_value(&account_key(&id))
         .map_err(storage)?
         .ok_or_else(|| ApiError::not_found("account_not_found", format!("no account {id}")))?;
-    let state: AccountState = crate::codec::decode(&raw, 1 << 20)
+    let state: AccountState = tally_ledger::codec::decode(&raw, 1 << 20)
         .map_err(|_| ApiError::internal("stored account does not decode"))?;
     Ok(Json(AccountView::new(id, state, shared.height())))
 }
@@ -420,7 +420,7 @@ fn state_get<T: serde::de::DeserializeOwned>(
     let Some(raw) = shared.store().state_value(key).map_err(storage)? else {
         return Ok(None);
     };
-    crate::codec::decode(&raw, 1 << 24)
+    tally_ledger::codec::decode(&raw, 1 << 24)
         .map(Some)
         .map_err(|_| ApiError::internal("stored state value does not decode"))
 }
@@ -429,13 +429,15 @@ async fn identity(
     State(shared): State<Shared>,
     Path(id): Path<String>,
 ) -> Result<Json<IdentityView>, ApiError> {
-    use crate::compliance::registry::{check_identity_id, identity_key, sanction_key, usage_key};
-    use crate::compliance::window::{DAY, HOUR, THIRTY_DAYS};
+    use tally_ledger::compliance::registry::{
+        check_identity_id, identity_key, sanction_key, usage_key,
+    };
+    use tally_ledger::compliance::window::{DAY, HOUR, THIRTY_DAYS};
     check_identity_id(&id).map_err(|m| ApiError::bad_request("bad_identity", m))?;
     let height = shared.height();
-    let identity: crate::compliance::Identity = state_get(&*shared, &identity_key(&id))?
+    let identity: tally_ledger::compliance::Identity = state_get(&*shared, &identity_key(&id))?
         .ok_or_else(|| ApiError::not_found("identity_not_found", format!("no identity {id}")))?;
-    let mut usage: crate::compliance::Usage =
+    let mut usage: tally_ledger::compliance::Usage =
         state_get(&*shared, &usage_key(&id))?.unwrap_or_default();
     let now = shared
         .store()
@@ -463,19 +465,22 @@ async fn identity(
 async fn role(
     State(shared): State<Shared>,
     Path(key): Path<String>,
-) -> Result<Json<crate::compliance::RoleEntry>, ApiError> {
+) -> Result<Json<tally_ledger::compliance::RoleEntry>, ApiError> {
     let key = AccountId::from_hex(&key)
         .ok_or_else(|| ApiError::bad_request("bad_key", "a key is 64 hexadecimal characters"))?;
-    let entry = state_get(&*shared, &crate::compliance::registry::role_key(&key))?;
+    let entry = state_get(
+        &*shared,
+        &tally_ledger::compliance::registry::role_key(&key),
+    )?;
     entry
         .map(Json)
         .ok_or_else(|| ApiError::not_found("role_not_found", format!("{key} holds no role")))
 }
 
 async fn rules(State(shared): State<Shared>) -> Result<Json<RulesView>, ApiError> {
-    use crate::compliance::governance::{MEMBERS_KEY, PARAMS_KEY, VALIDATORS_KEY};
+    use tally_ledger::compliance::governance::{MEMBERS_KEY, PARAMS_KEY, VALIDATORS_KEY};
     let height = shared.height();
-    let rules = state_get(&*shared, crate::compliance::registry::RULES_KEY)?
+    let rules = state_get(&*shared, tally_ledger::compliance::registry::RULES_KEY)?
         .ok_or_else(|| ApiError::internal("the rule set is missing"))?;
     let members: std::collections::BTreeSet<AccountId> =
         state_get(&*shared, MEMBERS_KEY)?.unwrap_or_default();
@@ -491,11 +496,14 @@ async fn rules(State(shared): State<Shared>) -> Result<Json<RulesView>, ApiError
 async fn proposal(
     State(shared): State<Shared>,
     Path(id): Path<String>,
-) -> Result<Json<crate::compliance::Proposal>, ApiError> {
+) -> Result<Json<tally_ledger::compliance::Proposal>, ApiError> {
     let id: u64 = id.parse().map_err(|_| {
         ApiError::bad_request("bad_proposal", "a proposal id is a positive integer")
     })?;
-    let p = state_get(&*shared, &crate::compliance::governance::proposal_key(id))?;
+    let p = state_get(
+        &*shared,
+        &tally_ledger::compliance::governance::proposal_key(id),
+    )?;
     p.map(Json)
         .ok_or_else(|| ApiError::not_found("proposal_not_found", format!("no proposal {id}")))
 }

@@ -3,9 +3,9 @@
 //! nothing else of the runtime, so it can be tested against any implementation.
 
 use crate::metrics::Metrics;
-use crate::primitives::{AccountId, Hash, Height};
 use crate::storage::Store;
-use crate::tx::VerifiedTransaction;
+use tally_ledger::primitives::{AccountId, Hash, Height};
+use tally_ledger::tx::VerifiedTransaction;
 
 /// A snapshot of consensus progress.
 #[derive(Debug, Clone, Default)]

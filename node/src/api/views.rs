@@ -3,12 +3,12 @@
 
 use super::node::Node;
 use super::ApiError;
-use crate::block::{BlockHeader, CommitCertificate, InclusionProof};
-use crate::ledger::{AccountState, Receipt};
-use crate::primitives::{AccountId, Amount, AssetCode, Hash, Height, IdentityId};
 use crate::storage::StoredBlock;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use tally_ledger::block::{BlockHeader, CommitCertificate, InclusionProof};
+use tally_ledger::primitives::{AccountId, Amount, AssetCode, Hash, Height, IdentityId};
+use tally_ledger::{AccountState, Receipt};
 
 /// Answer to a single submission.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -124,8 +124,8 @@ impl TxStatus {
         proof: Option<InclusionProof>,
     ) -> TxStatus {
         let status = match receipt.outcome {
-            crate::ledger::Outcome::Applied => "committed",
-            crate::ledger::Outcome::Rejected => "rejected",
+            tally_ledger::Outcome::Applied => "committed",
+            tally_ledger::Outcome::Rejected => "rejected",
         };
         TxStatus {
             hash,
@@ -169,7 +169,7 @@ impl AccountView {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdentityView {
     /// The identity record (no personal data: a commitment only).
-    pub identity: crate::compliance::Identity,
+    pub identity: tally_ledger::compliance::Identity,
     /// The sanctions list naming it, if one does.
     pub sanctioned_by: Option<String>,
     /// Rolling usage as a sender at the last block's time.
@@ -197,13 +197,13 @@ pub struct UsageView {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RulesView {
     /// The rule set (its `version` is the one receipts name).
-    pub rules: crate::compliance::RuleSet,
+    pub rules: tally_ledger::compliance::RuleSet,
     /// Governance parameters.
-    pub params: crate::compliance::Params,
+    pub params: tally_ledger::compliance::Params,
     /// Current consortium members.
     pub members: Vec<AccountId>,
     /// The consensus validator set: its epoch and the first height it signs.
-    pub validators: Option<crate::compliance::ValidatorEpoch>,
+    pub validators: Option<tally_ledger::compliance::ValidatorEpoch>,
     /// Height of the state read.
     pub height: Height,
 }

@@ -1,14 +1,14 @@
 //! `tally tx` and `tally account`: small clients of the HTTP API.
 
 use crate::api::{AccountView, StatusView, Submitted, TxStatus};
-use crate::compliance::{GovAction, SanctionsUpdate};
 use crate::keys;
-use crate::primitives::{AccountId, AssetCode};
-use crate::tx::{Payload, Transaction, Transfer};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use tally_ledger::compliance::{GovAction, SanctionsUpdate};
+use tally_ledger::primitives::{AccountId, AssetCode};
+use tally_ledger::tx::{Payload, Transaction, Transfer};
 
 /// `tally tx ...`
 #[derive(Debug, Subcommand)]

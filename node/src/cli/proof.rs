@@ -1,10 +1,10 @@
 //! `tally verify-proof`: checks an inclusion proof offline.
 
-use crate::block::InclusionProof;
-use crate::compliance::ValidatorEpoch;
-use crate::genesis::Genesis;
 use anyhow::Context;
 use std::path::PathBuf;
+use tally_ledger::block::InclusionProof;
+use tally_ledger::compliance::ValidatorEpoch;
+use tally_ledger::genesis::Genesis;
 
 /// Arguments of `tally verify-proof`.
 #[derive(Debug, clap::Args)]
@@ -77,7 +77,7 @@ pub fn verify(args: VerifyProofArgs) -> anyhow::Result<()> {
         "  certified by {} of {} {whose} validators (quorum {})",
         proof.certificate.signatures.len(),
         validators.len(),
-        crate::block::quorum(validators.len())
+        tally_ledger::block::quorum(validators.len())
     );
     Ok(())
 }

@@ -1,9 +1,9 @@
 //! `tally testnet init` and `tally config check`.
 
 use crate::config::Config;
-use crate::genesis::Genesis;
 use crate::tools::testnet::{Testnet, TestnetSpec};
 use std::path::PathBuf;
+use tally_ledger::genesis::Genesis;
 
 /// `tally testnet ...`
 #[derive(Debug, clap::Subcommand)]

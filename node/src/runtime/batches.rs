@@ -2,13 +2,13 @@
 //! batches (by count or age) and gossips them; every receiver verifies the signatures once, in
 //! parallel, and keeps the batch. Consensus orders batch digests, never transactions.
 
-use crate::codec;
-use crate::primitives::{AccountId, Hash};
-use crate::tx::{verify_batch, SignedTransaction, TxError, VerifiedTransaction};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tally_consensus::Digest;
+use tally_ledger::codec;
+use tally_ledger::primitives::{AccountId, Hash};
+use tally_ledger::tx::{verify_batch, SignedTransaction, TxError, VerifiedTransaction};
 
 /// Domain tag of batch digests.
 const BATCH_DOMAIN: &[u8] = b"tally/batch/v1";
@@ -225,9 +225,9 @@ impl BatchPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::primitives::AssetCode;
-    use crate::tx::{Payload, Transaction, Transfer};
     use ed25519_dalek::SigningKey;
+    use tally_ledger::primitives::AssetCode;
+    use tally_ledger::tx::{Payload, Transaction, Transfer};
 
     fn txs(n: u64) -> Vec<VerifiedTransaction> {
         let key = SigningKey::from_bytes(&[3; 32]);

@@ -7,14 +7,14 @@ use super::batches::{self, VerifiedBatch};
 use super::internal::Internal;
 use super::NodeShared;
 use crate::chain::{BlockProposal, Chain};
-use crate::codec;
-use crate::ledger::Outcome;
-use crate::primitives::AccountId;
-use crate::tx::VerifiedTransaction;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 use tally_consensus::{Block, QuorumCert};
+use tally_ledger::codec;
+use tally_ledger::primitives::AccountId;
+use tally_ledger::tx::VerifiedTransaction;
+use tally_ledger::Outcome;
 use tokio::sync::mpsc;
 
 /// A final block with every batch it names, in order.

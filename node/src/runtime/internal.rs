@@ -2,8 +2,8 @@
 //! the consensus driver (`core.rs`). Apart from both, so neither imports the other.
 
 use super::batches::{self, VerifiedBatch};
-use crate::primitives::{Hash, Height};
 use tally_consensus::{Block, Digest, EpochProof, ValidatorIndex};
+use tally_ledger::primitives::{Hash, Height};
 use tally_network::{MessageId, PeerId};
 
 /// Messages from the node's other tasks to the driver.

@@ -4,11 +4,11 @@
 //! account submitted to one node keep their sequence order.
 
 use crate::metrics::Metrics;
-use crate::primitives::Hash;
-use crate::tx::VerifiedTransaction;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Instant;
+use tally_ledger::primitives::Hash;
+use tally_ledger::tx::VerifiedTransaction;
 
 pub use crate::api::AdmitError;
 
@@ -101,7 +101,8 @@ impl Mempool {
     /// work on them.
     pub fn is_full(&self) -> bool {
         let inner = self.lock();
-        inner.queue.len() >= self.max_txs || inner.bytes + crate::tx::MAX_TX_BYTES > self.max_bytes
+        inner.queue.len() >= self.max_txs
+            || inner.bytes + tally_ledger::tx::MAX_TX_BYTES > self.max_bytes
     }
 
     /// True if the transaction is waiting here.
@@ -135,9 +136,9 @@ impl Mempool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::primitives::{AccountId, AssetCode};
-    use crate::tx::{Payload, Transaction, Transfer};
     use ed25519_dalek::SigningKey;
+    use tally_ledger::primitives::{AccountId, AssetCode};
+    use tally_ledger::tx::{Payload, Transaction, Transfer};
 
     fn tx(seq: u64) -> VerifiedTransaction {
         let key = SigningKey::from_bytes(&[7; 32]);

@@ -26,15 +26,10 @@ pub use shared::NodeShared;
 
 use crate::api::{AdmitError, Limits, Status};
 use crate::chain::Chain;
-use crate::codec;
-use crate::compliance::governance::{ValidatorEpoch, VALIDATORS_KEY};
 use crate::config::{parse_bootstrap, Config};
-use crate::genesis::Genesis;
 use crate::keys;
 use crate::metrics::Metrics;
-use crate::primitives::{AccountId, Hash, Height};
 use crate::storage::Store;
-use crate::tx::VerifiedTransaction;
 use ed25519_dalek::SigningKey;
 use mempool::Mempool;
 use std::collections::HashMap;
@@ -44,6 +39,11 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tally_consensus::{Block, Consensus, QuorumCert, SafetyState, ValidatorSet};
+use tally_ledger::codec;
+use tally_ledger::compliance::governance::{ValidatorEpoch, VALIDATORS_KEY};
+use tally_ledger::genesis::Genesis;
+use tally_ledger::primitives::{AccountId, Hash, Height};
+use tally_ledger::tx::VerifiedTransaction;
 use tally_network::{BootstrapPeer, Multiaddr, Network, NetworkConfig, NetworkHandle, PeerId};
 use tokio::sync::{mpsc, watch};
 
@@ -107,7 +107,7 @@ pub enum StartError {
     Key(#[from] crate::keys::KeyError),
     /// The genesis could not be read.
     #[error(transparent)]
-    Genesis(#[from] crate::genesis::GenesisError),
+    Genesis(#[from] tally_ledger::genesis::GenesisError),
     /// The HTTP listener could not bind.
     #[error("api.listen {addr}: {source}")]
     Bind {
@@ -189,7 +189,7 @@ pub(crate) fn network_members(
     previous: &[AccountId],
 ) -> Vec<[u8; 32]> {
     let governed: Option<std::collections::BTreeSet<AccountId>> = store
-        .state_value(crate::compliance::governance::MEMBERS_KEY)
+        .state_value(tally_ledger::compliance::governance::MEMBERS_KEY)
         .ok()
         .flatten()
         .and_then(|raw| codec::decode(&raw, 16 << 20).ok());
@@ -242,14 +242,14 @@ fn decode_safety_state(bytes: &[u8]) -> Result<SafetyState, codec::CodecError> {
 
 /// Epoch length from the executed state (fixed at genesis).
 fn epoch_blocks(store: &Store) -> Result<Height, StartError> {
-    let params: crate::compliance::Params = match store
-        .state_value(crate::compliance::governance::PARAMS_KEY)
+    let params: tally_ledger::compliance::Params = match store
+        .state_value(tally_ledger::compliance::governance::PARAMS_KEY)
         .map_err(|e| StartError::Invalid(format!("reading governance parameters: {e}")))?
     {
         Some(raw) => codec::decode(&raw, 1 << 20).map_err(|e| {
             StartError::Invalid(format!("stored governance parameters do not decode: {e}"))
         })?,
-        None => crate::compliance::Params::default(),
+        None => tally_ledger::compliance::Params::default(),
     };
     Ok(params.epoch_blocks.max(1))
 }

@@ -9,12 +9,12 @@
 
 use super::wire::SyncResponse;
 use super::NodeShared;
-use crate::codec;
-use crate::primitives::{Hash, Height};
 use crate::storage::Store;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tally_consensus::{Block, BlockRequest, Consensus, EpochProof};
+use tally_ledger::codec;
+use tally_ledger::primitives::{Hash, Height};
 use tally_network::{PeerId, Responder};
 
 /// Limits per kind of request: (in flight per peer, in flight from all peers). Each kind has

@@ -3,10 +3,10 @@
 //! canonical codec; every inbound frame is decoded with a size limit and refused if it does not
 //! decode, which penalises the peer.
 
-use crate::block::CommitVote;
-use crate::primitives::{Hash, Height};
 use serde::{Deserialize, Serialize};
 use tally_consensus::{Block, BlockRequest, EpochProof};
+use tally_ledger::block::CommitVote;
+use tally_ledger::primitives::{Hash, Height};
 
 /// Gossip topic of transaction batches.
 pub const BATCH_TOPIC: &str = "tally/batches/1";

@@ -3,7 +3,6 @@
 //! micro-payments sent through the HTTP API.
 
 use crate::config::Config;
-use crate::primitives::AssetCode;
 use crate::process::{init_logging, runtime, shutdown_signal};
 use crate::runtime::{NodeOptions, RunningNode};
 use crate::tools::loadgen::{Load, LoadAccount, LoadConfig, LoadStats};
@@ -17,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tally_ledger::primitives::AssetCode;
 
 /// Flags shared by `tally devnet` and `tally bench`.
 #[derive(Debug, Clone, Args)]
@@ -87,7 +87,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Reads back a network written by `Testnet::write` (to restart a devnet in the same `--dir`).
 pub fn load_testnet(dir: &Path) -> anyhow::Result<Testnet> {
-    let genesis = crate::genesis::Genesis::load(&dir.join("genesis.json"))?;
+    let genesis = tally_ledger::genesis::Genesis::load(&dir.join("genesis.json"))?;
     let mut validator_keys = Vec::new();
     for i in 0..genesis.validators.len() {
         let path = dir.join(format!("validator-{i}")).join("validator.key");

@@ -8,13 +8,13 @@
 //! generator instead of breaking its accounts' sequences.
 
 use crate::api::{BatchSubmitted, BlockView, StatusView};
-use crate::primitives::{AccountId, AssetCode, Hash, Height};
-use crate::tx::{Payload, SignedTransaction, Transaction, Transfer};
 use ed25519_dalek::SigningKey;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tally_ledger::primitives::{AccountId, AssetCode, Hash, Height};
+use tally_ledger::tx::{Payload, SignedTransaction, Transaction, Transfer};
 use tokio::sync::mpsc;
 
 /// One sending account.

@@ -5,15 +5,15 @@
 //! sequence number, so each account sends one transaction at a time.
 
 use crate::api::{AccountView, RulesView, StatusView, Submitted, TxStatus};
-use crate::compliance::{FreezeOp, GovAction, IdentityOp, Party, TravelRuleData};
 use crate::keys;
-use crate::primitives::{AssetCode, Hash, Height};
 use crate::tools::testnet::Testnet;
 use crate::tools::testnet_compliance::{demo_rules, UNIT};
-use crate::tx::{Payload, Transaction, Transfer};
 use anyhow::{bail, Context};
 use ed25519_dalek::SigningKey;
 use std::time::{Duration, Instant};
+use tally_ledger::compliance::{FreezeOp, GovAction, IdentityOp, Party, TravelRuleData};
+use tally_ledger::primitives::{AssetCode, Hash, Height};
+use tally_ledger::tx::{Payload, Transaction, Transfer};
 
 /// The outcome of one scenario step.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -167,7 +167,7 @@ impl<'a> Scenarios<'a> {
         Ok(())
     }
 
-    fn account(&self, name: &str) -> anyhow::Result<crate::primitives::AccountId> {
+    fn account(&self, name: &str) -> anyhow::Result<tally_ledger::primitives::AccountId> {
         Ok(keys::account_id(self.key(name)?))
     }
 
@@ -566,7 +566,7 @@ impl<'a> Scenarios<'a> {
             .events
             .iter()
             .find_map(|e| match e {
-                crate::ledger::Event::ProposalCreated { proposal, .. } => Some(*proposal),
+                tally_ledger::Event::ProposalCreated { proposal, .. } => Some(*proposal),
                 _ => None,
             })
             .context("the proposal's receipt names no proposal")

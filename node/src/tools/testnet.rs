@@ -2,13 +2,13 @@
 //! and demo accounts with their keys so a load generator can sign. Used by `tally testnet init`
 //! and `tally devnet`.
 
-use crate::genesis::{Genesis, GenesisAccount, GenesisAsset, GenesisValidator};
 use crate::keys;
-use crate::primitives::{AccountId, AssetCode};
 use crate::tools::testnet_compliance::{demo_rules, DemoCompliance};
 use ed25519_dalek::SigningKey;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use tally_ledger::genesis::{Genesis, GenesisAccount, GenesisAsset, GenesisValidator};
+use tally_ledger::primitives::{AccountId, AssetCode};
 
 /// Shape of a local network.
 #[derive(Debug, Clone)]
@@ -185,7 +185,7 @@ impl Testnet {
             identities: demo.identities,
             sanctioned_identities: demo.sanctioned,
             rules: demo_rules(),
-            params: crate::compliance::Params::default(),
+            params: tally_ledger::compliance::Params::default(),
         };
         Ok(Testnet {
             genesis,

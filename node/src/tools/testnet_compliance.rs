@@ -3,12 +3,14 @@
 //! jurisdictions; a realistic rule set; and dedicated scenario accounts whose payments hit each
 //! rule (see `scenarios`).
 
-use crate::compliance::{Corridor, Limit, Rate, Role, RoleEntry, RuleSet, Structuring, TravelRule};
-use crate::genesis::{GenesisAccount, GenesisIdentity};
 use crate::keys;
-use crate::primitives::{AccountId, AssetCode, Hash, Jurisdiction, TimestampMs};
 use ed25519_dalek::SigningKey;
 use std::collections::{BTreeMap, BTreeSet};
+use tally_ledger::compliance::{
+    Corridor, Limit, Rate, Role, RoleEntry, RuleSet, Structuring, TravelRule,
+};
+use tally_ledger::genesis::{GenesisAccount, GenesisIdentity};
+use tally_ledger::primitives::{AccountId, AssetCode, Hash, Jurisdiction, TimestampMs};
 
 /// Minor units per major unit of the demo assets (6 decimals).
 pub const UNIT: u64 = 1_000_000;
@@ -176,7 +178,7 @@ pub struct DemoCompliance {
 
 /// Salted commitment for demo identities (the "personal data" is the id itself here).
 fn commitment(id: &str) -> Hash {
-    crate::codec::hash_with_domain(b"tally/demo-kyc/v1", id.as_bytes())
+    tally_ledger::codec::hash_with_domain(b"tally/demo-kyc/v1", id.as_bytes())
 }
 
 impl DemoCompliance {

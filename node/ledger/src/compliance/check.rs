@@ -4,8 +4,8 @@
 use super::registry::{asset_freeze_key, identity_key, sanction_key, usage_key, Identity, Usage};
 use super::rules::Rules;
 use super::window::{DAY, HOUR, THIRTY_DAYS};
-use crate::ledger::{AccountState, Flag, Overlay, Rejection, StateError};
 use crate::primitives::{AccountId, Amount, AssetCode, TimestampMs};
+use crate::{AccountState, Flag, Overlay, Rejection, StateError};
 use serde::{Deserialize, Serialize};
 
 /// Longest travel-rule text field, in bytes.

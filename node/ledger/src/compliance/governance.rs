@@ -4,8 +4,8 @@
 
 use super::registry::{role_key, sanction_key, Role, RoleEntry, RULES_KEY};
 use super::rules::{RuleSet, SanctionsUpdate};
-use crate::ledger::{Event, Overlay, RejectCode, Rejection, StateError};
 use crate::primitives::{AccountId, Height};
+use crate::{Event, Overlay, RejectCode, Rejection, StateError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 

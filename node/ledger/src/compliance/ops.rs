@@ -7,10 +7,10 @@ use super::registry::{
     asset_freeze_key, check_identity_id, identity_key, Freeze, Identity, Role, MAX_TEXT,
 };
 use super::rules::Tier;
-use crate::ledger::{account_key, asset_key, AccountState, AssetInfo, Event, Overlay};
-use crate::ledger::{RejectCode, Rejection, StateError};
 use crate::primitives::TimestampMs;
 use crate::primitives::{AccountId, AssetCode, Hash, Height, IdentityId, Jurisdiction};
+use crate::{account_key, asset_key, AccountState, AssetInfo, Event, Overlay};
+use crate::{RejectCode, Rejection, StateError};
 use serde::{Deserialize, Serialize};
 
 /// What a KYC provider does.

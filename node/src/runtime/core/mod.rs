@@ -15,9 +15,6 @@ use super::internal::{Internal, Origin};
 use super::sync::SyncServer;
 use super::wire::{DirectMessage, SyncRequest, SyncResponse, BATCH_TOPIC};
 use super::{now_ms, NodeShared};
-use crate::block::{CommitCertificate, CommitVote};
-use crate::codec;
-use crate::primitives::{AccountId, Hash, Height};
 use ed25519_dalek::SigningKey;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -25,6 +22,9 @@ use std::time::Duration;
 use tally_consensus::{
     Action, Block, BlockRequest, Consensus, Digest, Event, QuorumCert, Round, ValidatorIndex,
 };
+use tally_ledger::block::{CommitCertificate, CommitVote};
+use tally_ledger::codec;
+use tally_ledger::primitives::{AccountId, Hash, Height};
 use tally_network::{Acceptance, MessageId, NetworkEvent, PeerId};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;

@@ -5,7 +5,7 @@
 
 use super::accounts::{account_key, asset_key, AccountState, AssetInfo};
 use super::receipt::{receipt_root, Event, Flag, Receipt, RejectCode, Rejection};
-use super::state::{Overlay, State, StateError, WriteSet};
+use super::state::{Overlay, StateError, StateView, WriteSet};
 use crate::compliance::registry::RULES_KEY;
 use crate::compliance::{self, governance, Payment, RuleSet, Rules};
 use crate::primitives::{AccountId, Amount, AssetCode, Hash, Height, TimestampMs};
@@ -33,7 +33,7 @@ pub struct BlockOutput {
 
 /// Executes `txs` against `state` without changing it; apply `writes` to commit.
 pub fn execute_block(
-    state: &State,
+    state: &dyn StateView,
     ctx: &BlockContext,
     txs: &[VerifiedTransaction],
 ) -> Result<BlockOutput, StateError> {
@@ -41,14 +41,15 @@ pub fn execute_block(
     // Governance changes scheduled for this height apply before its transactions; the rule
     // set is then read once for the whole block.
     governance::begin_block(&mut overlay, ctx.height)?;
-    let rules = Rules::new(
-        overlay
-            .get::<RuleSet>(RULES_KEY)?
-            .ok_or_else(|| StateError {
-                key: String::from_utf8_lossy(RULES_KEY).into_owned(),
-                source: crate::codec::CodecError::Malformed("the rule set is missing".into()),
-            })?,
-    );
+    let rules =
+        Rules::new(
+            overlay
+                .get::<RuleSet>(RULES_KEY)?
+                .ok_or_else(|| StateError::Corrupt {
+                    key: String::from_utf8_lossy(RULES_KEY).into_owned(),
+                    source: crate::codec::CodecError::Malformed("the rule set is missing".into()),
+                })?,
+        );
     let mut receipts = Vec::with_capacity(txs.len());
     for tx in txs {
         let receipt = match execute_tx(&mut overlay, ctx, &rules, tx)? {

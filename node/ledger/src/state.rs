@@ -13,6 +13,7 @@ use crate::codec::{self, CodecError};
 use crate::merkle;
 use crate::primitives::Hash;
 use serde::{de::DeserializeOwned, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// Largest value the state accepts when decoding its own entries.
@@ -20,6 +21,22 @@ const MAX_VALUE_BYTES: usize = 1 << 20;
 
 /// A key's new value in a write set: `None` deletes it.
 pub type WriteSet = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// What execution reads: the committed value of a key, in the canonical encoding. Execution
+/// reads through a view and never writes through it; a block's effects come back as one
+/// [`WriteSet`] that the caller applies in one batch. [`State`] (ordered, in memory) is the view
+/// the node executes against and this crate's tests run on; the node's store implements it too,
+/// over its state tree on disk.
+pub trait StateView {
+    /// The committed value of `key`, or `None` if the key is absent.
+    fn read(&self, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>, StateError>;
+}
+
+impl StateView for State {
+    fn read(&self, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>, StateError> {
+        Ok(self.entries.get(key).map(|v| Cow::Borrowed(v.as_slice())))
+    }
+}
 
 /// The committed ledger state with cached leaf hashes.
 #[derive(Debug, Clone, Default)]
@@ -96,27 +113,57 @@ impl State {
     }
 }
 
-/// A stored value failed to decode: the state is corrupt (or a bug wrote the wrong type).
+/// The state could not be read: an entry does not decode (the state is corrupt, or a bug wrote
+/// the wrong type), or the store under a view failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("state entry {key:?} does not decode: {source}")]
-pub struct StateError {
-    /// The key, lossily as text.
-    pub key: String,
-    /// The decoding failure.
-    pub source: CodecError,
+pub enum StateError {
+    /// A stored value does not decode.
+    #[error("state entry {key:?} does not decode: {source}")]
+    Corrupt {
+        /// The key, lossily as text.
+        key: String,
+        /// The decoding failure.
+        source: CodecError,
+    },
+    /// The store under the view failed to read.
+    #[error("state entry {key:?} could not be read: {reason}")]
+    Unreadable {
+        /// The key, lossily as text.
+        key: String,
+        /// What the store said.
+        reason: String,
+    },
+}
+
+impl StateError {
+    /// A read of `key` the store under a view could not serve.
+    pub fn unreadable(key: &[u8], reason: impl std::fmt::Display) -> StateError {
+        StateError::Unreadable {
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: reason.to_string(),
+        }
+    }
 }
 
 /// The writes of one block over the committed state, with a nested transaction overlay.
-#[derive(Debug)]
 pub struct Overlay<'a> {
-    base: &'a State,
+    base: &'a dyn StateView,
     block: WriteSet,
     tx: WriteSet,
 }
 
+impl std::fmt::Debug for Overlay<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overlay")
+            .field("block", &self.block)
+            .field("tx", &self.tx)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'a> Overlay<'a> {
     /// An empty overlay over the committed state.
-    pub fn new(base: &'a State) -> Overlay<'a> {
+    pub fn new(base: &'a dyn StateView) -> Overlay<'a> {
         Overlay {
             base,
             block: WriteSet::new(),
@@ -124,21 +171,21 @@ impl<'a> Overlay<'a> {
         }
     }
 
-    fn raw(&self, key: &[u8]) -> Option<&[u8]> {
+    fn raw(&self, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>, StateError> {
         if let Some(v) = self.tx.get(key) {
-            return v.as_deref();
+            return Ok(v.as_deref().map(Cow::Borrowed));
         }
         if let Some(v) = self.block.get(key) {
-            return v.as_deref();
+            return Ok(v.as_deref().map(Cow::Borrowed));
         }
-        self.base.get_raw(key)
+        self.base.read(key)
     }
 
     /// Typed read through both overlays.
     pub fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StateError> {
-        self.raw(key)
+        self.raw(key)?
             .map(|bytes| {
-                codec::decode(bytes, MAX_VALUE_BYTES).map_err(|source| StateError {
+                codec::decode(&bytes, MAX_VALUE_BYTES).map_err(|source| StateError::Corrupt {
                     key: String::from_utf8_lossy(key).into_owned(),
                     source,
                 })
