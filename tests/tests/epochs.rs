@@ -242,8 +242,15 @@ async fn a_validator_down_across_a_set_change_catches_up_through_the_boundary() 
     let s = status(&cluster, 3).await;
     assert_eq!(s["epoch"], 1, "{s}");
     assert_eq!(s["validators"].as_array().map(Vec::len), Some(4), "{s}");
-    // The removed validator 4 stops at the boundary: compare the four of the new set.
+    // The removed validator 4 stops at the boundary: compare the four of the new set, each
+    // once it has executed the target height.
     cluster.kill(4).await;
+    for i in 0..4 {
+        let shared = cluster.node(i).shared().clone();
+        tokio::time::timeout(Duration::from_secs(60), shared.wait_height(target))
+            .await
+            .unwrap_or_else(|_| panic!("validator {i} stuck at {}", shared.height()));
+    }
     for h in [boundary, boundary + 1, target] {
         let roots = cluster.state_roots(h);
         assert_eq!(roots.len(), 4);
