@@ -327,3 +327,106 @@ async fn every_documented_route_is_served() {
     }
     c.shutdown().await;
 }
+
+/// Every error has one shape, `{"error": {"code", "message"}}` as JSON with a stable code,
+/// whatever refuses the request: the handlers, or the HTTP layer before them (a route that
+/// does not exist, a method a route does not take, a path segment or query that does not
+/// decode, a body that is not JSON, of the wrong shape, of another media type, or too large).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_error_is_the_documented_json_envelope() {
+    let c = Cluster::start(1).await;
+    let base = c.url(0);
+    let mut cases: Vec<(String, reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            "unknown route".into(),
+            c.http.get(format!("{base}/v1/nothing-here")),
+            404,
+            "route",
+        ),
+        (
+            "query that does not decode".into(),
+            c.http.get(format!("{base}/v1/blocks/1?receipts=maybe")),
+            400,
+            "bad_query",
+        ),
+    ];
+    for (method, path) in tally_node::api::ROUTES {
+        let path = path
+            .replace("{hash}", &"ab".repeat(32))
+            .replace("{id}", &"cd".repeat(32))
+            .replace("{key}", &"cd".repeat(32))
+            .replace("{height}", "1");
+        let url = format!("{base}{path}");
+        if *method == "get" {
+            cases.push((
+                format!("DELETE {path}"),
+                c.http.delete(&url),
+                405,
+                "method_not_allowed",
+            ));
+            if let Some(prefix) = path.strip_suffix(&"cd".repeat(32)) {
+                cases.push((
+                    format!("GET {path} with a segment that is not UTF-8"),
+                    c.http.get(format!("{base}{prefix}%FF%FE")),
+                    400,
+                    "bad_path",
+                ));
+            }
+            continue;
+        }
+        let post = || c.http.post(&url);
+        cases.extend([
+            (
+                format!("GET {path}"),
+                c.http.get(&url),
+                405,
+                "method_not_allowed",
+            ),
+            (
+                format!("POST {path} with broken JSON"),
+                post().header("content-type", "application/json").body("{"),
+                400,
+                "malformed_json",
+            ),
+            (
+                format!("POST {path} with JSON of the wrong shape"),
+                post().json(&serde_json::json!({"tx": 5, "txs": 5})),
+                400,
+                "bad_body",
+            ),
+            (
+                format!("POST {path} as text"),
+                post().header("content-type", "text/plain").body("{}"),
+                415,
+                "unsupported_media_type",
+            ),
+            (
+                format!("POST {path} over the body limit"),
+                post()
+                    .header("content-type", "application/json")
+                    .body(vec![b' '; 2 << 20]),
+                413,
+                "body_too_large",
+            ),
+        ]);
+    }
+    for (what, request, status, code) in cases {
+        let r = request.send().await.expect("request");
+        assert_eq!(r.status().as_u16(), status, "{what}");
+        let content_type = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            content_type.starts_with("application/json"),
+            "{what}: {content_type}"
+        );
+        let body: serde_json::Value = r.json().await.expect("JSON body");
+        assert_eq!(body["error"]["code"], code, "{what}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(!message.is_empty(), "{what}: {body}");
+    }
+    c.shutdown().await;
+}

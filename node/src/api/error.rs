@@ -1,6 +1,8 @@
 //! API errors: an HTTP status, a stable machine-readable code and a human message.
 
-use axum::http::StatusCode;
+use axum::extract::Request;
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -93,4 +95,45 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// One error shape everywhere: an error response that is not already the JSON envelope (a
+/// rejection of the HTTP layer, such as a method the route does not accept) is rewritten into
+/// it, with a stable code for its status and the original text as the message. Headers such as
+/// `Allow` are kept.
+pub(super) async fn envelope(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let (code, default) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            format!("this route does not accept {method}"),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ("body_too_large", "the request is over the limit".into()),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "the request body must be JSON".into(),
+        ),
+        s if s.is_client_error() => ("bad_request", "the request is not valid".into()),
+        _ => ("internal", "the node failed to answer".into()),
+    };
+    let message = if text.is_empty() { default } else { text };
+    let mut out = ApiError::new(status, code, message).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }

@@ -7,8 +7,9 @@ pub mod node;
 mod views;
 
 use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -91,6 +92,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("route", "no such route") })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(error::envelope))
         .layer(middleware::from_fn_with_state(shared.clone(), observe))
         .with_state(shared)
 }
@@ -159,8 +161,36 @@ fn parse_json<T: serde::de::DeserializeOwned>(
             ApiError::bad_request("bad_body", e.to_string())
         }
     })?;
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("malformed_json", e.to_string()))
+    serde_json::from_slice(&body).map_err(|e| match e.classify() {
+        // Well-formed JSON of the wrong shape: a missing field, a wrong type.
+        serde_json::error::Category::Data => ApiError::bad_request("bad_body", e.to_string()),
+        _ => ApiError::bad_request("malformed_json", e.to_string()),
+    })
+}
+
+/// A body, if it says what it is, must say JSON.
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let json = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if json {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "the request body must be JSON (Content-Type: application/json)",
+    ))
+}
+
+/// A path segment that does not decode (invalid percent-encoding or UTF-8).
+fn bad_path(e: PathRejection) -> ApiError {
+    ApiError::bad_request("bad_path", e.body_text())
 }
 
 fn decode_tx(hex_tx: &str) -> Result<SignedTransaction, TxError> {
@@ -232,8 +262,10 @@ fn admit_error(e: AdmitError) -> ApiError {
 
 async fn submit(
     State(shared): State<Shared>,
+    headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    require_json(&headers)?;
     require_validator(&*shared)?;
     require_room(&*shared)?;
     let body: SubmitBody = parse_json(body)?;
@@ -255,8 +287,10 @@ async fn submit(
 
 async fn submit_batch(
     State(shared): State<Shared>,
+    headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    require_json(&headers)?;
     require_validator(&*shared)?;
     require_room(&*shared)?;
     let body: SubmitBatchBody = parse_json(body)?;
@@ -354,8 +388,9 @@ fn storage(e: crate::storage::StorageError) -> ApiError {
 
 async fn transaction(
     State(shared): State<Shared>,
-    Path(hash): Path<String>,
+    hash: Result<Path<String>, PathRejection>,
 ) -> Result<Json<TxStatus>, ApiError> {
+    let Path(hash) = hash.map_err(bad_path)?;
     let hash = parse_hash(&hash)?;
     let Some(loc) = shared.store().tx_location(&hash).map_err(storage)? else {
         if shared.is_pending(&hash) {
@@ -397,8 +432,9 @@ async fn transaction(
 
 async fn account(
     State(shared): State<Shared>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<AccountView>, ApiError> {
+    let Path(id) = id.map_err(bad_path)?;
     let id = AccountId::from_hex(&id).ok_or_else(|| {
         ApiError::bad_request("bad_account", "an account id is 64 hexadecimal characters")
     })?;
@@ -427,8 +463,9 @@ fn state_get<T: serde::de::DeserializeOwned>(
 
 async fn identity(
     State(shared): State<Shared>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<IdentityView>, ApiError> {
+    let Path(id) = id.map_err(bad_path)?;
     use tally_ledger::compliance::registry::{
         check_identity_id, identity_key, sanction_key, usage_key,
     };
@@ -464,8 +501,9 @@ async fn identity(
 
 async fn role(
     State(shared): State<Shared>,
-    Path(key): Path<String>,
+    key: Result<Path<String>, PathRejection>,
 ) -> Result<Json<tally_ledger::compliance::RoleEntry>, ApiError> {
+    let Path(key) = key.map_err(bad_path)?;
     let key = AccountId::from_hex(&key)
         .ok_or_else(|| ApiError::bad_request("bad_key", "a key is 64 hexadecimal characters"))?;
     let entry = state_get(
@@ -495,8 +533,9 @@ async fn rules(State(shared): State<Shared>) -> Result<Json<RulesView>, ApiError
 
 async fn proposal(
     State(shared): State<Shared>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<tally_ledger::compliance::Proposal>, ApiError> {
+    let Path(id) = id.map_err(bad_path)?;
     let id: u64 = id.parse().map_err(|_| {
         ApiError::bad_request("bad_proposal", "a proposal id is a positive integer")
     })?;
@@ -516,9 +555,11 @@ struct BlockQuery {
 
 async fn block(
     State(shared): State<Shared>,
-    Path(height): Path<String>,
-    Query(q): Query<BlockQuery>,
+    height: Result<Path<String>, PathRejection>,
+    query: Result<Query<BlockQuery>, QueryRejection>,
 ) -> Result<Json<BlockView>, ApiError> {
+    let Path(height) = height.map_err(bad_path)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
     let height: Height = height
         .parse()
         .map_err(|_| ApiError::bad_request("bad_height", "a height is a non-negative integer"))?;
