@@ -42,6 +42,32 @@ async fn every_rule_decides_the_same_on_every_validator() {
     // under version 2 (checked through the rules endpoint).
     let (_, rules) = cluster.get(0, "/v1/compliance/rules").await;
     assert_eq!(rules["rules"]["version"], 2, "{rules}");
+    // Jurisdictions read as the documented ISO 3166-1 alpha-2 text, never as byte arrays.
+    let codes: Vec<&serde_json::Value> = rules["rules"]["sanctioned_jurisdictions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(
+            rules["rules"]["corridors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|c| {
+                    c.as_object()
+                        .into_iter()
+                        .flat_map(|o| o.values())
+                        .filter(|v| !v.is_number())
+                }),
+        )
+        .collect();
+    assert!(!codes.is_empty(), "{rules}");
+    for code in codes {
+        let text = code.as_str().unwrap_or_default();
+        assert!(
+            text.len() == 2 && text.bytes().all(|b| b.is_ascii_uppercase()),
+            "not an ISO 3166-1 alpha-2 code: {code} in {rules}"
+        );
+    }
 
     // Identical receipts on every validator.
     let last = scenarios

@@ -103,9 +103,36 @@ impl fmt::Display for AssetCode {
     }
 }
 
-/// An ISO 3166-1 alpha-2 jurisdiction code, e.g. `DE`, `SG`.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// An ISO 3166-1 alpha-2 jurisdiction code, e.g. `DE`, `SG`: the text `"DE"` in human-readable
+/// formats (JSON, TOML), in and out; two bytes in the canonical binary encoding.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Jurisdiction([u8; 2]);
+
+impl Serialize for Jurisdiction {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(self.as_str())
+        } else {
+            self.0.serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Jurisdiction {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let code = if d.is_human_readable() {
+            String::deserialize(d)?
+        } else {
+            let b = <[u8; 2]>::deserialize(d)?;
+            String::from_utf8_lossy(&b).into_owned()
+        };
+        Jurisdiction::new(&code).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "jurisdiction {code:?}: expected an ISO 3166-1 alpha-2 code (two upper-case letters)"
+            ))
+        })
+    }
+}
 
 impl Jurisdiction {
     /// Two upper-case ASCII letters, or `None`.
@@ -219,6 +246,18 @@ mod tests {
         );
         assert!(Jurisdiction::new("S1").is_none());
         assert!(Jurisdiction::new("SGP").is_none());
+    }
+
+    #[test]
+    fn jurisdictions_are_text_in_json_and_two_bytes_in_binary() {
+        let de = Jurisdiction::new("DE").unwrap();
+        assert_eq!(serde_json::to_string(&de).unwrap(), "\"DE\"");
+        assert_eq!(serde_json::from_str::<Jurisdiction>("\"DE\"").unwrap(), de);
+        assert!(serde_json::from_str::<Jurisdiction>("\"de\"").is_err());
+        assert!(serde_json::from_str::<Jurisdiction>("[68, 69]").is_err());
+        assert_eq!(crate::codec::encode(&de), b"DE".to_vec());
+        assert_eq!(crate::codec::decode::<Jurisdiction>(b"DE", 2).unwrap(), de);
+        assert!(crate::codec::decode::<Jurisdiction>(b"d1", 2).is_err());
     }
 
     #[test]
