@@ -47,3 +47,37 @@ pub async fn shutdown_signal() {
     }
     let _ = tokio::signal::ctrl_c().await;
 }
+
+/// `println!` for a command's output. When the reader of stdout has gone away
+/// (`tally ... | head -1`) the command stops quietly with status 0, as a filter's upstream
+/// should, instead of panicking; any other write failure is reported and exits with status 1.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            $crate::process::stdout_failed(e);
+        }
+    }};
+}
+
+/// `print!` for a command's output (see [`outln!`]).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        if let Err(e) = write!(stdout, $($arg)*).and_then(|()| stdout.flush()) {
+            $crate::process::stdout_failed(e);
+        }
+    }};
+}
+
+/// Ends the process after stdout failed: quietly when its reader is gone.
+pub fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write to stdout: {e}");
+    std::process::exit(1);
+}

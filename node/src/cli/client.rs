@@ -159,7 +159,7 @@ pub fn tx(cmd: TxCommand) -> anyhow::Result<()> {
                 let text = std::fs::read_to_string(&args.csv).context(path.clone())?;
                 let update =
                     SanctionsUpdate::from_csv(&args.list, &text).with_context(|| path.clone())?;
-                println!(
+                crate::outln!(
                     "{path}: {} identities and {} jurisdictions to list, {} and {} to delist",
                     update.add_identities.len(),
                     update.add_jurisdictions.len(),
@@ -174,7 +174,7 @@ pub fn tx(cmd: TxCommand) -> anyhow::Result<()> {
             }
             TxCommand::Show { api, hash } => {
                 let s: TxStatus = get(&client, &format!("{api}/v1/transactions/{hash}")).await?;
-                println!("{}", serde_json::to_string_pretty(&s)?);
+                crate::outln!("{}", serde_json::to_string_pretty(&s)?);
                 Ok(())
             }
         }
@@ -228,14 +228,14 @@ async fn send(client: &reqwest::Client, args: &SendArgs, payload: Payload) -> an
         return Err(error_of(r).await);
     }
     let submitted: Submitted = r.json().await?;
-    println!("{}", submitted.hash);
+    crate::outln!("{}", submitted.hash);
     if args.wait {
         let url = format!("{}/v1/transactions/{}", args.api, submitted.hash);
         let started = Instant::now();
         loop {
             let s: TxStatus = get(client, &url).await?;
             if s.status != "pending" {
-                println!("{}", serde_json::to_string_pretty(&s)?);
+                crate::outln!("{}", serde_json::to_string_pretty(&s)?);
                 if s.status == "rejected" {
                     bail!("the transaction was rejected");
                 }
@@ -255,7 +255,7 @@ pub fn account(args: AccountArgs) -> anyhow::Result<()> {
     crate::process::runtime()?.block_on(async move {
         let client = reqwest::Client::new();
         let a: AccountView = get(&client, &format!("{}/v1/accounts/{}", args.api, args.id)).await?;
-        println!("{}", serde_json::to_string_pretty(&a)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&a)?);
         Ok(())
     })
 }

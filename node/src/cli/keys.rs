@@ -14,6 +14,6 @@ pub struct KeygenArgs {
 pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
     let key = keys::generate();
     keys::write_key_file(&args.out, &key)?;
-    println!("{}", keys::account_id(&key));
+    crate::outln!("{}", keys::account_id(&key));
     Ok(())
 }

@@ -56,8 +56,8 @@ pub fn verify(args: VerifyProofArgs) -> anyhow::Result<()> {
             genesis.chain_id
         );
     }
-    println!("proof verifies:");
-    println!(
+    crate::outln!("proof verifies:");
+    crate::outln!(
         "  receipt of tx {} ({}: {}) is leaf {} of {} under receipt root {}",
         proof.receipt.tx_hash,
         proof.receipt.code,
@@ -66,14 +66,14 @@ pub fn verify(args: VerifyProofArgs) -> anyhow::Result<()> {
         proof.path.leaf_count,
         h.receipt_root
     );
-    println!(
+    crate::outln!(
         "  block {} of chain {} (header {}, state root {})",
         h.height,
         h.chain_id,
         h.hash(),
         h.state_root
     );
-    println!(
+    crate::outln!(
         "  certified by {} of {} {whose} validators (quorum {})",
         proof.certificate.signatures.len(),
         validators.len(),

@@ -69,7 +69,7 @@ pub fn run(cmd: TestnetCommand) -> anyhow::Result<()> {
         genesis_time_ms: now,
     })?;
     net.write(&out)?;
-    println!(
+    crate::outln!(
         "wrote {} validators, {} demo accounts and genesis {} to {}",
         validators,
         accounts,
@@ -77,9 +77,12 @@ pub fn run(cmd: TestnetCommand) -> anyhow::Result<()> {
         out.display()
     );
     for v in &net.genesis.validators {
-        println!(
+        crate::outln!(
             "  {}  {}  api {}  p2p {}",
-            v.name, v.public_key, v.api_addr, v.p2p_addr
+            v.name,
+            v.public_key,
+            v.api_addr,
+            v.p2p_addr
         );
     }
     Ok(())
@@ -96,7 +99,7 @@ pub fn run_config(cmd: ConfigCommand) -> anyhow::Result<()> {
     } else {
         "not a genesis validator"
     };
-    println!(
+    crate::outln!(
         "{}: ok (node {}, chain {}, key {} is {})",
         file.display(),
         config.node.name,

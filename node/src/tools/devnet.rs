@@ -331,25 +331,27 @@ fn summary(
 }
 
 fn print_summary(v: &serde_json::Value) {
-    println!("\n--- summary");
+    crate::outln!("\n--- summary");
     let get = |k: &str| v.get(k).cloned().unwrap_or_default();
-    println!("accepted           {}", get("accepted"));
-    println!("refused            {}", get("refused"));
-    println!(
+    crate::outln!("accepted           {}", get("accepted"));
+    crate::outln!("refused            {}", get("refused"));
+    crate::outln!(
         "committed          {} (applied {})",
         get("committed"),
         get("applied")
     );
-    println!("rejected by code   {}", get("rejected"));
-    println!("committed tx/s     {}", get("committed_tps"));
+    crate::outln!("rejected by code   {}", get("rejected"));
+    crate::outln!("committed tx/s     {}", get("committed_tps"));
     let l = get("latency_ms");
-    println!(
+    crate::outln!(
         "submit-to-final    p50 {} ms, p95 {} ms, p99 {} ms",
-        l["p50"], l["p95"], l["p99"]
+        l["p50"],
+        l["p95"],
+        l["p99"]
     );
-    println!("heights            {}", get("heights"));
-    println!("view changes       {}", get("view_changes"));
-    println!("state roots agree  {}", get("state_roots_agree"));
+    crate::outln!("heights            {}", get("heights"));
+    crate::outln!("view changes       {}", get("view_changes"));
+    crate::outln!("state roots agree  {}", get("state_roots_agree"));
 }
 
 /// `tally devnet`.
@@ -360,6 +362,11 @@ pub fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
 
 /// `tally bench`: the same network and load, the summary as one JSON object on stdout.
 pub fn bench(mut args: DevnetArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.rate > 0,
+        "--rate: a benchmark measures a load of payments per second, so it must be above 0 \
+         (`tally devnet --rate 0` runs an idle network)"
+    );
     if args.duration.is_none() {
         args.duration = Some(Duration::from_secs(30));
     }
@@ -370,7 +377,7 @@ pub fn bench(mut args: DevnetArgs) -> anyhow::Result<()> {
 async fn run(args: DevnetArgs, quiet: bool) -> anyhow::Result<()> {
     let devnet = Devnet::start(&args).await?;
     if !quiet {
-        println!(
+        crate::outln!(
             "devnet: {} validators in {}; validator-0 API at {}",
             devnet.nodes.len(),
             devnet.dir.display(),
@@ -381,7 +388,7 @@ async fn run(args: DevnetArgs, quiet: bool) -> anyhow::Result<()> {
     let load = if args.rate > 0 {
         let config = devnet.load_config(args.rate, args.duration).await;
         if !quiet {
-            println!(
+            crate::outln!(
                 "sending {} payments/s from {} accounts",
                 args.rate,
                 config.accounts.len()
@@ -399,18 +406,18 @@ async fn run(args: DevnetArgs, quiet: bool) -> anyhow::Result<()> {
             match s.applicable().await {
                 Ok(true) => {}
                 Ok(false) => {
-                    println!("compliance scenarios: already run on this network, skipped");
+                    crate::outln!("compliance scenarios: already run on this network, skipped");
                     return;
                 }
                 Err(e) => {
-                    println!("compliance scenarios: {e:#}");
+                    crate::outln!("compliance scenarios: {e:#}");
                     return;
                 }
             }
             let result = s.run_all().await;
-            print!("{}", s.report());
+            crate::out!("{}", s.report());
             if let Err(e) = result {
-                println!("compliance scenarios stopped: {e:#}");
+                crate::outln!("compliance scenarios stopped: {e:#}");
             }
         })
     });
@@ -437,7 +444,7 @@ async fn run(args: DevnetArgs, quiet: bool) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     if let Some(task) = scenarios {
         if !task.is_finished() {
-            println!("stopping: compliance scenarios did not finish within the run");
+            crate::outln!("stopping: compliance scenarios did not finish within the run");
         }
         task.abort();
     }
@@ -454,7 +461,7 @@ async fn run(args: DevnetArgs, quiet: bool) -> anyhow::Result<()> {
         let stats: Arc<LoadStats> = load.finish().await;
         let s = summary(&args, &devnet, &stats, elapsed, finalized_in_window);
         if quiet {
-            println!("{s}");
+            crate::outln!("{s}");
         } else {
             print_summary(&s);
         }
@@ -479,7 +486,7 @@ fn print_progress(devnet: &Devnet, stats: Option<&LoadStats>, last: &mut (Instan
             s.percentile(0.99).map_or("-".into(), |v| v.to_string()),
         ));
     }
-    println!("{line}");
+    crate::outln!("{line}");
     let _ = std::io::stdout().flush();
 }
 
