@@ -58,13 +58,10 @@ impl Chain {
     /// committed state.
     pub fn open(dir: &Path, genesis: &Genesis) -> Result<Chain, ChainError> {
         let store = Store::open(dir)?;
-        store.init_genesis(genesis.hash(), &genesis.initial_state()?)?;
+        let initial = genesis.initial_state()?;
+        store.init_genesis(genesis.hash(), &initial, &genesis.header(initial.root()))?;
         let height = store.committed_height()?;
-        let last = if height == 0 {
-            None
-        } else {
-            store.block(height)?.map(|b| b.header)
-        };
+        let last = store.block(height)?.map(|b| b.header);
         Ok(Chain {
             chain_id: genesis.chain_id.clone(),
             state: store.load_state()?,

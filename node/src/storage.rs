@@ -144,9 +144,20 @@ impl Store {
         Ok(())
     }
 
-    /// Writes the genesis state once; on later opens checks that the genesis is the same.
-    /// Returns true if the store was new.
-    pub fn init_genesis(&self, genesis_hash: Hash, state: &State) -> Result<bool, StorageError> {
+    /// Writes the genesis state and the genesis header (as the block of height 0) once; on
+    /// later opens checks that the genesis is the same. Returns true if the store was new.
+    pub fn init_genesis(
+        &self,
+        genesis_hash: Hash,
+        state: &State,
+        header: &BlockHeader,
+    ) -> Result<bool, StorageError> {
+        let block = codec::encode(&StoredBlock {
+            header: header.clone(),
+            certificate: None,
+            consensus: Vec::new(),
+        });
+        let key = 0u64.to_be_bytes();
         if let Some(stored) = self.meta.get(GENESIS_HASH)? {
             let stored: Hash = decode("genesis hash", &stored)?;
             if stored != genesis_hash {
@@ -155,15 +166,21 @@ impl Store {
                     given: genesis_hash,
                 });
             }
+            // A store written before the genesis header was kept gets it now.
+            if self.blocks.get(key)?.is_none() {
+                self.blocks.insert(key, block)?;
+                self.db.flush()?;
+            }
             return Ok(false);
         }
         let mut batch = sled::Batch::default();
         for (k, v) in state.entries() {
             batch.insert(k.as_slice(), v.as_slice());
         }
-        (&self.state, &self.meta)
-            .transaction(|(st, meta)| {
+        (&self.state, &self.meta, &self.blocks)
+            .transaction(|(st, meta, bl)| {
                 st.apply_batch(&batch)?;
+                bl.insert(&key, block.as_slice())?;
                 meta.insert(COMMITTED_HEIGHT, codec::encode(&0u64))?;
                 meta.insert(GENESIS_HASH, codec::encode(&genesis_hash))?;
                 Ok::<_, ConflictableTransactionError<()>>(())
@@ -429,7 +446,7 @@ mod tests {
         {
             let store = Store::open(dir.path()).unwrap();
             store
-                .init_genesis(Hash([9; 32]), &State::default())
+                .init_genesis(Hash([9; 32]), &State::default(), &header(0))
                 .unwrap();
             store
                 .commit_block(&header(1), &receipts, &writes, b"", &[3; 32])

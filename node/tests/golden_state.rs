@@ -7,7 +7,7 @@ use ed25519_dalek::SigningKey;
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use tally_ledger::block::BlockHeader;
-use tally_ledger::primitives::{AssetCode, Hash};
+use tally_ledger::primitives::AssetCode;
 use tally_ledger::tx::{Payload, Transaction, Transfer, VerifiedTransaction};
 use tally_ledger::{execute_block, BlockContext, BlockOutput};
 use tally_node::keys;
@@ -16,8 +16,9 @@ use tally_node::tools::testnet::{ReusedKeys, Testnet, TestnetSpec};
 
 /// The state root after the last block.
 const STATE_ROOT: &str = "e0094f2ecf06ba73568b36f2f98d2613159f239f4785e6c9f93db408c3c2dbf9";
-/// The hash of the last header.
-const HEADER_HASH: &str = "d0a9ac24b97c1316bd96c3a43965c2a56529a10845cabb943a87f17365fd3639";
+/// The hash of the last header. (Changed once, on purpose: block 1 names the genesis header,
+/// the block of height 0, as its parent instead of the zero hash.)
+const HEADER_HASH: &str = "f19f14b527fd264e9c491119d081a014a1c14081caf4121b91f6ec3dbf729dd1";
 
 fn key(label: &str) -> SigningKey {
     SigningKey::from_bytes(&Sha256::digest(format!("tally/golden/{label}")).into())
@@ -106,7 +107,11 @@ fn the_store_on_disk_serves_execution_like_the_state_in_memory() {
     let store = Store::open(dir.path()).expect("store");
     let genesis = net.genesis.initial_state().expect("genesis state");
     store
-        .init_genesis(net.genesis.hash(), &genesis)
+        .init_genesis(
+            net.genesis.hash(),
+            &genesis,
+            &net.genesis.header(genesis.root()),
+        )
         .expect("genesis");
     let header = run_blocks(&net, &mut |header, txs, out| {
         let ctx = BlockContext {
@@ -133,6 +138,7 @@ fn run_blocks(
     each: &mut dyn FnMut(&BlockHeader, &[VerifiedTransaction], &BlockOutput),
 ) -> BlockHeader {
     let mut state = net.genesis.initial_state().expect("genesis state");
+    let mut parent_hash = net.genesis.header(state.root()).hash();
     let blocks = [
         vec![
             transfer(net, 0, 1, 0, "USD", 1_000_000),
@@ -147,7 +153,6 @@ fn run_blocks(
             transfer(net, 3, 0, 0, "USD", 999_999),
         ],
     ];
-    let mut parent_hash = Hash::default();
     let mut last = None;
     let mut codes = Vec::new();
     for (i, txs) in blocks.iter().enumerate() {

@@ -325,6 +325,14 @@ async fn every_documented_route_is_served() {
         );
         assert!(status < 500, "{method} {path}: {status} {body}");
     }
+    // Height 0 is the genesis block, and block 1 names it as its parent.
+    c.wait_height(1, LONG).await;
+    let (status, genesis) = c.get(0, "/v1/blocks/0").await;
+    assert_eq!(status, 200, "{genesis}");
+    assert_eq!(genesis["header"]["height"], 0, "{genesis}");
+    assert_eq!(genesis["header"]["tx_count"], 0, "{genesis}");
+    let (_, first) = c.get(0, "/v1/blocks/1").await;
+    assert_eq!(first["header"]["parent_hash"], genesis["hash"], "{first}");
     c.shutdown().await;
 }
 

@@ -1,5 +1,6 @@
 //! The genesis file: the network's identity, its first validator set, assets and balances.
 
+use crate::block::BlockHeader;
 use crate::codec;
 use crate::compliance::governance::{
     Params, ValidatorEpoch, MEMBERS_KEY, PARAMS_KEY, VALIDATORS_KEY,
@@ -11,7 +12,7 @@ use crate::compliance::{Identity, Role, RoleEntry, RuleSet, Tier};
 use crate::primitives::{
     AccountId, Amount, AssetCode, Hash, IdentityId, Jurisdiction, TimestampMs,
 };
-use crate::{account_key, asset_key, AccountState, AssetInfo, State};
+use crate::{account_key, asset_key, receipt_root, AccountState, AssetInfo, State};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -140,6 +141,24 @@ impl Genesis {
     /// The genesis hash: identifies the network together with the chain id.
     pub fn hash(&self) -> Hash {
         codec::hash_value(b"tally/genesis/v1", self)
+    }
+
+    /// The header of height 0, which block 1 names as its parent: the genesis state's root
+    /// (`state_root`, from [`Genesis::initial_state`]), the genesis time, no transactions and no
+    /// proposer (the all-zero key).
+    pub fn header(&self, state_root: Hash) -> BlockHeader {
+        BlockHeader {
+            chain_id: self.chain_id.clone(),
+            height: 0,
+            round: 0,
+            parent_hash: Hash::ZERO,
+            proposer: AccountId([0; 32]),
+            timestamp_ms: self.genesis_time_ms,
+            batch_digests: Vec::new(),
+            tx_count: 0,
+            receipt_root: receipt_root(&[]),
+            state_root,
+        }
     }
 
     /// Validator public keys in genesis order.
