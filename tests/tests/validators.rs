@@ -114,9 +114,34 @@ async fn a_validator_that_missed_a_thousand_blocks_syncs_them() {
     c.wait_height(start + 1000, Duration::from_secs(120)).await;
     c.restart(3).await;
     let target = c.height(0);
+    // While it catches up, its status says how far behind it is and that it is not ready.
+    let mut seen_behind = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    while c.node(3).shared().height() < target {
+        let (_, s) = c.get(3, "/v1/status").await;
+        if s["ready"] == false && s["sync_lag"].as_u64().unwrap_or(0) > 10 {
+            seen_behind.get_or_insert(s);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never caught up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(seen_behind.is_some(), "never reported itself behind");
     c.wait_height(target, Duration::from_secs(300)).await;
     let roots = c.state_roots(target);
     assert!(roots.iter().all(|r| *r == roots[0]), "{roots:?}");
+    // Caught up: ready, with a small lag.
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let (_, s) = c.get(3, "/v1/status").await;
+        if s["ready"] == true && s["sync_lag"].as_u64().is_some_and(|l| l <= 10) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not ready after catching up: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     c.shutdown().await;
 }
 

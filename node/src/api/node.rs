@@ -18,6 +18,9 @@ pub struct Status {
     pub epoch: u64,
     /// Leader of the current round.
     pub leader: Option<AccountId>,
+    /// Height of the highest block this node has seen certified by a quorum (its own or its
+    /// peers'): what it would have executed if it were caught up.
+    pub certified_height: Height,
 }
 
 /// Why a transaction did not enter the mempool.

@@ -274,23 +274,41 @@ pub struct StatusView {
     pub mempool: usize,
     /// Software version.
     pub version: String,
+    /// Height of the highest block this node has seen certified by a quorum.
+    pub certified_height: Height,
+    /// Certified blocks this node has not executed yet (`certified_height - height`): one or
+    /// two in a healthy network, more while it catches up.
+    pub sync_lag: Height,
+    /// Caught up (`sync_lag` at most [`READY_LAG`]) and, in a network of more than one
+    /// validator, connected to a peer: ready to serve reads that reflect the network.
+    pub ready: bool,
 }
+
+/// The most certified blocks a node may not have executed and still be ready.
+pub const READY_LAG: Height = 10;
 
 impl StatusView {
     pub(crate) fn new(shared: &dyn Node) -> StatusView {
         let s = shared.status();
+        let height = shared.height();
+        let sync_lag = s.certified_height.saturating_sub(height);
+        let peers = shared.connected_peers();
+        let validators = shared.validators();
         StatusView {
             chain_id: shared.chain_id().to_owned(),
             node: shared.name().to_owned(),
             validator: shared.account(),
-            height: shared.height(),
+            height,
             round: s.round,
             epoch: s.epoch,
             leader: s.leader,
-            validators: shared.validators(),
-            peers: shared.connected_peers(),
+            validators: validators.clone(),
+            peers,
             mempool: shared.mempool_len(),
             version: env!("CARGO_PKG_VERSION").into(),
+            certified_height: s.certified_height,
+            sync_lag,
+            ready: sync_lag <= READY_LAG && (peers > 0 || validators.len() <= 1),
         }
     }
 }

@@ -228,6 +228,7 @@ impl Core {
         status.round = round;
         status.epoch = self.consensus.epoch();
         status.leader = self.consensus.validators().key(leader).map(AccountId);
+        status.certified_height = self.consensus.highest_qc().height;
         self.shared.metrics.consensus_round.set(round as i64);
         let stats = self.consensus.stats();
         let view_changes = stats.view_changes;
