@@ -291,11 +291,11 @@ fn messages_beyond_the_round_window_are_not_kept() {
     assert_eq!(r.round(), 1);
     let out = r
         .stats()
-        .dropped
+        .ignored
         .get("timeout_out_of_window")
         .copied()
         .unwrap_or(0);
-    assert!(out > 1_900, "{:?}", r.stats().dropped);
+    assert!(out > 1_900, "{:?}", r.stats().ignored);
 }
 
 #[test]

@@ -60,8 +60,11 @@ fn bump(counter: &mut u64) {
 /// Counters for metrics and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Messages dropped before the round logic, by reason.
+    /// Messages dropped and held against their sender (`Action::Misbehaviour`), by reason.
     pub dropped: BTreeMap<&'static str, u64>,
+    /// Messages set aside without a penalty (stale, outside the round window, another epoch,
+    /// a payload this replica found invalid), by reason.
+    pub ignored: BTreeMap<&'static str, u64>,
     /// Local round timeouts.
     pub timeouts: u64,
     /// Rounds entered through a timeout certificate.
@@ -354,7 +357,7 @@ impl Consensus {
     }
 
     fn ignore(&mut self, reason: &'static str) {
-        bump(self.stats.dropped.entry(reason).or_default());
+        bump(self.stats.ignored.entry(reason).or_default());
     }
 
     fn on_message(&mut self, from: ValidatorIndex, bytes: &[u8], out: &mut Vec<Action>) {

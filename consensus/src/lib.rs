@@ -31,6 +31,42 @@ pub use types::{
     ValidatorSet, Vote,
 };
 
+/// Every reason a replica drops a message and holds it against its sender
+/// (`Action::Misbehaviour`): the node counts each in a metric that exists from the start.
+pub const PENALTY_REASONS: &[&str] = &[
+    "bad_certificates",
+    "bad_qc",
+    "bad_signature",
+    "bad_tc",
+    "bad_timeout",
+    "bad_vote",
+    "malformed",
+    "malformed_block",
+    "not_leader",
+    "oversized_payload",
+    "oversized_sync_answer",
+    "round_not_after_certificate",
+    "timestamp_not_after_parent",
+    "wrong_epoch",
+];
+
+/// Every reason a replica sets a message aside without a penalty ([`Stats::ignored`]).
+pub const IGNORE_REASONS: &[&str] = &[
+    "invalid_payload",
+    "late_reconfiguration",
+    "later_epoch",
+    "proposal_out_of_window",
+    "stale_certificates",
+    "stale_proposal",
+    "stale_timeout",
+    "stale_timeout_certificate",
+    "timeout_out_of_window",
+    "unexpected_sync_answer",
+    "unknown_sender",
+    "vote_out_of_window",
+    "wrong_epoch",
+];
+
 /// Why a value was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConsensusError {

@@ -161,3 +161,25 @@ fn replicas_with_different_histories_arm_the_same_timer_for_the_same_round() {
     assert_eq!(timer(&actions), Some((3, base * 2)));
     assert_eq!(timer(&entered), Some((3, base * 2)));
 }
+
+/// The reason lists the node turns into metrics are the reasons the code gives: every literal
+/// reason in consensus.rs is listed, and every listed reason occurs.
+#[test]
+fn the_published_reason_lists_are_the_reasons_the_code_gives() {
+    use std::collections::BTreeSet;
+    let source = include_str!("consensus.rs");
+    let literals = |prefix: &str| -> BTreeSet<String> {
+        source
+            .split(prefix)
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut penalised = literals("drop_message(from, \"");
+    penalised.extend(literals("return Err(\""));
+    let ignored = literals("ignore(\"");
+    let set = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(set(crate::PENALTY_REASONS), penalised);
+    assert_eq!(set(crate::IGNORE_REASONS), ignored);
+}

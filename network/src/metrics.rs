@@ -67,6 +67,21 @@ impl NetworkMetrics {
         registry.register(Box::new(messages.clone()))?;
         registry.register(Box::new(bytes.clone()))?;
         registry.register(Box::new(rejected.clone()))?;
+        // The reasons this crate gives itself exist from the start, at zero, so an alert on
+        // their rate sees a series before the first rejection (the node adds its own reasons
+        // through `penalise`).
+        for reason in [
+            "event_queue_full",
+            "event_queue_peer_full",
+            "gossip_invalid",
+            "malformed",
+            "non_member_author",
+            "oversized",
+            "response_too_large",
+            "unknown_topic",
+        ] {
+            rejected.with_label_values(&[reason]);
+        }
         Ok(Self {
             connected_peers,
             refused_connections,

@@ -93,7 +93,10 @@ pub struct MetricsError(#[from] prometheus::Error);
 impl Metrics {
     /// Creates every metric and registers it into a fresh registry for this node.
     pub fn new(chain_id: &str) -> Result<Metrics, MetricsError> {
-        let registry = Registry::new();
+        // Every series of this node carries its chain: one Prometheus can watch several networks.
+        let labels =
+            std::collections::HashMap::from([("chain_id".to_owned(), chain_id.to_owned())]);
+        let registry = Registry::new_custom(None, Some(labels))?;
         let r = &registry;
         let m = Metrics {
             consensus_height: gauge(
@@ -260,8 +263,8 @@ impl Metrics {
             },
             build_info: {
                 let g = IntGaugeVec::new(
-                    Opts::new("tally_build_info", "Build and chain information; always 1"),
-                    &["version", "chain_id"],
+                    Opts::new("tally_build_info", "Build information; always 1"),
+                    &["version"],
                 )?;
                 r.register(Box::new(g.clone()))?;
                 g
@@ -269,7 +272,7 @@ impl Metrics {
             registry,
         };
         m.build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION"), chain_id])
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -300,8 +303,12 @@ impl Metrics {
         for kind in ["proposal", "vote", "timeout"] {
             self.consensus_evidence.with_label_values(&[kind]);
         }
-        self.consensus_invalid_messages
-            .with_label_values(&["malformed"]);
+        for reason in tally_consensus::PENALTY_REASONS {
+            self.consensus_invalid_messages.with_label_values(&[reason]);
+        }
+        for reason in tally_consensus::IGNORE_REASONS {
+            self.consensus_ignored_messages.with_label_values(&[reason]);
+        }
         for kind in ["blocks", "batch"] {
             for outcome in ["served", "refused"] {
                 self.sync_requests.with_label_values(&[kind, outcome]);
@@ -373,10 +380,53 @@ mod tests {
         let a = Metrics::new("test-chain").unwrap();
         let b = Metrics::new("test-chain").unwrap();
         a.consensus_height.set(7);
-        assert!(a.render().contains("tally_consensus_height 7"));
-        assert!(b.render().contains("tally_consensus_height 0"));
         assert!(a
             .render()
-            .contains("tally_build_info{chain_id=\"test-chain\",version="));
+            .contains("tally_consensus_height{chain_id=\"test-chain\"} 7"));
+        assert!(b
+            .render()
+            .contains("tally_consensus_height{chain_id=\"test-chain\"} 0"));
+        let rendered = a.render();
+        let info = rendered
+            .lines()
+            .find(|l| l.starts_with("tally_build_info{"))
+            .unwrap();
+        assert!(
+            info.contains("chain_id=\"test-chain\"") && info.contains("version="),
+            "{info}"
+        );
+    }
+
+    /// An alert on the rate of a labelled counter needs the series before its first event:
+    /// every reason known in advance is there at zero, with the chain label.
+    #[test]
+    fn known_reasons_exist_at_zero_from_the_start() {
+        let rendered = Metrics::new("test-chain").unwrap().render();
+        let zero = |name: &str, label: &str| {
+            rendered.lines().any(|l| {
+                l.starts_with(&format!("{name}{{"))
+                    && l.contains(label)
+                    && l.contains("chain_id=\"test-chain\"")
+                    && l.ends_with(" 0")
+            })
+        };
+        for reason in tally_consensus::PENALTY_REASONS {
+            let label = format!("reason=\"{reason}\"");
+            assert!(
+                zero("tally_consensus_invalid_messages_total", &label),
+                "{reason}"
+            );
+        }
+        for reason in tally_consensus::IGNORE_REASONS {
+            let label = format!("reason=\"{reason}\"");
+            assert!(
+                zero("tally_consensus_ignored_messages_total", &label),
+                "{reason}"
+            );
+        }
+        assert!(zero(
+            "tally_batches_rejected_total",
+            "reason=\"wrong_author\""
+        ));
     }
 }

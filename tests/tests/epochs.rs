@@ -171,7 +171,7 @@ async fn members_vote_a_validator_out_and_the_rest_carry_on_in_the_next_epoch() 
                 Err(_) => String::new(),
             };
             cluster.height(0) > boundary + EPOCH_BLOCKS
-                && tally_tests::metric_sum(&text, "tally_network_connected_peers ") == 2.0
+                && tally_tests::metric_sum(&text, "tally_network_connected_peers") == 2.0
         },
     )
     .await;

@@ -239,7 +239,7 @@ impl Core {
                 .consensus_view_changes
                 .inc_by(view_changes - prev);
         }
-        for (reason, n) in &stats.dropped {
+        for (reason, n) in &stats.ignored {
             let counter = self
                 .shared
                 .metrics
