@@ -109,9 +109,9 @@ pub struct Consensus {
     /// timer until they propose again (a local failure detector; safety does not depend on it).
     suspected: BTreeSet<ValidatorIndex>,
     proposal_seen_this_round: bool,
-    /// Per validator, the last (its round, this replica's round) pair its stale timeout was
-    /// answered for with [`Message::Certificates`].
-    answered_laggers: BTreeMap<ValidatorIndex, (Round, Round)>,
+    /// Per validator, this replica's round when it last answered a stale timeout of it with
+    /// [`Message::Certificates`]: at most one answer per validator per round of this replica.
+    answered_laggers: BTreeMap<ValidatorIndex, Round>,
     stats: Stats,
 }
 
@@ -907,13 +907,13 @@ impl Consensus {
     }
 
     /// Tells a validator whose signed timeout is for a round this replica has left how it
-    /// moved on. Once per (its round, this replica's round): a peer repeating its timeout gets
-    /// one answer each time this replica's round changes, at most.
+    /// moved on: at most once per validator per round of this replica, whatever old rounds its
+    /// timeouts name, so a peer cannot draw more answers than this replica has rounds.
     fn answer_lagging(&mut self, to: ValidatorIndex, their_round: Round, out: &mut Vec<Action>) {
-        if self.answered_laggers.get(&to) == Some(&(their_round, self.round)) {
+        if their_round >= self.round || self.answered_laggers.get(&to) == Some(&self.round) {
             return;
         }
-        self.answered_laggers.insert(to, (their_round, self.round));
+        self.answered_laggers.insert(to, self.round);
         let certificates = Certificates {
             high_qc: self.tree.highest_qc().clone(),
             last_tc: self.entered_by.clone(),
@@ -925,14 +925,17 @@ impl Consensus {
     }
 
     /// Certificates a peer sent because this replica looked behind: each is checked like any
-    /// other, then processed as if it had come with a proposal or a timeout.
+    /// other, then processed as if it had come with a proposal or a timeout: the QC first, so
+    /// that the timer of the round the TC leads to is armed with the highest QC known.
     fn on_certificates(&mut self, from: ValidatorIndex, c: Certificates, out: &mut Vec<Action>) {
         let epoch = self.validators.epoch();
-        if c.high_qc.epoch != epoch || c.last_tc.as_ref().is_some_and(|tc| tc.epoch != epoch) {
+        if c.last_tc.as_ref().is_some_and(|tc| tc.epoch != epoch) {
             return self.ignore("wrong_epoch");
         }
+        // At the start of an epoch the highest QC is the previous epoch's last one (the root):
+        // `verify_qc` accepts exactly that one, and any other of another epoch is stale here.
         if !self.verify_qc(&c.high_qc) {
-            if c.high_qc.height < self.tree.committed_height() {
+            if c.high_qc.epoch != epoch || c.high_qc.height < self.tree.committed_height() {
                 return self.ignore("stale_certificates");
             }
             return self.drop_message(from, "bad_certificates", out);
@@ -943,14 +946,14 @@ impl Consensus {
                 return self.drop_message(from, "bad_certificates", out);
             }
         }
-        if let Some(tc) = tc {
-            self.process_tc(tc, out);
-        }
         let qc = c.high_qc;
         if !self.tree.knows(&qc.block) && qc.height > self.tree.committed_height() {
             self.request_sync(from, qc.block, out);
         }
         self.process_qc(&qc, out);
+        if let Some(tc) = tc {
+            self.process_tc(tc, out);
+        }
     }
 
     fn add_timeout(&mut self, t: Timeout, out: &mut Vec<Action>) {

@@ -303,7 +303,10 @@ impl Metrics {
         for kind in ["proposal", "vote", "timeout"] {
             self.consensus_evidence.with_label_values(&[kind]);
         }
-        for reason in tally_consensus::PENALTY_REASONS {
+        // The consensus crate's reasons, and the node's own: a validator whose executed state
+        // differs from the quorum's, and a commit vote that does not check out.
+        let node_reasons = ["state_divergence", "bad_commit_vote"];
+        for reason in tally_consensus::PENALTY_REASONS.iter().chain(&node_reasons) {
             self.consensus_invalid_messages.with_label_values(&[reason]);
         }
         for reason in tally_consensus::IGNORE_REASONS {

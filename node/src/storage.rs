@@ -58,6 +58,13 @@ pub enum StorageError {
         /// Genesis hash given.
         given: Hash,
     },
+    /// The data directory was written by a version whose block 1 did not name the genesis
+    /// block as its parent: its chain cannot be extended by this version.
+    #[error(
+        "the store predates the genesis block (height 0): its chain links block 1 to a zero \
+         parent, which this version does not extend; start the network from a new genesis"
+    )]
+    PredatesGenesisBlock,
 }
 
 /// A committed block as stored: its header and, once a quorum has signed it, its certificate.
@@ -166,10 +173,8 @@ impl Store {
                     given: genesis_hash,
                 });
             }
-            // A store written before the genesis header was kept gets it now.
             if self.blocks.get(key)?.is_none() {
-                self.blocks.insert(key, block)?;
-                self.db.flush()?;
+                return Err(StorageError::PredatesGenesisBlock);
             }
             return Ok(false);
         }
@@ -432,6 +437,26 @@ mod tests {
             receipt_root: Hash::ZERO,
             state_root: Hash::ZERO,
         }
+    }
+
+    #[test]
+    fn a_store_from_before_the_genesis_block_is_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert!(store
+                .init_genesis(Hash([9; 32]), &State::default(), &header(0))
+                .unwrap());
+            assert_eq!(store.block(0).unwrap().unwrap().header, header(0));
+            // As an earlier version left it: genesis recorded, no block 0.
+            store.blocks.remove(0u64.to_be_bytes()).unwrap();
+            store.db.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let err = store
+            .init_genesis(Hash([9; 32]), &State::default(), &header(0))
+            .unwrap_err();
+        assert!(matches!(err, StorageError::PredatesGenesisBlock), "{err}");
     }
 
     #[test]

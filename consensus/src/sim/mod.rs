@@ -1162,6 +1162,10 @@ mod tests {
 
     #[test]
     fn the_checker_catches_replicas_that_time_out_below_their_lock() {
+        // Timeouts that report the root instead of the highest QC let the next leader extend
+        // an older QC that locked replicas refuse, so rounds fail until the heal runs out.
+        // The classic adversary (silent, equivocating and forking leaders) shows it within a
+        // few seeds; with the pacemaker's certificates `all` needs more.
         assert!(caught(Rule::TimeoutLock, Adversary::Classic, 40).is_some());
     }
 

@@ -559,7 +559,7 @@ fn log_outgoing(bytes: &[u8]) {
         Ok(tally_consensus::Message::Certificates(c)) => tracing::debug!(
             high_qc_round = c.high_qc.round,
             tc_round = c.last_tc.as_ref().map(|tc| tc.round),
-            "certificates sent to a lagging validator"
+            "certificates sent"
         ),
         Err(_) => {}
     }
