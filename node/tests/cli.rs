@@ -35,3 +35,25 @@ fn a_benchmark_without_load_is_refused_naming_the_flag() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--rate"), "{stderr}");
 }
+
+/// Shell completion scripts name the commands, for every shell clap knows.
+#[test]
+fn completion_scripts_are_printed_for_each_shell() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tally"))
+            .args(["completions", shell])
+            .output()
+            .expect("tally runs");
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            script.contains("devnet") && script.contains("keygen"),
+            "{shell}: {script}"
+        );
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["completions", "tcsh"])
+        .output()
+        .expect("tally runs");
+    assert!(!out.status.success());
+}

@@ -6,7 +6,7 @@ mod proof;
 pub mod run;
 mod testnet;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Tally: a permissioned settlement network for regulated cross-border micro-payments.
 #[derive(Debug, Parser)]
@@ -41,6 +41,11 @@ pub enum Command {
     Tx(client::TxCommand),
     /// Show an account through the HTTP API.
     Account(client::AccountArgs),
+    /// Print a shell completion script: `tally completions bash > /etc/bash_completion.d/tally`.
+    Completions {
+        /// The shell: bash, elvish, fish, powershell or zsh.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Runs a parsed command.
@@ -55,5 +60,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => crate::tools::devnet::bench(args),
         Command::Tx(cmd) => client::tx(cmd),
         Command::Account(args) => client::account(args),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "tally", &mut script);
+            crate::out!("{}", String::from_utf8_lossy(&script));
+            Ok(())
+        }
     }
 }
