@@ -871,7 +871,7 @@ impl Consensus {
             return self.drop_message(from, "bad_timeout", out);
         }
         if t.round < self.round {
-            self.answer_lagging(from, t.round, out);
+            self.answer_lagging(from, out);
         }
         if t.round.saturating_add(1) < self.round {
             return self.ignore("stale_timeout");
@@ -909,19 +909,22 @@ impl Consensus {
     /// Tells a validator whose signed timeout is for a round this replica has left how it
     /// moved on: at most once per validator per round of this replica, whatever old rounds its
     /// timeouts name, so a peer cannot draw more answers than this replica has rounds.
-    fn answer_lagging(&mut self, to: ValidatorIndex, their_round: Round, out: &mut Vec<Action>) {
-        if their_round >= self.round || self.answered_laggers.get(&to) == Some(&self.round) {
+    fn answer_lagging(&mut self, to: ValidatorIndex, out: &mut Vec<Action>) {
+        if self.answered_laggers.get(&to) == Some(&self.round) {
             return;
         }
         self.answered_laggers.insert(to, self.round);
-        let certificates = Certificates {
+        let bytes = self.certificates(self.entered_by.clone());
+        out.push(Action::Send { to, bytes });
+    }
+
+    /// A [`Message::Certificates`] with this replica's highest QC and `last_tc`.
+    fn certificates(&self, last_tc: Option<TimeoutCert>) -> Vec<u8> {
+        Message::Certificates(Certificates {
             high_qc: self.tree.highest_qc().clone(),
-            last_tc: self.entered_by.clone(),
-        };
-        out.push(Action::Send {
-            to,
-            bytes: Message::Certificates(certificates).to_bytes(),
-        });
+            last_tc,
+        })
+        .to_bytes()
     }
 
     /// Certificates a peer sent because this replica looked behind: each is checked like any
@@ -962,13 +965,8 @@ impl Consensus {
                 // The replicas whose timeouts this replica did not see learn the round is over
                 // now, not when their timers fire again: all enter the next round together.
                 if tc.round >= self.round {
-                    let certificates = Certificates {
-                        high_qc: self.tree.highest_qc().clone(),
-                        last_tc: Some(tc.clone()),
-                    };
-                    out.push(Action::Broadcast {
-                        bytes: Message::Certificates(certificates).to_bytes(),
-                    });
+                    let bytes = self.certificates(Some(tc.clone()));
+                    out.push(Action::Broadcast { bytes });
                 }
                 self.process_tc(tc, out)
             }

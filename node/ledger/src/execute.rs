@@ -247,7 +247,8 @@ fn issue(
         return Ok(Err(overflow("the supply")));
     };
     info.supply = supply;
-    let mut acct = account(o, to)?;
+    // Nothing was written since it was read: the receiver's state is `receiver`.
+    let mut acct = receiver;
     if let Err(r) = credit(&mut acct, code, amount) {
         return Ok(Err(r));
     }

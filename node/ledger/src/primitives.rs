@@ -120,17 +120,22 @@ impl Serialize for Jurisdiction {
 
 impl<'de> Deserialize<'de> for Jurisdiction {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let code = if d.is_human_readable() {
-            String::deserialize(d)?
-        } else {
-            let b = <[u8; 2]>::deserialize(d)?;
-            String::from_utf8_lossy(&b).into_owned()
-        };
-        Jurisdiction::new(&code).ok_or_else(|| {
+        let invalid = |code: &str| {
             serde::de::Error::custom(format!(
                 "jurisdiction {code:?}: expected an ISO 3166-1 alpha-2 code (two upper-case letters)"
             ))
-        })
+        };
+        if d.is_human_readable() {
+            let code = String::deserialize(d)?;
+            return Jurisdiction::new(&code).ok_or_else(|| invalid(&code));
+        }
+        // Decoded with every identity during execution: checked in place, no allocation.
+        let b = <[u8; 2]>::deserialize(d)?;
+        if b.iter().all(u8::is_ascii_uppercase) {
+            Ok(Jurisdiction(b))
+        } else {
+            Err(invalid(&String::from_utf8_lossy(&b)))
+        }
     }
 }
 

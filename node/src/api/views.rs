@@ -294,6 +294,7 @@ impl StatusView {
         let sync_lag = s.certified_height.saturating_sub(height);
         let peers = shared.connected_peers();
         let validators = shared.validators();
+        let connected = peers > 0 || validators.len() <= 1;
         StatusView {
             chain_id: shared.chain_id().to_owned(),
             node: shared.name().to_owned(),
@@ -302,13 +303,13 @@ impl StatusView {
             round: s.round,
             epoch: s.epoch,
             leader: s.leader,
-            validators: validators.clone(),
+            validators,
             peers,
             mempool: shared.mempool_len(),
             version: env!("CARGO_PKG_VERSION").into(),
             certified_height: s.certified_height,
             sync_lag,
-            ready: sync_lag <= READY_LAG && (peers > 0 || validators.len() <= 1),
+            ready: sync_lag <= READY_LAG && connected,
         }
     }
 }

@@ -93,6 +93,8 @@ pub(crate) struct Core {
     sync: SyncServer,
     /// The admitted keys, applied in order by one task.
     members: watch::Sender<Vec<[u8; 32]>>,
+    /// Ignored consensus messages already counted in the metrics.
+    ignored_published: u64,
 }
 
 impl Core {
@@ -129,6 +131,7 @@ impl Core {
         });
         Core {
             members,
+            ignored_published: 0,
             sync: SyncServer::new(shared.clone()),
             shared,
             consensus,
@@ -221,7 +224,7 @@ impl Core {
         }
     }
 
-    fn publish_status(&self) {
+    fn publish_status(&mut self) {
         let round = self.consensus.round();
         let leader = self.consensus.leader(round);
         let mut status = self.shared.write_status();
@@ -239,6 +242,12 @@ impl Core {
                 .consensus_view_changes
                 .inc_by(view_changes - prev);
         }
+        // Labelled counters are looked up only when something new was ignored.
+        let ignored: u64 = stats.ignored.values().sum();
+        if ignored == self.ignored_published {
+            return;
+        }
+        self.ignored_published = ignored;
         for (reason, n) in &stats.ignored {
             let counter = self
                 .shared
