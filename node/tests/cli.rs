@@ -57,3 +57,302 @@ fn completion_scripts_are_printed_for_each_shell() {
         .expect("tally runs");
     assert!(!out.status.success());
 }
+
+/// A one-validator network as separate processes, for the commands that talk to a node.
+struct Network {
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    node: std::process::Child,
+    api: String,
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let _ = self.node.kill();
+        let _ = self.node.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn tally(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(args)
+        .output()
+        .expect("tally runs")
+}
+
+/// Runs `tally` and returns its stdout, failing the test with stderr when it fails.
+fn tally_ok(args: &[&str]) -> String {
+    let out = tally(args);
+    assert!(
+        out.status.success(),
+        "tally {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+fn json(text: &str) -> serde_json::Value {
+    assert_eq!(text.lines().count(), 1, "one JSON object per line: {text}");
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+impl Network {
+    fn start() -> Network {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_owned();
+        let (api_port, p2p_port) = (free_port(), free_port());
+        tally_ok(&[
+            "testnet",
+            "init",
+            "--validators",
+            "1",
+            "--accounts",
+            "4",
+            "--api-base-port",
+            &api_port.to_string(),
+            "--p2p-base-port",
+            &p2p_port.to_string(),
+            "--out",
+            root.to_str().expect("utf-8 path"),
+        ]);
+        let node = Command::new(env!("CARGO_BIN_EXE_tally"))
+            .args(["run", "--config", "node.toml"])
+            .current_dir(root.join("validator-0"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tally run");
+        let net = Network {
+            _dir: dir,
+            root,
+            node,
+            api: format!("http://127.0.0.1:{api_port}"),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let out = tally(&["--output", "json", "status", "--api", &net.api]);
+            if out.status.success() && json(&String::from_utf8_lossy(&out.stdout))["height"] != 0 {
+                return net;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the node did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    fn path(&self, rel: &str) -> String {
+        self.root.join(rel).to_str().expect("utf-8 path").to_owned()
+    }
+
+    fn account(&self, j: usize) -> String {
+        let key = std::fs::read_to_string(self.root.join(format!("accounts/account-{j}.key")))
+            .expect("account key");
+        let v: serde_json::Value = serde_json::from_str(&key).expect("key file");
+        v["public_key"].as_str().expect("public key").to_owned()
+    }
+}
+
+/// A transaction signed with no network (an air-gapped key), then dry-run, submitted and read
+/// back, all through the CLI with `--output json`, as a script would; and the same reads in
+/// text for people.
+#[test]
+fn a_payment_signed_offline_is_dry_run_submitted_and_read_back_as_json() {
+    let net = Network::start();
+    let status = json(&tally_ok(&[
+        "--output", "json", "status", "--api", &net.api,
+    ]));
+    let chain_id = status["chain_id"].as_str().expect("chain id").to_owned();
+    let expiry = (status["height"].as_u64().expect("height") + 500).to_string();
+    let (payer, payee) = (net.account(0), net.account(1));
+    let before = json(&tally_ok(&[
+        "--output", "json", "account", "--api", &net.api, &payer,
+    ]));
+    let usd_before = before["balances"]["USD"].as_u64().expect("USD balance");
+
+    // Offline: no --api anywhere; the node is not asked.
+    let body = net.path("body.json");
+    let key = net.path("accounts/account-0.key");
+    let sign = |extra: &[&str]| {
+        let mut args = vec![
+            "tx",
+            "sign",
+            "--key",
+            &key,
+            "--chain-id",
+            &chain_id,
+            "--sequence",
+            "0",
+            "--expiry-height",
+            &expiry,
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[
+            "transfer", "--to", &payee, "--asset", "USD", "--amount", "25",
+        ]);
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let args = sign(&["--out", &body]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let hash = tally_ok(&args).trim().to_owned();
+    assert_eq!(hash.len(), 64, "{hash}");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&body).expect("body")).expect("JSON body");
+    assert!(written["tx"].is_string() && written.as_object().expect("object").len() == 1);
+    // Without --out the body goes to stdout, byte for byte the same (signing is deterministic).
+    let args = sign(&[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(json(&tally_ok(&args)), written);
+    // What a node would refuse statelessly is refused where the key is, naming the check.
+    let out = tally(&[
+        "tx",
+        "sign",
+        "--key",
+        &key,
+        "--chain-id",
+        &chain_id,
+        "--sequence",
+        "0",
+        "--expiry-height",
+        "9",
+        "transfer",
+        "--to",
+        &payee,
+        "--asset",
+        "USD",
+        "--amount",
+        "0",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("zero_amount"));
+
+    let dry = json(&tally_ok(&[
+        "--output",
+        "json",
+        "tx",
+        "send",
+        "--api",
+        &net.api,
+        "--dry-run",
+        &body,
+    ]));
+    assert_eq!(dry["status"], "would_apply", "{dry}");
+    assert_eq!(dry["hash"], hash.as_str());
+    let final_ = json(&tally_ok(&[
+        "--output", "json", "tx", "send", "--api", &net.api, "--wait", &body,
+    ]));
+    assert_eq!(final_["status"], "committed", "{final_}");
+    assert_eq!(final_["receipt"]["events"][0]["transferred"]["amount"], 25);
+    let shown = json(&tally_ok(&[
+        "--output", "json", "tx", "show", "--api", &net.api, &hash,
+    ]));
+    assert_eq!(shown["height"], final_["height"]);
+    let after = json(&tally_ok(&[
+        "--output", "json", "account", "--api", &net.api, &payer,
+    ]));
+    assert_eq!(after["balances"]["USD"].as_u64(), Some(usd_before - 25));
+    assert_eq!(after["sequence"], 1);
+    let genesis = json(&tally_ok(&[
+        "--output", "json", "block", "--api", &net.api, "0",
+    ]));
+    assert_eq!(genesis["header"]["height"], 0);
+
+    // The same reads for people.
+    let text = tally_ok(&["account", "--api", &net.api, &payer]);
+    assert!(
+        text.contains(&format!("balance  {} USD", usd_before - 25)),
+        "{text}"
+    );
+    let text = tally_ok(&["tx", "show", "--api", &net.api, &hash]);
+    assert!(
+        text.starts_with(&format!("{hash} committed at height")),
+        "{text}"
+    );
+    let text = tally_ok(&["status", "--api", &net.api]);
+    assert!(text.contains(&format!("chain    {chain_id}")), "{text}");
+}
+
+/// Travel-rule data goes with a transfer from the flags; half of it is refused naming the
+/// missing flag, before anything is signed or sent.
+#[test]
+fn travel_rule_flags_fill_the_transfer_and_half_of_them_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("payer.key");
+    let key = key.to_str().expect("utf-8 path");
+    tally_ok(&["keygen", "--out", key]);
+    let payee = "11".repeat(32);
+    let base = [
+        "tx",
+        "sign",
+        "--key",
+        key,
+        "--chain-id",
+        "c",
+        "--sequence",
+        "3",
+        "--expiry-height",
+        "100",
+        "transfer",
+        "--to",
+        &payee,
+        "--asset",
+        "EUR",
+        "--amount",
+        "150000",
+    ];
+    let out = tally(&[&base[..], &["--originator-name", "Ada Lovelace"]].concat());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--beneficiary-name"), "{stderr}");
+    let out = tally(&[&base[..], &["--beneficiary-address", "Berlin"]].concat());
+    assert!(
+        !out.status.success(),
+        "an address without a name is refused"
+    );
+
+    let body = json(&tally_ok(
+        &[
+            &base[..],
+            &[
+                "--originator-name",
+                "Ada Lovelace",
+                "--originator-birth",
+                "1815-12-10, London",
+                "--beneficiary-name",
+                "Muster GmbH",
+                "--beneficiary-address",
+                "Unter den Linden 1, Berlin",
+            ],
+        ]
+        .concat(),
+    ));
+    let bytes = hex::decode(body["tx"].as_str().expect("tx")).expect("hex");
+    let signed = tally_ledger::tx::SignedTransaction::from_bytes(&bytes).expect("decodes");
+    let verified = signed.verify("c").expect("a valid signature");
+    let tally_ledger::tx::Payload::Transfer(t) = &verified.tx.payload else {
+        panic!("not a transfer: {:?}", verified.tx.payload);
+    };
+    let travel = t.travel.as_ref().expect("travel-rule data");
+    assert_eq!(travel.originator.name, "Ada Lovelace");
+    assert_eq!(travel.originator.account, verified.tx.sender);
+    assert_eq!(
+        travel.originator.date_and_place_of_birth.as_deref(),
+        Some("1815-12-10, London")
+    );
+    assert_eq!(travel.beneficiary.name, "Muster GmbH");
+    assert_eq!(travel.beneficiary.account.to_string(), payee);
+    assert_eq!(
+        travel.beneficiary.address.as_deref(),
+        Some("Unter den Linden 1, Berlin")
+    );
+    assert_eq!((verified.tx.sequence, verified.tx.expiry_height), (3, 100));
+}

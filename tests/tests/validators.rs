@@ -312,6 +312,87 @@ async fn invalid_transactions_get_their_4xx_and_never_reach_a_block() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dry_run_tells_the_decision_and_changes_nothing() {
+    let c = Cluster::start(1).await;
+    let before = c.account_view(0, 6).await;
+    let dry = |tx: &tally_ledger::tx::SignedTransaction| {
+        let body = serde_json::json!({ "tx": hex::encode(tx.to_bytes()) });
+        let c = &c;
+        async move { c.post_json(0, "/v1/transactions?dry_run=true", &body).await }
+    };
+    let good = c.transfer(6, 7, 0, 5);
+    let (s, b) = dry(&good).await;
+    assert_eq!((s, b["status"].as_str()), (200, Some("would_apply")), "{b}");
+    assert_eq!(b["hash"].as_str(), Some(good.hash().to_string().as_str()));
+    assert_eq!(b["receipt"]["outcome"], "applied", "{b}");
+    assert_eq!(b["receipt"]["events"][0]["transferred"]["amount"], 5, "{b}");
+
+    let too_much = c.transfer(6, 7, 0, before.balances[&usd()] + 1);
+    let (s, b) = dry(&too_much).await;
+    assert_eq!(
+        (s, b["status"].as_str()),
+        (200, Some("would_reject")),
+        "{b}"
+    );
+    // More than the balance, and above the travel-rule threshold without the data: the
+    // compliance rule decides first and names itself.
+    assert_eq!(b["receipt"]["code"], "compliance_rejected", "{b}");
+    assert_eq!(
+        b["receipt"]["flags"][0]["rule_id"], "travel_rule.missing",
+        "{b}"
+    );
+
+    let out_of_order = c.transfer(6, 7, 5, 1);
+    let (_, b) = dry(&out_of_order).await;
+    assert_eq!(b["receipt"]["code"], "bad_sequence", "{b}");
+
+    // Stateless checks come first, as for a submission.
+    use ed25519_dalek::Signer;
+    let mut forged = good.clone();
+    forged.signature = c.account(7).0.sign(&good.hash().0);
+    let (s, b) = dry(&forged).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (400, Some("bad_signature"))
+    );
+    let (s, b) = c
+        .post_json(
+            0,
+            "/v1/transactions?dry_run=maybe",
+            &serde_json::json!({"tx": "00"}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (400, Some("bad_query")),
+        "{b}"
+    );
+
+    // Nothing was admitted or written: the dry-run transaction is unknown, the account is
+    // unchanged several blocks later, and the same transaction still commits for real.
+    let h = c.height(0) + 3;
+    c.wait_height(h, LONG).await;
+    let (s, _) = c.get(0, &format!("/v1/transactions/{}", good.hash())).await;
+    assert_eq!(s, 404);
+    let after = c.account_view(0, 6).await;
+    assert_eq!(
+        (after.sequence, &after.balances),
+        (before.sequence, &before.balances)
+    );
+    let (s, b) = c.submit(0, &good).await;
+    assert_eq!(s, 202, "{b}");
+    let fin = c.wait_final(0, &good.hash(), LONG).await;
+    assert_eq!(fin.status, "committed");
+    // A committed transaction's dry run is refused as a submission would be.
+    let (s, b) = dry(&good).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (409, Some("already_committed"))
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_documented_route_is_served() {
     let c = Cluster::start(1).await;
     let doc = std::fs::read_to_string(concat!(

@@ -188,6 +188,11 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     ))
 }
 
+/// A query string that does not parse into the route's parameters.
+fn bad_query(e: QueryRejection) -> ApiError {
+    ApiError::bad_request("bad_query", e.body_text())
+}
+
 /// A path segment that does not decode (invalid percent-encoding or UTF-8).
 fn bad_path(e: PathRejection) -> ApiError {
     ApiError::bad_request("bad_path", e.body_text())
@@ -260,13 +265,24 @@ fn admit_error(e: AdmitError) -> ApiError {
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
 async fn submit(
     State(shared): State<Shared>,
+    query: Result<Query<SubmitQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
     require_json(&headers)?;
-    require_validator(&*shared)?;
+    if !query.dry_run {
+        require_validator(&*shared)?;
+    }
     require_room(&*shared)?;
     let body: SubmitBody = parse_json(body)?;
     let signed = decode_tx(&body.tx).map_err(|e| ApiError::from_tx(&e))?;
@@ -275,6 +291,13 @@ async fn submit(
         .await
         .map_err(|_| ApiError::internal("verification task failed"))?
         .map_err(|e| ApiError::from_tx(&e))?;
+    if query.dry_run {
+        admit_checks(&*shared, &verified)?;
+        let simulated = tokio::task::spawn_blocking(move || dry_run(&*shared, verified))
+            .await
+            .map_err(|_| ApiError::internal("dry run task failed"))??;
+        return Ok((StatusCode::OK, Json(simulated)).into_response());
+    }
     admit_checks(&*shared, &verified).inspect_err(|e| count_rejection(&*shared, e.code()))?;
     let hash = verified.hash;
     let result = shared.admit(vec![verified]).remove(0);
@@ -362,6 +385,33 @@ async fn submit_batch(
         ));
     }
     Ok((StatusCode::ACCEPTED, Json(BatchSubmitted::new(results))).into_response())
+}
+
+/// Executes one transaction against the committed state as if it were alone in the next block
+/// (its height, the last block's timestamp), and throws the result away: the receipt says what
+/// execution and compliance would decide now. Nothing is written and nothing is admitted.
+fn dry_run(shared: &dyn Node, tx: VerifiedTransaction) -> Result<DryRun, ApiError> {
+    let store = shared.store();
+    let height = shared.height();
+    let timestamp_ms = store
+        .block(height)
+        .map_err(storage)?
+        .map_or(0, |b| b.header.timestamp_ms);
+    let ctx = tally_ledger::BlockContext {
+        height: height + 1,
+        timestamp_ms,
+    };
+    let output =
+        tally_ledger::execute_block(store, &ctx, std::slice::from_ref(&tx)).map_err(|e| {
+            tracing::error!(error = %e, "dry run could not read the state");
+            ApiError::internal("the state could not be read")
+        })?;
+    let receipt = output
+        .receipts
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::internal("execution returned no receipt"))?;
+    Ok(DryRun::new(tx.hash, ctx.height, receipt))
 }
 
 fn count_rejection(shared: &dyn Node, code: &str) {
@@ -559,7 +609,7 @@ async fn block(
     query: Result<Query<BlockQuery>, QueryRejection>,
 ) -> Result<Json<BlockView>, ApiError> {
     let Path(height) = height.map_err(bad_path)?;
-    let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let Query(q) = query.map_err(bad_query)?;
     let height: Height = height
         .parse()
         .map_err(|_| ApiError::bad_request("bad_height", "a height is a non-negative integer"))?;

@@ -138,6 +138,35 @@ impl TxStatus {
     }
 }
 
+/// Answer to a dry run: what execution and compliance would decide if the transaction were
+/// alone in the next block. Nothing was written or admitted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DryRun {
+    /// The transaction's hash.
+    pub hash: Hash,
+    /// `would_apply` or `would_reject`.
+    pub status: String,
+    /// The height it was simulated at (the next one).
+    pub height: Height,
+    /// The receipt it would get.
+    pub receipt: Receipt,
+}
+
+impl DryRun {
+    pub(crate) fn new(hash: Hash, height: Height, receipt: Receipt) -> DryRun {
+        let status = match receipt.outcome {
+            tally_ledger::Outcome::Applied => "would_apply",
+            tally_ledger::Outcome::Rejected => "would_reject",
+        };
+        DryRun {
+            hash,
+            status: status.into(),
+            height,
+            receipt,
+        }
+    }
+}
+
 /// An account.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccountView {

@@ -1,44 +1,60 @@
-//! `tally tx` and `tally account`: small clients of the HTTP API.
+//! `tally tx`, `tally account`, `tally block` and `tally status`: clients of the HTTP API, and
+//! `tally tx sign`, which needs no network at all.
 
-use crate::api::{AccountView, StatusView, Submitted, TxStatus};
+use crate::api::{AccountView, BlockView, DryRun, StatusView, Submitted, TxStatus};
 use crate::keys;
 use anyhow::{bail, Context};
-use clap::{Args, Subcommand};
-use std::path::PathBuf;
+use clap::{Args, Subcommand, ValueEnum};
+use serde::Serialize;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tally_ledger::compliance::{GovAction, SanctionsUpdate};
+use tally_ledger::compliance::{GovAction, Party, SanctionsUpdate, TravelRuleData};
 use tally_ledger::primitives::{AccountId, AssetCode};
-use tally_ledger::tx::{Payload, Transaction, Transfer};
+use tally_ledger::tx::{Payload, SignedTransaction, Transaction, Transfer};
+
+/// How a command prints what it read or did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// One JSON object on one line, the API's own shape, for scripts.
+    Json,
+}
+
+/// The default API address.
+const API: &str = "http://127.0.0.1:8700";
 
 /// `tally tx ...`
 #[derive(Debug, Subcommand)]
 pub enum TxCommand {
     /// Sign and submit a transfer.
-    Transfer(TransferArgs),
+    Transfer(Box<TransferArgs>),
     /// Sign and submit any payload given as JSON (identity, freeze and governance operations;
     /// docs/compliance.md shows each shape).
     Submit(SubmitArgs),
+    /// Build and sign a transaction offline (no network): prints the body that
+    /// `POST /v1/transactions` takes, for `tally tx send`, curl or any HTTP client.
+    Sign(SignArgs),
+    /// Submit a body that `tally tx sign` wrote (a file, or `-` for stdin).
+    Send(SendBodyArgs),
     /// Propose a sanctions-list update loaded from a CSV file (`action,type,value`).
     Sanctions(SanctionsArgs),
     /// Show a transaction's status, receipt and proof.
     Show {
         /// API base URL.
-        #[arg(long, default_value = "http://127.0.0.1:8700")]
+        #[arg(long, default_value = API)]
         api: String,
         /// Transaction hash (hex).
         hash: String,
     },
 }
 
-/// `tally tx transfer`
+/// What a transfer moves, and the travel-rule data that goes with it (required at or above
+/// the rule set's travel-rule threshold; docs/compliance.md).
 #[derive(Debug, Args)]
-pub struct TransferArgs {
-    /// API base URL of any validator.
-    #[arg(long, default_value = "http://127.0.0.1:8700")]
-    pub api: String,
-    /// The sender's key file.
-    #[arg(long)]
-    pub key: PathBuf,
+pub struct TransferFields {
     /// Recipient account (hex public key).
     #[arg(long)]
     pub to: String,
@@ -51,19 +67,89 @@ pub struct TransferArgs {
     /// Optional memo.
     #[arg(long)]
     pub memo: Option<String>,
-    /// Blocks until expiry, counted from the current height.
-    #[arg(long, default_value_t = 1000)]
-    pub ttl: u64,
-    /// Wait until the transaction is final and print its receipt.
+    /// Travel rule: the payer's full or legal name (with it, --beneficiary-name is required).
     #[arg(long)]
-    pub wait: bool,
+    pub originator_name: Option<String>,
+    /// Travel rule: the payer's geographic address.
+    #[arg(long, requires = "originator_name")]
+    pub originator_address: Option<String>,
+    /// Travel rule: the payer's national or customer identification number.
+    #[arg(long, requires = "originator_name")]
+    pub originator_national_id: Option<String>,
+    /// Travel rule: the payer's date and place of birth.
+    #[arg(long, requires = "originator_name")]
+    pub originator_birth: Option<String>,
+    /// Travel rule: the payee's full or legal name (with it, --originator-name is required).
+    #[arg(long)]
+    pub beneficiary_name: Option<String>,
+    /// Travel rule: the payee's geographic address.
+    #[arg(long, requires = "beneficiary_name")]
+    pub beneficiary_address: Option<String>,
+    /// Travel rule: the payee's national or customer identification number.
+    #[arg(long, requires = "beneficiary_name")]
+    pub beneficiary_national_id: Option<String>,
+    /// Travel rule: the payee's date and place of birth.
+    #[arg(long, requires = "beneficiary_name")]
+    pub beneficiary_birth: Option<String>,
+}
+
+impl TransferFields {
+    /// The transfer payload from `sender`; the travel-rule parties are the sender and `--to`.
+    fn payload(self, sender: AccountId) -> anyhow::Result<Payload> {
+        let to = AccountId::from_hex(&self.to).context("--to: expected 64 hex characters")?;
+        let asset =
+            AssetCode::new(&self.asset).context("--asset: expected an asset code such as USD")?;
+        let travel = match (self.originator_name, self.beneficiary_name) {
+            (None, None) => None,
+            (Some(_), None) => bail!("--beneficiary-name: required with --originator-name"),
+            (None, Some(_)) => bail!("--originator-name: required with --beneficiary-name"),
+            (Some(originator), Some(beneficiary)) => Some(TravelRuleData {
+                originator: Party {
+                    name: originator,
+                    account: sender,
+                    address: self.originator_address,
+                    national_id: self.originator_national_id,
+                    date_and_place_of_birth: self.originator_birth,
+                },
+                beneficiary: Party {
+                    name: beneficiary,
+                    account: to,
+                    address: self.beneficiary_address,
+                    national_id: self.beneficiary_national_id,
+                    date_and_place_of_birth: self.beneficiary_birth,
+                },
+            }),
+        };
+        if let Some(t) = &travel {
+            t.check_shape()
+                .map_err(|e| anyhow::anyhow!("travel rule: {e}"))?;
+        }
+        Ok(Payload::Transfer(Transfer {
+            to,
+            asset,
+            amount: self.amount,
+            memo: self.memo,
+            travel,
+        }))
+    }
+}
+
+/// `tally tx transfer`
+#[derive(Debug, Args)]
+pub struct TransferArgs {
+    /// Signer, API and waiting.
+    #[command(flatten)]
+    pub send: SendArgs,
+    /// What to move.
+    #[command(flatten)]
+    pub transfer: TransferFields,
 }
 
 /// Where to send a transaction and how.
 #[derive(Debug, Args)]
 pub struct SendArgs {
     /// API base URL of any validator.
-    #[arg(long, default_value = "http://127.0.0.1:8700")]
+    #[arg(long, default_value = API)]
     pub api: String,
     /// The signer's key file.
     #[arg(long)]
@@ -72,8 +158,11 @@ pub struct SendArgs {
     #[arg(long, default_value_t = 1000)]
     pub ttl: u64,
     /// Wait until the transaction is final and print its receipt.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "dry_run")]
     pub wait: bool,
+    /// Ask the node what execution and compliance would decide now, without submitting.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `tally tx submit`
@@ -85,6 +174,57 @@ pub struct SubmitArgs {
     /// JSON file holding the payload, e.g. `{"vote": {"proposal": 1, "approve": true}}`.
     #[arg(long)]
     pub payload: PathBuf,
+}
+
+/// `tally tx sign`: everything the network would otherwise supply is given.
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The signer's key file.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The network's chain id (`GET /v1/status` shows it).
+    #[arg(long)]
+    pub chain_id: String,
+    /// The sender's next sequence number (`GET /v1/accounts/{id}` shows it).
+    #[arg(long)]
+    pub sequence: u64,
+    /// The last height at which the transaction may be included.
+    #[arg(long)]
+    pub expiry_height: u64,
+    /// Write the body here instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// What to sign.
+    #[command(subcommand)]
+    pub what: SignWhat,
+}
+
+/// What `tally tx sign` signs.
+#[derive(Debug, Subcommand)]
+pub enum SignWhat {
+    /// A transfer.
+    Transfer(Box<TransferFields>),
+    /// Any payload, as JSON in a file (`-` for stdin).
+    Payload {
+        /// The payload file.
+        file: PathBuf,
+    },
+}
+
+/// `tally tx send`
+#[derive(Debug, Args)]
+pub struct SendBodyArgs {
+    /// API base URL of any validator.
+    #[arg(long, default_value = API)]
+    pub api: String,
+    /// The body file `tally tx sign` wrote, or `-` for stdin.
+    pub body: PathBuf,
+    /// Wait until the transaction is final and print its receipt.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub wait: bool,
+    /// Ask the node what execution and compliance would decide now, without submitting.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `tally tx sanctions`
@@ -109,10 +249,38 @@ pub struct SanctionsArgs {
 #[derive(Debug, Args)]
 pub struct AccountArgs {
     /// API base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8700")]
+    #[arg(long, default_value = API)]
     pub api: String,
     /// Account id (hex public key).
     pub id: String,
+}
+
+/// `tally block`
+#[derive(Debug, Args)]
+pub struct BlockArgs {
+    /// API base URL.
+    #[arg(long, default_value = API)]
+    pub api: String,
+    /// Also list each transaction's hash and code.
+    #[arg(long)]
+    pub receipts: bool,
+    /// Height (0 is genesis).
+    pub height: u64,
+}
+
+/// `tally status`
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// API base URL.
+    #[arg(long, default_value = API)]
+    pub api: String,
+}
+
+/// The body of `POST /v1/transactions`.
+#[derive(Debug, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    tx: String,
 }
 
 async fn error_of(r: reqwest::Response) -> anyhow::Error {
@@ -141,25 +309,71 @@ async fn get<T: serde::de::DeserializeOwned>(
     Ok(r.json().await?)
 }
 
+/// Prints `value` as one line of JSON, or as text for people.
+fn print<T: Serialize>(output: Output, value: &T, text: impl FnOnce(&T) -> String) {
+    match output {
+        Output::Json => match serde_json::to_string(value) {
+            Ok(line) => crate::outln!("{line}"),
+            Err(e) => crate::outln!("{{\"error\": \"{e}\"}}"),
+        },
+        Output::Text => crate::out!("{}", text(value)),
+    }
+}
+
+/// Reads a file, or stdin for `-`.
+fn read_input(path: &Path) -> anyhow::Result<String> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading stdin")?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(path).with_context(|| path.display().to_string())
+}
+
+fn read_payload(path: &Path) -> anyhow::Result<Payload> {
+    let text = read_input(path)?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not a payload", path.display()))
+}
+
 /// Runs `tally tx`.
-pub fn tx(cmd: TxCommand) -> anyhow::Result<()> {
+pub fn tx(cmd: TxCommand, output: Output) -> anyhow::Result<()> {
+    if let TxCommand::Sign(args) = cmd {
+        return sign(args, output);
+    }
     crate::process::runtime()?.block_on(async move {
         let client = reqwest::Client::new();
         match cmd {
-            TxCommand::Transfer(args) => transfer(&client, args).await,
+            TxCommand::Transfer(args) => {
+                let args = *args;
+                let key = keys::read_key_file(&args.send.key)?;
+                let payload = args.transfer.payload(keys::account_id(&key))?;
+                send(&client, &args.send, payload, output).await
+            }
             TxCommand::Submit(args) => {
-                let path = args.payload.display().to_string();
-                let text = std::fs::read_to_string(&args.payload).context(path.clone())?;
-                let payload: Payload = serde_json::from_str(&text)
-                    .with_context(|| format!("{path}: not a payload"))?;
-                send(&client, &args.send, payload).await
+                let payload = read_payload(&args.payload)?;
+                send(&client, &args.send, payload, output).await
+            }
+            TxCommand::Send(args) => {
+                let text = read_input(&args.body)?;
+                let body: Body = serde_json::from_str(&text).with_context(|| {
+                    format!("{}: not a body from `tally tx sign`", args.body.display())
+                })?;
+                let signed = hex::decode(&body.tx)
+                    .ok()
+                    .and_then(|b| SignedTransaction::from_bytes(&b).ok())
+                    .with_context(|| {
+                        format!("{}: tx is not a signed transaction", args.body.display())
+                    })?;
+                post(&client, &args.api, &signed, args.dry_run, args.wait, output).await
             }
             TxCommand::Sanctions(args) => {
                 let path = args.csv.display().to_string();
                 let text = std::fs::read_to_string(&args.csv).context(path.clone())?;
                 let update =
                     SanctionsUpdate::from_csv(&args.list, &text).with_context(|| path.clone())?;
-                crate::outln!(
+                eprintln!(
                     "{path}: {} identities and {} jurisdictions to list, {} and {} to delist",
                     update.add_identities.len(),
                     update.add_jurisdictions.len(),
@@ -170,39 +384,68 @@ pub fn tx(cmd: TxCommand) -> anyhow::Result<()> {
                     action: GovAction::UpdateSanctions(update),
                     effective_height: args.effective_height,
                 };
-                send(&client, &args.send, payload).await
+                send(&client, &args.send, payload, output).await
             }
             TxCommand::Show { api, hash } => {
                 let s: TxStatus = get(&client, &format!("{api}/v1/transactions/{hash}")).await?;
-                crate::outln!("{}", serde_json::to_string_pretty(&s)?);
+                print(output, &s, tx_text);
                 Ok(())
             }
+            TxCommand::Sign(_) => unreachable!("signed offline above"),
         }
     })
 }
 
-async fn transfer(client: &reqwest::Client, args: TransferArgs) -> anyhow::Result<()> {
-    let to = AccountId::from_hex(&args.to).context("--to: expected 64 hex characters")?;
-    let asset =
-        AssetCode::new(&args.asset).context("--asset: expected an asset code such as USD")?;
-    let payload = Payload::Transfer(Transfer {
-        to,
-        asset,
-        amount: args.amount,
-        memo: args.memo,
-        travel: None,
-    });
-    let send_args = SendArgs {
-        api: args.api,
-        key: args.key,
-        ttl: args.ttl,
-        wait: args.wait,
+/// `tally tx sign`: no network; the caller supplies chain id, sequence and expiry.
+fn sign(args: SignArgs, output: Output) -> anyhow::Result<()> {
+    let key = keys::read_key_file(&args.key)?;
+    let sender = keys::account_id(&key);
+    let payload = match args.what {
+        SignWhat::Transfer(fields) => (*fields).payload(sender)?,
+        SignWhat::Payload { file } => read_payload(&file)?,
     };
-    send(client, &send_args, payload).await
+    let chain_id = args.chain_id;
+    let signed = Transaction {
+        chain_id: chain_id.clone(),
+        sender,
+        sequence: args.sequence,
+        expiry_height: args.expiry_height,
+        payload,
+    }
+    .sign(&key);
+    // The same checks a node makes before it admits anything, so a body that cannot be
+    // accepted is refused here, where the key is.
+    let verified = signed
+        .clone()
+        .verify(&chain_id)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
+    let body = serde_json::to_string(&Body {
+        tx: hex::encode(signed.to_bytes()),
+    })?;
+    match args.out {
+        Some(path) => {
+            std::fs::write(&path, format!("{body}\n"))
+                .with_context(|| path.display().to_string())?;
+            match output {
+                Output::Json => crate::outln!("{}", serde_json::json!({ "hash": verified.hash })),
+                Output::Text => crate::outln!("{}", verified.hash),
+            }
+        }
+        None => {
+            crate::outln!("{body}");
+            eprintln!("{}", verified.hash);
+        }
+    }
+    Ok(())
 }
 
 /// Signs `payload` with the key, submits it, and with `--wait` follows it to its receipt.
-async fn send(client: &reqwest::Client, args: &SendArgs, payload: Payload) -> anyhow::Result<()> {
+async fn send(
+    client: &reqwest::Client,
+    args: &SendArgs,
+    payload: Payload,
+    output: Output,
+) -> anyhow::Result<()> {
     let key = keys::read_key_file(&args.key)?;
     let me = keys::account_id(&key);
     let status: StatusView = get(client, &format!("{}/v1/status", args.api)).await?;
@@ -219,43 +462,182 @@ async fn send(client: &reqwest::Client, args: &SendArgs, payload: Payload) -> an
         payload,
     }
     .sign(&key);
+    post(client, &args.api, &signed, args.dry_run, args.wait, output).await
+}
+
+/// Submits (or dry-runs) a signed transaction and prints the answer.
+async fn post(
+    client: &reqwest::Client,
+    api: &str,
+    signed: &SignedTransaction,
+    dry_run: bool,
+    wait: bool,
+    output: Output,
+) -> anyhow::Result<()> {
+    let query = if dry_run { "?dry_run=true" } else { "" };
     let r = client
-        .post(format!("{}/v1/transactions", args.api))
-        .json(&serde_json::json!({ "tx": hex::encode(signed.to_bytes()) }))
+        .post(format!("{api}/v1/transactions{query}"))
+        .json(&Body {
+            tx: hex::encode(signed.to_bytes()),
+        })
         .send()
         .await?;
     if !r.status().is_success() {
         return Err(error_of(r).await);
     }
-    let submitted: Submitted = r.json().await?;
-    crate::outln!("{}", submitted.hash);
-    if args.wait {
-        let url = format!("{}/v1/transactions/{}", args.api, submitted.hash);
-        let started = Instant::now();
-        loop {
-            let s: TxStatus = get(client, &url).await?;
-            if s.status != "pending" {
-                crate::outln!("{}", serde_json::to_string_pretty(&s)?);
-                if s.status == "rejected" {
-                    bail!("the transaction was rejected");
-                }
-                return Ok(());
-            }
-            if started.elapsed() > Duration::from_secs(60) {
-                bail!("not final after 60 s");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    if dry_run {
+        let answer: DryRun = r.json().await?;
+        print(output, &answer, |d| {
+            format!(
+                "{} {} at height {}\n{}",
+                d.hash,
+                d.status,
+                d.height,
+                receipt_text(&d.receipt)
+            )
+        });
+        return Ok(());
     }
-    Ok(())
+    let submitted: Submitted = r.json().await?;
+    if !wait {
+        print(output, &submitted, |s| format!("{}\n", s.hash));
+        return Ok(());
+    }
+    let url = format!("{api}/v1/transactions/{}", submitted.hash);
+    let started = Instant::now();
+    loop {
+        let s: TxStatus = get(client, &url).await?;
+        if s.status != "pending" {
+            print(output, &s, tx_text);
+            if s.status == "rejected" {
+                bail!("the transaction was rejected");
+            }
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("not final after 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn receipt_text(r: &tally_ledger::Receipt) -> String {
+    let mut out = format!("  outcome  {:?}\n  code     {}\n", r.outcome, r.code);
+    if !r.reason.is_empty() {
+        out += &format!("  reason   {}\n", r.reason);
+    }
+    for e in &r.events {
+        out += &format!(
+            "  event    {}\n",
+            serde_json::to_string(e).unwrap_or_default()
+        );
+    }
+    for f in &r.flags {
+        out += &format!(
+            "  flag     {} (rules v{}): {}\n",
+            f.rule_id, f.rule_version, f.reason
+        );
+    }
+    out
+}
+
+fn tx_text(s: &TxStatus) -> String {
+    let mut out = format!("{} {}", s.hash, s.status);
+    if let (Some(h), Some(i)) = (s.height, s.index) {
+        out += &format!(" at height {h}, index {i}");
+    }
+    out.push('\n');
+    if let Some(r) = &s.receipt {
+        out += &receipt_text(r);
+    }
+    if s.proof.is_some() {
+        out += "  proof    yes (check it with `tally verify-proof`)\n";
+    }
+    out
 }
 
 /// Runs `tally account`.
-pub fn account(args: AccountArgs) -> anyhow::Result<()> {
+pub fn account(args: AccountArgs, output: Output) -> anyhow::Result<()> {
+    read(
+        &format!("{}/v1/accounts/{}", args.api, args.id),
+        output,
+        |a: &AccountView| {
+            let mut out = format!("account  {}\nsequence {}\n", a.id, a.sequence);
+            out += &format!(
+                "identity {}\n",
+                a.identity.as_deref().unwrap_or("(unbound)")
+            );
+            for (asset, amount) in &a.balances {
+                out += &format!("balance  {amount} {asset}\n");
+            }
+            out += &format!("height   {}\n", a.height);
+            out
+        },
+    )
+}
+
+/// Runs `tally block`.
+pub fn block(args: BlockArgs, output: Output) -> anyhow::Result<()> {
+    let query = if args.receipts { "?receipts=true" } else { "" };
+    let url = format!("{}/v1/blocks/{}{query}", args.api, args.height);
+    read(&url, output, |b: &BlockView| {
+        let h = &b.header;
+        let mut out = format!(
+            "block    {} at height {}\nparent   {}\nproposer {}\ntime_ms  {}\nstate    {}\nreceipts {}\ncertified {}\n",
+            b.hash,
+            h.height,
+            h.parent_hash,
+            h.proposer,
+            h.timestamp_ms,
+            h.state_root,
+            h.receipt_root,
+            b.certificate
+                .as_ref()
+                .map_or_else(|| "no".to_owned(), |c| format!("yes, {} signatures", c.signatures.len())),
+        );
+        for t in b.transactions.iter().flatten() {
+            out += &format!("  tx {} {}\n", t.hash, t.code);
+        }
+        out
+    })
+}
+
+/// Runs `tally status`.
+pub fn status(args: StatusArgs, output: Output) -> anyhow::Result<()> {
+    read(
+        &format!("{}/v1/status", args.api),
+        output,
+        |s: &StatusView| {
+            format!(
+            "chain    {}\nnode     {} ({})\nheight   {} (certified {}, lag {}, {})\nround    {} in epoch {}\nleader   {}\npeers    {}\nmempool  {}\nversion  {}\n",
+            s.chain_id,
+            s.node,
+            s.validator,
+            s.height,
+            s.certified_height,
+            s.sync_lag,
+            if s.ready { "ready" } else { "not ready" },
+            s.round,
+            s.epoch,
+            s.leader.map_or_else(|| "none".to_owned(), |l| l.to_string()),
+            s.peers,
+            s.mempool,
+            s.version
+        )
+        },
+    )
+}
+
+/// GETs one resource and prints it.
+fn read<T: serde::de::DeserializeOwned + Serialize>(
+    url: &str,
+    output: Output,
+    text: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
     crate::process::runtime()?.block_on(async move {
         let client = reqwest::Client::new();
-        let a: AccountView = get(&client, &format!("{}/v1/accounts/{}", args.api, args.id)).await?;
-        crate::outln!("{}", serde_json::to_string_pretty(&a)?);
+        let value: T = get(&client, url).await?;
+        print(output, &value, text);
         Ok(())
     })
 }

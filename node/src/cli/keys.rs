@@ -11,9 +11,16 @@ pub struct KeygenArgs {
     pub out: PathBuf,
 }
 
-pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
+pub fn keygen(args: KeygenArgs, output: super::client::Output) -> anyhow::Result<()> {
     let key = keys::generate();
     keys::write_key_file(&args.out, &key)?;
-    crate::outln!("{}", keys::account_id(&key));
+    let id = keys::account_id(&key);
+    match output {
+        super::client::Output::Json => crate::outln!(
+            "{}",
+            serde_json::json!({ "public_key": id, "path": args.out.display().to_string() })
+        ),
+        super::client::Output::Text => crate::outln!("{id}"),
+    }
     Ok(())
 }

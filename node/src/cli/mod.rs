@@ -12,6 +12,10 @@ use clap::{CommandFactory, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "tally", version, about)]
 pub struct Cli {
+    /// How read and submit commands print: `text` for people, `json` (one object per line, the
+    /// API's own shape) for scripts.
+    #[arg(long, global = true, value_enum, default_value_t = client::Output::Text)]
+    pub output: client::Output,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -41,6 +45,10 @@ pub enum Command {
     Tx(client::TxCommand),
     /// Show an account through the HTTP API.
     Account(client::AccountArgs),
+    /// Show a committed block through the HTTP API.
+    Block(client::BlockArgs),
+    /// Show a node's view of the network through the HTTP API.
+    Status(client::StatusArgs),
     /// Print a shell completion script: `tally completions bash > /etc/bash_completion.d/tally`.
     Completions {
         /// The shell: bash, elvish, fish, powershell or zsh.
@@ -51,15 +59,17 @@ pub enum Command {
 /// Runs a parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Keygen(args) => keys::keygen(args),
+        Command::Keygen(args) => keys::keygen(args, cli.output),
         Command::Testnet(cmd) => testnet::run(cmd),
         Command::Config(cmd) => testnet::run_config(cmd),
         Command::VerifyProof(args) => proof::verify(args),
         Command::Run(args) => run::run(args),
         Command::Devnet(args) => crate::tools::devnet::devnet(args),
         Command::Bench(args) => crate::tools::devnet::bench(args),
-        Command::Tx(cmd) => client::tx(cmd),
-        Command::Account(args) => client::account(args),
+        Command::Tx(cmd) => client::tx(cmd, cli.output),
+        Command::Account(args) => client::account(args, cli.output),
+        Command::Block(args) => client::block(args, cli.output),
+        Command::Status(args) => client::status(args, cli.output),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "tally", &mut script);
