@@ -468,6 +468,24 @@ async fn every_error_is_the_documented_json_envelope() {
             "bad_query",
         ),
     ];
+    // Each value has one text form; another form of the same value is refused, not guessed.
+    for (path, code) in [
+        (format!("/v1/accounts/{}", "CD".repeat(32)), "bad_account"),
+        (format!("/v1/transactions/{}", "AB".repeat(32)), "bad_hash"),
+        (format!("/v1/roles/{}", "Cd".repeat(32)), "bad_key"),
+        ("/v1/blocks/+1".into(), "bad_height"),
+        ("/v1/blocks/01".into(), "bad_height"),
+        ("/v1/blocks/-1".into(), "bad_height"),
+        ("/v1/governance/proposals/0".into(), "bad_proposal"),
+        ("/v1/governance/proposals/+1".into(), "bad_proposal"),
+    ] {
+        cases.push((
+            format!("GET {path}"),
+            http.get(format!("{base}{path}")),
+            400,
+            code,
+        ));
+    }
     for (method, path) in tally_node::api::ROUTES {
         let path = path
             .replace("{hash}", &"ab".repeat(32))

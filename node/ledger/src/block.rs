@@ -63,6 +63,7 @@ pub struct CommitVote {
     /// The signing validator.
     pub validator: AccountId,
     /// Its signature.
+    #[serde(with = "crate::primitives::signature_text")]
     pub signature: Signature,
 }
 
@@ -90,6 +91,7 @@ pub struct CommitCertificate {
     /// Hash of the certified header.
     pub header_hash: Hash,
     /// (validator, signature), sorted by validator, at most one each.
+    #[serde(with = "crate::primitives::signature_text::pairs")]
     pub signatures: Vec<(AccountId, Signature)>,
 }
 

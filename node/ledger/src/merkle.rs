@@ -48,8 +48,9 @@ fn next_level(level: &[Hash]) -> Vec<Hash> {
         .collect()
 }
 
-/// Which side a sibling sits on.
+/// Which side a sibling sits on (`"left"` or `"right"` in JSON).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Side {
     /// The sibling is the left child; the running hash is the right one.
     Left,

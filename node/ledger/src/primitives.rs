@@ -235,6 +235,70 @@ macro_rules! bytes32_serde {
 bytes32_serde!(Hash);
 bytes32_serde!(AccountId);
 
+/// `#[serde(with = "signature_text")]`: an ed25519 signature is 128 lower-case hex characters in
+/// human-readable formats (the API, proof files) and its own 64 bytes in the binary encoding,
+/// which is unchanged.
+pub mod signature_text {
+    use ed25519_dalek::Signature;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Serialises one signature.
+    pub fn serialize<S: Serializer>(sig: &Signature, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&hex::encode(sig.to_bytes()))
+        } else {
+            sig.serialize(s)
+        }
+    }
+
+    /// Deserialises one signature.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Signature, D::Error> {
+        if !d.is_human_readable() {
+            return Signature::deserialize(d);
+        }
+        let text = String::deserialize(d)?;
+        let mut bytes = [0u8; 64];
+        hex::decode_to_slice(&text, &mut bytes).map_err(|_| {
+            serde::de::Error::custom("signature: expected 128 hexadecimal characters")
+        })?;
+        Ok(Signature::from_bytes(&bytes))
+    }
+
+    /// The same for a list of (signer, signature) pairs.
+    pub mod pairs {
+        use crate::primitives::AccountId;
+        use ed25519_dalek::Signature;
+        use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+        #[derive(Serialize, Deserialize)]
+        struct Pair(AccountId, #[serde(with = "super")] Signature);
+
+        /// Serialises the list.
+        pub fn serialize<S: Serializer>(
+            pairs: &[(AccountId, Signature)],
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            if !s.is_human_readable() {
+                return pairs.serialize(s);
+            }
+            s.collect_seq(pairs.iter().map(|(who, sig)| Pair(*who, *sig)))
+        }
+
+        /// Deserialises the list.
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Vec<(AccountId, Signature)>, D::Error> {
+            if !d.is_human_readable() {
+                return Vec::<(AccountId, Signature)>::deserialize(d);
+            }
+            Ok(Vec::<Pair>::deserialize(d)?
+                .into_iter()
+                .map(|Pair(who, sig)| (who, sig))
+                .collect())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,6 +327,34 @@ mod tests {
         assert_eq!(crate::codec::encode(&de), b"DE".to_vec());
         assert_eq!(crate::codec::decode::<Jurisdiction>(b"DE", 2).unwrap(), de);
         assert!(crate::codec::decode::<Jurisdiction>(b"d1", 2).is_err());
+    }
+
+    #[test]
+    fn signatures_are_hex_in_json_and_their_64_bytes_in_binary() {
+        use crate::block::CommitCertificate;
+        let sig = ed25519_dalek::Signature::from_bytes(&[9; 64]);
+        let cert = CommitCertificate {
+            header_hash: Hash([1; 32]),
+            signatures: vec![(AccountId([2; 32]), sig)],
+        };
+        let json = serde_json::to_value(&cert).unwrap();
+        assert_eq!(
+            json["signatures"],
+            serde_json::json!([["02".repeat(32), "09".repeat(64)]])
+        );
+        let back: CommitCertificate = serde_json::from_value(json).unwrap();
+        assert_eq!(back, cert);
+        // The binary encoding is what it always was: 32 + 1 + 32 + 64 bytes, no length prefix
+        // on the signature, so hashes and stored blocks do not change.
+        let bin = crate::codec::encode(&cert);
+        assert_eq!(bin.len(), 32 + 1 + 32 + 64);
+        assert_eq!(&bin[65..], &[9; 64][..]);
+        assert_eq!(
+            crate::codec::decode::<CommitCertificate>(&bin, 1 << 10).unwrap(),
+            cert
+        );
+        let short = serde_json::json!({"header_hash": "01".repeat(32), "signatures": [["02".repeat(32), "09"]]});
+        assert!(serde_json::from_value::<CommitCertificate>(short).is_err());
     }
 
     #[test]

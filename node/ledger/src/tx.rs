@@ -105,6 +105,7 @@ pub struct SignedTransaction {
     #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
     /// ed25519 signature of the sender over the transaction id.
+    #[serde(with = "crate::primitives::signature_text")]
     pub signature: Signature,
 }
 

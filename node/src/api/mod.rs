@@ -422,11 +422,33 @@ fn count_rejection(shared: &dyn Node, code: &str) {
         .inc();
 }
 
+/// 32 bytes in their one text form: 64 lower-case hex characters.
+fn parse_hex32(s: &str) -> Option<Hash> {
+    let lower = s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    lower.then(|| Hash::from_hex(s)).flatten()
+}
+
+/// A non-negative integer in its one text form: decimal digits, no sign, no leading zero.
+fn parse_integer(s: &str) -> Option<u64> {
+    let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let canonical = digits && (s == "0" || !s.starts_with('0'));
+    canonical.then(|| s.parse().ok()).flatten()
+}
+
 fn parse_hash(s: &str) -> Result<Hash, ApiError> {
-    Hash::from_hex(s).ok_or_else(|| {
+    parse_hex32(s).ok_or_else(|| {
         ApiError::bad_request(
             "bad_hash",
-            "a transaction hash is 64 hexadecimal characters",
+            "a transaction hash is 64 lower-case hexadecimal characters",
+        )
+    })
+}
+
+fn parse_account(s: &str, code: &'static str, what: &str) -> Result<AccountId, ApiError> {
+    parse_hex32(s).map(|h| AccountId(h.0)).ok_or_else(|| {
+        ApiError::bad_request(
+            code,
+            format!("{what} is 64 lower-case hexadecimal characters"),
         )
     })
 }
@@ -485,9 +507,7 @@ async fn account(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<AccountView>, ApiError> {
     let Path(id) = id.map_err(bad_path)?;
-    let id = AccountId::from_hex(&id).ok_or_else(|| {
-        ApiError::bad_request("bad_account", "an account id is 64 hexadecimal characters")
-    })?;
+    let id = parse_account(&id, "bad_account", "an account id")?;
     let raw = shared
         .store()
         .state_value(&account_key(&id))
@@ -554,8 +574,7 @@ async fn role(
     key: Result<Path<String>, PathRejection>,
 ) -> Result<Json<tally_ledger::compliance::RoleEntry>, ApiError> {
     let Path(key) = key.map_err(bad_path)?;
-    let key = AccountId::from_hex(&key)
-        .ok_or_else(|| ApiError::bad_request("bad_key", "a key is 64 hexadecimal characters"))?;
+    let key = parse_account(&key, "bad_key", "a key")?;
     let entry = state_get(
         &*shared,
         &tally_ledger::compliance::registry::role_key(&key),
@@ -586,8 +605,11 @@ async fn proposal(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<tally_ledger::compliance::Proposal>, ApiError> {
     let Path(id) = id.map_err(bad_path)?;
-    let id: u64 = id.parse().map_err(|_| {
-        ApiError::bad_request("bad_proposal", "a proposal id is a positive integer")
+    let id = parse_integer(&id).filter(|id| *id > 0).ok_or_else(|| {
+        ApiError::bad_request(
+            "bad_proposal",
+            "a proposal id is a positive integer (decimal digits, no sign or leading zero)",
+        )
     })?;
     let p = state_get(
         &*shared,
@@ -610,9 +632,12 @@ async fn block(
 ) -> Result<Json<BlockView>, ApiError> {
     let Path(height) = height.map_err(bad_path)?;
     let Query(q) = query.map_err(bad_query)?;
-    let height: Height = height
-        .parse()
-        .map_err(|_| ApiError::bad_request("bad_height", "a height is a non-negative integer"))?;
+    let height: Height = parse_integer(&height).ok_or_else(|| {
+        ApiError::bad_request(
+            "bad_height",
+            "a height is a non-negative integer (decimal digits, no sign or leading zero)",
+        )
+    })?;
     let block = shared
         .store()
         .block(height)
