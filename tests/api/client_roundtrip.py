@@ -67,6 +67,9 @@ def main():
     submitted = ok(operation("submit_transaction").sync_detailed(client=client, body=body), 202)
     tx_hash = submitted.to_dict()["hash"]
     print(f"submitted {tx_hash}")
+    if os.environ.get("TALLY_TX_FILE"):
+        with open(os.environ["TALLY_TX_FILE"], "w") as f:
+            f.write(tx_hash)
 
     deadline = time.time() + 60
     while True:
