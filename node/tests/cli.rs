@@ -356,3 +356,103 @@ fn travel_rule_flags_fill_the_transfer_and_half_of_them_are_refused() {
     );
     assert_eq!((verified.tx.sequence, verified.tx.expiry_height), (3, 100));
 }
+
+/// docs/api/README.md shows the JSON of every payload kind and operation; each example is one
+/// that `tally tx sign` accepts and signs, and together they name every kind. A field name that
+/// is not the type's (a typo) is refused, not silently dropped.
+#[test]
+fn every_documented_payload_is_one_the_cli_signs() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/api/README.md"
+    ))
+    .expect("docs/api/README.md");
+    let section = doc
+        .split("## Transaction payloads")
+        .nth(1)
+        .expect("a Transaction payloads section");
+    let examples: Vec<&str> = section
+        .split("```json\n")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("signer.key");
+    let key = key.to_str().expect("utf-8 path");
+    tally_ok(&["keygen", "--out", key]);
+    let file = dir.path().join("payload.json");
+    let file = file.to_str().expect("utf-8 path");
+    let sign = |payload: &str| {
+        std::fs::write(file, payload).expect("write payload");
+        tally(&[
+            "tx",
+            "sign",
+            "--key",
+            key,
+            "--chain-id",
+            "docs",
+            "--sequence",
+            "0",
+            "--expiry-height",
+            "100",
+            "payload",
+            file,
+        ])
+    };
+    let mut kinds = std::collections::BTreeSet::new();
+    for example in &examples {
+        let out = sign(example);
+        assert!(
+            out.status.success(),
+            "{example}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_str(example).expect("JSON");
+        let (kind, inner) = v
+            .as_object()
+            .and_then(|o| o.iter().next())
+            .expect("one key");
+        let op = match kind.as_str() {
+            "identity" | "freeze" => inner.as_object().and_then(|o| o.keys().next().cloned()),
+            "propose" => inner["action"]
+                .as_object()
+                .and_then(|o| o.keys().next().cloned()),
+            _ => None,
+        };
+        kinds.insert(op.map_or_else(|| kind.clone(), |op| format!("{kind}: {op}")));
+    }
+    let every: std::collections::BTreeSet<String> = [
+        "transfer",
+        "issue",
+        "redeem",
+        "vote",
+        "identity: register",
+        "identity: update",
+        "identity: revoke",
+        "identity: bind",
+        "identity: unbind",
+        "freeze: freeze",
+        "freeze: unfreeze",
+        "freeze: freeze_asset",
+        "freeze: unfreeze_asset",
+        "propose: set_rules",
+        "propose: update_sanctions",
+        "propose: set_role",
+        "propose: remove_role",
+        "propose: set_validators",
+        "propose: set_parameter",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(
+        kinds, every,
+        "the documented payloads and the payload kinds differ"
+    );
+
+    let typo = examples[0].replacen("\"memo\"", "\"memos\"", 1);
+    assert_ne!(typo, examples[0], "the first example has a memo");
+    let out = sign(&typo);
+    assert!(!out.status.success(), "an unknown field is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("memos"));
+}

@@ -67,9 +67,22 @@ impl fmt::Display for AccountId {
     }
 }
 
-/// An asset code such as `USD` or `EURC`: 1 to 12 upper-case ASCII letters or digits.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// An asset code such as `USD` or `EURC`: 1 to 12 upper-case ASCII letters or digits. A code of
+/// another shape does not decode, in JSON or in the binary encoding.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct AssetCode(String);
+
+impl<'de> Deserialize<'de> for AssetCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let code = String::deserialize(d)?;
+        if AssetCode::is_valid(&code) {
+            return Ok(AssetCode(code));
+        }
+        Err(serde::de::Error::custom(format!(
+            "asset code {code:?}: expected 1 to 12 upper-case letters or digits"
+        )))
+    }
+}
 
 impl AssetCode {
     /// Longest accepted code.
@@ -77,12 +90,15 @@ impl AssetCode {
 
     /// Checks the shape of a code; `None` if it is empty, too long or not `[A-Z0-9]`.
     pub fn new(code: &str) -> Option<AssetCode> {
-        let ok = !code.is_empty()
+        Self::is_valid(code).then(|| AssetCode(code.to_owned()))
+    }
+
+    fn is_valid(code: &str) -> bool {
+        !code.is_empty()
             && code.len() <= Self::MAX_LEN
             && code
                 .bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
-        ok.then(|| AssetCode(code.to_owned()))
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
     }
 
     /// The code as text.
@@ -315,6 +331,25 @@ mod tests {
         );
         assert!(Jurisdiction::new("S1").is_none());
         assert!(Jurisdiction::new("SGP").is_none());
+    }
+
+    #[test]
+    fn an_asset_code_of_another_shape_does_not_decode() {
+        assert_eq!(
+            serde_json::from_str::<AssetCode>("\"USD\"").unwrap(),
+            AssetCode::new("USD").unwrap()
+        );
+        for bad in ["\"usd\"", "\"\"", "\"ABCDEFGHIJKLM\"", "\"US D\""] {
+            assert!(serde_json::from_str::<AssetCode>(bad).is_err(), "{bad}");
+        }
+        let bin = crate::codec::encode(&"usd".to_owned());
+        assert!(crate::codec::decode::<AssetCode>(&bin, 64).is_err());
+        let good = crate::codec::encode(&AssetCode::new("EURC").unwrap());
+        assert_eq!(
+            good,
+            crate::codec::encode(&"EURC".to_owned()),
+            "encoding unchanged"
+        );
     }
 
     #[test]

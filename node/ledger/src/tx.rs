@@ -27,7 +27,7 @@ pub const MAX_MEMO_BYTES: usize = 140;
 /// What a transaction does. New families are added as variants; the encoding of existing
 /// variants never changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Payload {
     /// Move `amount` of `asset` from the sender to `to`.
     Transfer(Transfer),
@@ -69,6 +69,7 @@ pub enum Payload {
 
 /// A payment between two accounts in one asset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Transfer {
     /// Receiving account.
     pub to: AccountId,

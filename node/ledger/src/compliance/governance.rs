@@ -25,7 +25,7 @@ pub struct GenesisValidator {
 
 /// What a proposal changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum GovAction {
     /// Replace the rule set (its version becomes the current one + 1).
     SetRules(RuleSet),

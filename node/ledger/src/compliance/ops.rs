@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 /// What a KYC provider does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum IdentityOp {
     /// Registers a new identity.
     Register {
@@ -62,7 +62,7 @@ pub enum IdentityOp {
 
 /// What a regulator or issuer does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum FreezeOp {
     /// A regulator of the identity's jurisdiction freezes it: it can neither send nor receive.
     Freeze {
