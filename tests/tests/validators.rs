@@ -392,6 +392,45 @@ async fn a_dry_run_tells_the_decision_and_changes_nothing() {
     c.shutdown().await;
 }
 
+/// The HTTP metrics' labels come from a fixed set: a client that invents methods or paths adds
+/// no series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invented_methods_and_paths_add_no_metric_series() {
+    let c = Cluster::start(1).await;
+    let http = reqwest::Client::new();
+    for i in 0..5 {
+        let method =
+            reqwest::Method::from_bytes(format!("INVENTED{i}").as_bytes()).expect("method");
+        let r = http
+            .request(method, format!("{}/v1/made-up-{i}", c.url(0)))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 404);
+    }
+    let metrics = http
+        .get(format!("{}/metrics", c.url(0)))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        !metrics.contains("INVENTED") && !metrics.contains("made-up"),
+        "{metrics}"
+    );
+    assert_eq!(
+        tally_tests::metric_sum(
+            &metrics,
+            r#"tally_http_requests_total{route="unmatched",method="other",status="404"}"#
+        ),
+        5.0,
+        "{metrics}"
+    );
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_documented_route_is_served() {
     let c = Cluster::start(1).await;

@@ -122,12 +122,22 @@ async fn observe(State(shared): State<Shared>, req: Request, next: Next) -> Resp
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
-    let method = req.method().as_str().to_owned();
+    // A fixed set: a client that invents methods must not invent series.
+    let method: &'static str = match req.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
     let m = shared.metrics();
     m.http_requests
-        .with_label_values(&[&route, &method, &status])
+        .with_label_values(&[&route, method, &status])
         .inc();
     m.http_request_duration
         .with_label_values(&[&route])
@@ -217,7 +227,7 @@ fn admit_checks(shared: &dyn Node, tx: &VerifiedTransaction) -> Result<(), ApiEr
             height,
         }));
     }
-    if let Ok(Some(loc)) = shared.store().tx_location(&tx.hash) {
+    if let Some(loc) = shared.store().tx_location(&tx.hash).map_err(storage)? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "already_committed",

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tally_consensus::{Block, QuorumCert};
 use tally_ledger::codec;
-use tally_ledger::primitives::AccountId;
+use tally_ledger::primitives::{AccountId, Hash};
 use tally_ledger::tx::VerifiedTransaction;
 use tally_ledger::Outcome;
 use tokio::sync::mpsc;
@@ -44,7 +44,26 @@ pub(crate) fn run(
             round = job.block.round
         );
         let _enter = span.enter();
-        let txs = select_transactions(&chain, &shared, &job.batches);
+        let lookup = |hash: &Hash| chain.store().tx_location(hash).map(|l| l.is_some());
+        let (txs, duplicates) = match select_transactions(lookup, &job.batches) {
+            Ok(selected) => selected,
+            Err(e) => {
+                // Never guess "not committed": that would execute a committed transaction
+                // again on this node alone, and fork it from the others.
+                shared.fail(format!(
+                    "reading the transaction index for block {}: {e}",
+                    job.block.height
+                ));
+                return;
+            }
+        };
+        if duplicates > 0 {
+            shared
+                .metrics
+                .transactions_rejected
+                .with_label_values(&["execution", "duplicate"])
+                .inc_by(duplicates);
+        }
         let proposal = BlockProposal {
             round: job.block.round,
             proposer: job.proposer,
@@ -111,32 +130,87 @@ pub(crate) fn run(
     }
 }
 
-/// The block's transactions in order, without those committed before or repeated within it.
-fn select_transactions(
-    chain: &Chain,
-    shared: &NodeShared,
+/// The block's transactions in order, without those committed before (`committed` says which)
+/// or repeated within it, and how many were left out. A failed lookup is an error, never a
+/// guess.
+fn select_transactions<E>(
+    committed: impl Fn(&Hash) -> Result<bool, E>,
     batches: &[VerifiedBatch],
-) -> Vec<VerifiedTransaction> {
+) -> Result<(Vec<VerifiedTransaction>, u64), E> {
     let total: usize = batches.iter().map(|b| b.txs.len()).sum();
     let mut seen = HashSet::with_capacity(total);
     let mut out = Vec::with_capacity(total);
     let mut duplicates = 0u64;
     for b in batches {
         for tx in b.txs.iter() {
-            let committed = chain.store().tx_location(&tx.hash).ok().flatten().is_some();
-            if committed || !seen.insert(tx.hash) {
+            if committed(&tx.hash)? || !seen.insert(tx.hash) {
                 duplicates += 1;
                 continue;
             }
             out.push(tx.clone());
         }
     }
-    if duplicates > 0 {
-        shared
-            .metrics
-            .transactions_rejected
-            .with_label_values(&["execution", "duplicate"])
-            .inc_by(duplicates);
+    Ok((out, duplicates))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_ledger::primitives::AssetCode;
+    use tally_ledger::tx::{Payload, Transaction, Transfer};
+
+    fn tx(sequence: u64) -> VerifiedTransaction {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        Transaction {
+            chain_id: "t".into(),
+            sender: AccountId(key.verifying_key().to_bytes()),
+            sequence,
+            expiry_height: 10,
+            payload: Payload::Transfer(Transfer {
+                to: AccountId([1; 32]),
+                asset: AssetCode::new("USD").expect("code"),
+                amount: 1,
+                memo: None,
+                travel: None,
+            }),
+        }
+        .sign(&key)
+        .verify("t")
+        .expect("valid")
     }
-    out
+
+    fn batch(txs: Vec<VerifiedTransaction>) -> VerifiedBatch {
+        VerifiedBatch {
+            digest: Default::default(),
+            author: AccountId([0; 32]),
+            nonce: 0,
+            txs: Arc::new(txs),
+            bytes: Arc::new(Vec::new()),
+        }
+    }
+
+    #[test]
+    fn committed_and_repeated_transactions_are_left_out_in_order() {
+        let (a, b, c) = (tx(0), tx(1), tx(2));
+        let batches = [
+            batch(vec![a.clone(), b.clone()]),
+            batch(vec![b.clone(), c.clone()]),
+        ];
+        let committed = |h: &Hash| Ok::<_, ()>(*h == a.hash);
+        let (out, left_out) = select_transactions(committed, &batches).expect("no error");
+        let hashes: Vec<Hash> = out.iter().map(|t| t.hash).collect();
+        assert_eq!(hashes, vec![b.hash, c.hash]);
+        assert_eq!(left_out, 2);
+    }
+
+    /// A storage error while asking "was this committed?" is not "no": the block is not
+    /// executed at all (the executor stops the node), so no node re-executes a committed
+    /// transaction that its peers skip.
+    #[test]
+    fn a_failed_index_lookup_is_an_error_not_a_guess() {
+        let (a, b) = (tx(0), tx(1));
+        let batches = [batch(vec![a.clone(), b.clone()])];
+        let failing = |h: &Hash| if *h == b.hash { Err("disk") } else { Ok(false) };
+        assert_eq!(select_transactions(failing, &batches).err(), Some("disk"));
+    }
 }
