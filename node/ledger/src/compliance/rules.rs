@@ -11,21 +11,25 @@ pub type Tier = u8;
 pub const MAX_RULE_ENTRIES: usize = 1_000;
 
 /// Value of one minor unit of an asset in minor units of the reference asset:
-/// `reference = amount × numerator / denominator`, rounded down.
+/// `reference = amount × numerator / denominator`, rounded up (against the sender: a limit is
+/// never passed by a fraction of a unit). Neither part may be zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rate {
-    /// Multiplier.
+    /// Multiplier (not zero: a zero rate would value every amount at nothing and switch off
+    /// every amount limit for the asset).
     pub numerator: u64,
     /// Divisor (not zero).
     pub denominator: u64,
 }
 
 impl Rate {
-    /// Converts `amount` to reference units; saturates at `u64::MAX` (a saturated value only
-    /// makes limits stricter).
+    /// Converts `amount` to reference units, rounding up; saturates at `u64::MAX` (a saturated
+    /// value only makes limits stricter).
     pub fn to_reference(&self, amount: Amount) -> Amount {
-        let v = u128::from(amount) * u128::from(self.numerator) / u128::from(self.denominator);
+        // (2^64 - 1)^2 + 2^64 - 2 < 2^128: no overflow in u128.
+        let product = u128::from(amount) * u128::from(self.numerator);
+        let v = product.div_ceil(u128::from(self.denominator.max(1)));
         u64::try_from(v).unwrap_or(u64::MAX)
     }
 }
@@ -140,6 +144,11 @@ impl RuleSet {
         for (code, rate) in &self.rates {
             if rate.denominator == 0 {
                 return Err(format!("rules.rates.{code}.denominator: must not be zero"));
+            }
+            if rate.numerator == 0 {
+                return Err(format!(
+                    "rules.rates.{code}.numerator: must not be zero (it would value every amount at nothing and lift every limit)"
+                ));
             }
         }
         let mut seen = BTreeSet::new();
@@ -365,13 +374,60 @@ mod tests {
     }
 
     #[test]
-    fn reference_conversion_rounds_down_and_saturates() {
+    fn reference_conversion_rounds_against_the_sender_and_saturates() {
         let r = Rate {
             numerator: 108,
             denominator: 100,
         };
         assert_eq!(r.to_reference(1_000), 1_080);
-        assert_eq!(r.to_reference(1), 1);
+        // 1.08 and 10.8 units: a fraction counts as a whole unit towards the limits.
+        assert_eq!(r.to_reference(1), 2);
+        assert_eq!(r.to_reference(10), 11);
+        assert_eq!(r.to_reference(0), 0);
         assert_eq!(r.to_reference(u64::MAX), u64::MAX);
+        let third = Rate {
+            numerator: 1,
+            denominator: 3,
+        };
+        assert_eq!(third.to_reference(3), 1);
+        assert_eq!(third.to_reference(4), 2);
+        let huge = Rate {
+            numerator: u64::MAX,
+            denominator: u64::MAX,
+        };
+        assert_eq!(huge.to_reference(u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn a_zero_rate_is_refused_naming_the_field() {
+        let usd = crate::primitives::AssetCode::new("USD").unwrap();
+        let mut rules = RuleSet {
+            version: 1,
+            reference_asset: usd.clone(),
+            rates: [(
+                usd,
+                Rate {
+                    numerator: 1,
+                    denominator: 1,
+                },
+            )]
+            .into_iter()
+            .collect(),
+            limits: Vec::new(),
+            corridors: Vec::new(),
+            sanctioned_jurisdictions: BTreeSet::new(),
+            travel_rule: None,
+            structuring: None,
+        };
+        assert_eq!(rules.validate(), Ok(()));
+        rules.rates.insert(
+            crate::primitives::AssetCode::new("EUR").unwrap(),
+            Rate {
+                numerator: 0,
+                denominator: 1,
+            },
+        );
+        let err = rules.validate().unwrap_err();
+        assert!(err.starts_with("rules.rates.EUR.numerator"), "{err}");
     }
 }
