@@ -514,12 +514,17 @@ fn daily_limit_counts_the_rolling_24_hours_to_the_edge() {
     );
     let r = l.pay(t + 5 * HOUR_MS, RETAIL_DE, PAYER_DE, usd(), 800);
     assert_eq!(decision(&r).1, "limit.daily", "{}", r.reason);
-    // One millisecond before 10:00 the next day both still count...
-    let r = l.pay(t + DAY_MS - 1, RETAIL_DE, PAYER_DE, usd(), 800);
+    // At 10:00 the next day the 10:30 payment is 23 h 30 min old: both still count, or two
+    // daily caps would fit within 24 hours...
+    let r = l.pay(t + DAY_MS, RETAIL_DE, PAYER_DE, usd(), 800);
+    assert_eq!(decision(&r).1, "limit.daily", "{}", r.reason);
+    // ...and so they do up to the end of their hour's bucket (24 h 30 min after the later)...
+    let r = l.pay(t + DAY_MS + HOUR_MS - 1, RETAIL_DE, PAYER_DE, usd(), 800);
     assert_eq!(decision(&r).1, "limit.daily");
-    // ...and at 10:00 they have left the window.
+    // ...and at 11:00 they have left the window.
     assert_eq!(
-        l.pay(t + DAY_MS, RETAIL_DE, PAYER_DE, usd(), 800).code,
+        l.pay(t + DAY_MS + HOUR_MS, RETAIL_DE, PAYER_DE, usd(), 800)
+            .code,
         "ok"
     );
 }
@@ -541,9 +546,12 @@ fn thirty_day_limit_and_velocity_windows() {
             .code,
         "ok"
     );
-    // Day 30 drops day 0's 900.
+    // 30 days after day 0's 900 it still counts (the window is never shorter than 30 days)...
+    let r = l.pay(T0 + 30 * DAY_MS, RETAIL_DE, PAYER_DE, usd(), 900);
+    assert_eq!(decision(&r).1, "limit.30_days", "{}", r.reason);
+    // ...and on day 31 it has left.
     assert_eq!(
-        l.pay(T0 + 30 * DAY_MS, RETAIL_DE, PAYER_DE, usd(), 900)
+        l.pay(T0 + 31 * DAY_MS, RETAIL_DE, PAYER_DE, usd(), 900)
             .code,
         "ok"
     );
@@ -556,8 +564,13 @@ fn thirty_day_limit_and_velocity_windows() {
     }
     let r = l.pay(t + 20, RETAIL_DE_2, PAYER_DE, usd(), 1);
     assert_eq!(decision(&r).1, "velocity.hourly");
+    // An hour after the first they still count; a minute later (the first minute's bucket has
+    // left) there is room again.
+    let r = l.pay(t + HOUR_MS, RETAIL_DE_2, PAYER_DE, usd(), 1);
+    assert_eq!(decision(&r).1, "velocity.hourly");
     assert_eq!(
-        l.pay(t + HOUR_MS, RETAIL_DE_2, PAYER_DE, usd(), 1).code,
+        l.pay(t + HOUR_MS + 60_000, RETAIL_DE_2, PAYER_DE, usd(), 1)
+            .code,
         "ok"
     );
 }
