@@ -742,6 +742,44 @@ fn a_governance_rule_change_applies_exactly_at_its_height() {
     assert_eq!(r.flags[0].rule_version, 2);
 }
 
+/// Proposals due at the same height apply in the order they passed: of two changes to the
+/// same parameter, the one that passed last is in force, whatever their ids.
+#[test]
+fn proposals_due_together_apply_in_the_order_they_passed() {
+    use tally_ledger::compliance::governance::{Params, PARAMS_KEY};
+    let mut l = Ledger::new();
+    let effective = 20;
+    let set = |value| Payload::Propose {
+        action: GovAction::SetParameter {
+            name: "proposal_voting_blocks".into(),
+            value,
+        },
+        effective_height: effective,
+    };
+    assert_eq!(l.run(T0, MEMBERS[0], set(500)).code, "ok"); // proposal 1
+    assert_eq!(l.run(T0, MEMBERS[1], set(700)).code, "ok"); // proposal 2
+    let vote = |proposal| Payload::Vote {
+        proposal,
+        approve: true,
+    };
+    // Proposal 2 passes first (its proposer, then two more), proposal 1 last.
+    for m in [MEMBERS[2], MEMBERS[3]] {
+        assert_eq!(l.run(T0, m, vote(2)).code, "ok");
+    }
+    for m in [MEMBERS[2], MEMBERS[3]] {
+        assert_eq!(l.run(T0, m, vote(1)).code, "ok");
+    }
+    while l.height < effective {
+        l.block(T0, Vec::new());
+    }
+    let params: Params = tally_ledger::codec::decode(
+        l.state.get_raw(PARAMS_KEY).expect("params in state"),
+        1 << 10,
+    )
+    .expect("params decode");
+    assert_eq!(params.proposal_voting_blocks, 500, "proposal 1 passed last");
+}
+
 #[test]
 fn sanctions_lists_change_by_governance() {
     let mut l = Ledger::new();
