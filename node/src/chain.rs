@@ -51,9 +51,15 @@ pub struct Chain {
     state: State,
     last: Option<BlockHeader>,
     genesis_time_ms: TimestampMs,
+    last_write_seconds: f64,
 }
 
 impl Chain {
+    /// How long the last commit took to write to the store, fsync included.
+    pub fn last_write_seconds(&self) -> f64 {
+        self.last_write_seconds
+    }
+
     /// Opens the store in `dir`, initialising it from `genesis` the first time, and loads the
     /// committed state.
     pub fn open(dir: &Path, genesis: &Genesis) -> Result<Chain, ChainError> {
@@ -68,6 +74,7 @@ impl Chain {
             store,
             last,
             genesis_time_ms: genesis.genesis_time_ms,
+            last_write_seconds: 0.0,
         })
     }
 
@@ -123,6 +130,7 @@ impl Chain {
             receipt_root: out.receipt_root,
             state_root: self.state.root(),
         };
+        let writing = std::time::Instant::now();
         self.store.commit_block(
             &header,
             &out.receipts,
@@ -130,6 +138,7 @@ impl Chain {
             &proposal.record,
             &proposal.record_id,
         )?;
+        self.last_write_seconds = writing.elapsed().as_secs_f64();
         self.last = Some(header.clone());
         Ok((header, out.receipts))
     }

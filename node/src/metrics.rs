@@ -75,6 +75,14 @@ pub struct Metrics {
     pub block_transactions: Histogram,
     /// On-disk size of the node's store.
     pub storage_size_bytes: IntGauge,
+    /// Bytes free on the data directory's volume.
+    pub storage_free_bytes: IntGauge,
+    /// Time to write one committed block to the store, with its fsync.
+    pub storage_commit_seconds: Histogram,
+    /// Version of the rule set in force.
+    pub compliance_rules_version: IntGauge,
+    /// Certified blocks not yet executed (`certified_height - height`).
+    pub sync_lag_blocks: IntGauge,
     /// HTTP requests by matched route, method and status code.
     pub http_requests: IntCounterVec,
     /// HTTP request latency by matched route.
@@ -235,6 +243,27 @@ impl Metrics {
                 "tally_storage_size_bytes",
                 "On-disk size of the node's store",
             )?,
+            storage_free_bytes: gauge(
+                r,
+                "tally_storage_free_bytes",
+                "Bytes free on the data directory's volume",
+            )?,
+            storage_commit_seconds: histogram(
+                r,
+                "tally_storage_commit_seconds",
+                "Time to write one committed block to the store, fsync included",
+                LATENCY_BUCKETS,
+            )?,
+            compliance_rules_version: gauge(
+                r,
+                "tally_compliance_rules_version",
+                "Version of the compliance rule set in force",
+            )?,
+            sync_lag_blocks: gauge(
+                r,
+                "tally_sync_lag_blocks",
+                "Certified blocks this node has not executed yet",
+            )?,
             http_requests: counter_vec(
                 r,
                 "tally_http_requests_total",
@@ -279,6 +308,10 @@ impl Metrics {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         m.process_start_time_seconds.set(started);
+        // CPU, resident memory, open file descriptors and threads of this process (Linux).
+        m.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         m.initialise_series();
         Ok(m)
     }

@@ -92,6 +92,7 @@ pub struct TxLocation {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    dir: std::path::PathBuf,
     state: sled::Tree,
     blocks: sled::Tree,
     receipts: sled::Tree,
@@ -131,6 +132,7 @@ impl Store {
             meta: db.open_tree("meta")?,
             block_ids: db.open_tree("block_ids")?,
             db,
+            dir: dir.to_owned(),
         };
         store.reindex_last_block()?;
         Ok(store)
@@ -379,6 +381,11 @@ impl Store {
     }
 
     /// Bytes the database occupies on disk.
+    /// Bytes free for this process on the data directory's volume, if the system says.
+    pub fn free_bytes(&self) -> Option<u64> {
+        fs2::available_space(&self.dir).ok()
+    }
+
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
     }

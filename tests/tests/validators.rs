@@ -392,6 +392,40 @@ async fn a_dry_run_tells_the_decision_and_changes_nothing() {
     c.shutdown().await;
 }
 
+/// What an operator needs to see is exported from the start: the process's own resources,
+/// free disk, how long a commit takes to reach the disk, the rule-set version and the sync lag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_node_exports_its_resources_commit_time_rules_and_lag() {
+    let c = Cluster::start(1).await;
+    c.wait_height(3, LONG).await;
+    let text = c
+        .http
+        .get(format!("{}/metrics", c.url(0)))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let value = |series: &str| tally_tests::metric_sum(&text, series);
+    assert!(value("process_resident_memory_bytes") > 0.0, "{text}");
+    // Whole seconds of CPU: a young process may still be at zero, but the series is there.
+    assert!(text.contains("\nprocess_cpu_seconds_total{"), "{text}");
+    assert!(value("process_open_fds") > 0.0, "{text}");
+    assert!(value("tally_storage_free_bytes") > 0.0, "{text}");
+    assert!(value("tally_storage_commit_seconds_count") >= 3.0, "{text}");
+    assert_eq!(value("tally_compliance_rules_version"), 1.0, "{text}");
+    assert!(text.contains("tally_sync_lag_blocks{"), "{text}");
+    // Every series carries the chain id, the process's own too.
+    assert!(
+        text.lines()
+            .filter(|l| l.starts_with("process_resident_memory_bytes"))
+            .all(|l| l.contains("chain_id=")),
+        "{text}"
+    );
+    c.shutdown().await;
+}
+
 /// The HTTP metrics' labels come from a fixed set: a client that invents methods or paths adds
 /// no series.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -677,10 +677,22 @@ async fn health(State(shared): State<Shared>) -> Response {
 }
 
 async fn metrics(State(shared): State<Shared>) -> Response {
-    shared
-        .metrics()
-        .storage_size_bytes
+    // Gauges that are cheap to read at scrape time and need no bookkeeping in between.
+    let m = shared.metrics();
+    m.storage_size_bytes
         .set(shared.store().size_on_disk() as i64);
+    if let Some(free) = shared.store().free_bytes() {
+        m.storage_free_bytes.set(free as i64);
+    }
+    let status = shared.status();
+    m.sync_lag_blocks
+        .set(status.certified_height.saturating_sub(status.height) as i64);
+    if let Ok(Some(rules)) = state_get::<tally_ledger::compliance::RuleSet>(
+        &*shared,
+        tally_ledger::compliance::registry::RULES_KEY,
+    ) {
+        m.compliance_rules_version.set(rules.version as i64);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         shared.metrics().render(),

@@ -82,6 +82,7 @@ pub(crate) fn run(
         let m = &shared.metrics;
         m.block_execution_seconds
             .observe(started.elapsed().as_secs_f64());
+        m.storage_commit_seconds.observe(chain.last_write_seconds());
         m.block_transactions.observe(receipts.len() as f64);
         m.consensus_committed_blocks.inc();
         m.consensus_height.set(header.height as i64);
