@@ -122,12 +122,13 @@ impl Network {
             "--out",
             root.to_str().expect("utf-8 path"),
         ]);
+        let log = std::fs::File::create(root.join("node.log")).expect("log file");
         let node = Command::new(env!("CARGO_BIN_EXE_tally"))
-            .args(["run", "--config", "node.toml"])
+            .args(["run", "--config", "node.toml", "--log-format", "json"])
             .current_dir(root.join("validator-0"))
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("tally run");
         let net = Network {
@@ -265,6 +266,46 @@ fn a_payment_signed_offline_is_dry_run_submitted_and_read_back_as_json() {
         "--output", "json", "block", "--api", &net.api, "0",
     ]));
     assert_eq!(genesis["header"]["height"], 0);
+
+    // A payment a compliance rule refuses (over the travel-rule threshold without the data).
+    let big = (usd_before - 25).to_string();
+    let out = tally(&[
+        "--output", "json", "tx", "transfer", "--api", &net.api, "--key", &key, "--to", &payee,
+        "--asset", "USD", "--amount", &big, "--wait",
+    ]);
+    assert!(
+        !out.status.success(),
+        "the refused payment fails the command"
+    );
+    let refused = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        refused["receipt"]["code"], "compliance_rejected",
+        "{refused}"
+    );
+
+    // The operator's log says what happened, as structured fields: the committed block with the
+    // payment, and the refusal with its rule and version; never a name or an amount.
+    let log = std::fs::read_to_string(net.root.join("node.log")).expect("node log");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let committed = lines.iter().find(|l| {
+        l["fields"]["message"] == "block committed" && l["fields"]["height"] == final_["height"]
+    });
+    let committed = committed.unwrap_or_else(|| panic!("no commit line in\n{log}"));
+    assert_eq!(committed["fields"]["applied"], 1, "{committed}");
+    let refusal = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "compliance: payment refused")
+        .unwrap_or_else(|| panic!("no refusal line in\n{log}"));
+    assert_eq!(
+        refusal["fields"]["rule"], "travel_rule.missing",
+        "{refusal}"
+    );
+    assert_eq!(refusal["fields"]["version"], 1, "{refusal}");
+    assert_eq!(refusal["fields"]["tx"], refused["hash"], "{refusal}");
+    assert!(!log.contains(&big), "no amount in the log");
 
     // The same reads for people.
     let text = tally_ok(&["account", "--api", &net.api, &payer]);

@@ -33,6 +33,7 @@ pub(crate) fn run(
     jobs: std::sync::mpsc::Receiver<CommitJob>,
     internal: mpsc::Sender<Internal>,
 ) {
+    let mut rules_in_force = rules_version(&chain);
     while let Ok(job) = jobs.recv() {
         if job.block.height <= chain.height() {
             continue;
@@ -114,12 +115,17 @@ pub(crate) fn run(
             .with_label_values(&["rejected"])
             .inc_by(receipts.len() as u64 - applied);
         shared.finish_inflight(&txs);
-        tracing::debug!(
-            height = header.height,
-            txs = receipts.len(),
-            state_root = %header.state_root,
-            "block executed and committed"
-        );
+        log_block(&header, &receipts, applied, started);
+        let version = rules_version(&chain);
+        if version != rules_in_force {
+            tracing::info!(
+                height = header.height,
+                version,
+                previous = rules_in_force,
+                "compliance rule set changed by governance (set_rules or update_sanctions)"
+            );
+            rules_in_force = version;
+        }
         shared.set_height(header.height);
         let msg = Internal::Executed {
             height: header.height,
@@ -127,6 +133,55 @@ pub(crate) fn run(
         };
         if internal.blocking_send(msg).is_err() {
             return;
+        }
+    }
+}
+
+/// The version of the rule set in the committed state (0 if it cannot be read).
+fn rules_version(chain: &Chain) -> u64 {
+    chain
+        .state()
+        .get_raw(tally_ledger::compliance::registry::RULES_KEY)
+        .and_then(|raw| codec::decode::<tally_ledger::compliance::RuleSet>(raw, 1 << 24).ok())
+        .map_or(0, |r| r.version)
+}
+
+/// A committed block at info (at debug when empty: an idle network commits empty blocks), and
+/// each compliance decision at info with the rule and version that made it. No personal data:
+/// hashes, codes and rule ids only.
+fn log_block(
+    header: &tally_ledger::block::BlockHeader,
+    receipts: &[tally_ledger::Receipt],
+    applied: u64,
+    started: Instant,
+) {
+    if receipts.is_empty() {
+        tracing::debug!(height = header.height, state_root = %header.state_root, "empty block committed");
+        return;
+    }
+    tracing::info!(
+        height = header.height,
+        txs = receipts.len(),
+        applied,
+        rejected = receipts.len() as u64 - applied,
+        state_root = %header.state_root,
+        ms = started.elapsed().as_millis() as u64,
+        "block committed"
+    );
+    for r in receipts {
+        for f in &r.flags {
+            let decision = match r.outcome {
+                Outcome::Applied => "flagged for review",
+                Outcome::Rejected => "refused",
+            };
+            tracing::info!(
+                height = header.height,
+                tx = %r.tx_hash,
+                rule = %f.rule_id,
+                version = f.rule_version,
+                code = %r.code,
+                "compliance: payment {decision}"
+            );
         }
     }
 }
