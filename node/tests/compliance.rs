@@ -740,6 +740,43 @@ fn a_governance_rule_change_applies_exactly_at_its_height() {
     assert_eq!(r.code, "ok", "{}", r.reason);
     let r = l.pay(T0, RETAIL_DE, PAYER_DE, usd(), 1_600);
     assert_eq!(r.flags[0].rule_version, 2);
+    // A proposal that never passes: a vote once its effective height has come is refused,
+    // not answered `ok`, and the proposal reads as expired.
+    let late = Payload::Propose {
+        action: GovAction::SetParameter {
+            name: "proposal_voting_blocks".into(),
+            value: 10,
+        },
+        effective_height: l.height + 3,
+    };
+    assert_eq!(l.run(T0, MEMBERS[0], late).code, "ok"); // proposal 2
+    let stored = |l: &Ledger| -> tally_ledger::compliance::Proposal {
+        tally_ledger::codec::decode(
+            l.state
+                .get_raw(&tally_ledger::compliance::governance::proposal_key(2))
+                .expect("proposal 2"),
+            1 << 16,
+        )
+        .expect("proposal decode")
+    };
+    let params = tally_ledger::compliance::Params::default();
+    use tally_ledger::compliance::ProposalStatus;
+    let due = stored(&l).effective_height;
+    assert_eq!(stored(&l).status_at(due - 1, &params), ProposalStatus::Open);
+    while l.height + 1 < due {
+        l.block(T0, Vec::new());
+    }
+    let late_vote = Payload::Vote {
+        proposal: 2,
+        approve: true,
+    };
+    let r = l.run(T0, MEMBERS[1], late_vote); // at the effective height
+    assert_eq!(r.code, "proposal_closed", "{}", r.reason);
+    assert!(r.events.is_empty());
+    assert_eq!(
+        stored(&l).status_at(l.height, &params),
+        ProposalStatus::Expired
+    );
 }
 
 /// Proposals due at the same height apply in the order they passed: of two changes to the

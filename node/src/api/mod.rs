@@ -621,12 +621,14 @@ async fn proposal(
             "a proposal id is a positive integer (decimal digits, no sign or leading zero)",
         )
     })?;
-    let p = state_get(
-        &*shared,
-        &tally_ledger::compliance::governance::proposal_key(id),
-    )?;
-    p.map(Json)
-        .ok_or_else(|| ApiError::not_found("proposal_not_found", format!("no proposal {id}")))
+    use tally_ledger::compliance::governance::{proposal_key, Params, PARAMS_KEY};
+    let p: Option<tally_ledger::compliance::Proposal> = state_get(&*shared, &proposal_key(id))?;
+    let mut p =
+        p.ok_or_else(|| ApiError::not_found("proposal_not_found", format!("no proposal {id}")))?;
+    // An open proposal whose voting closed is shown as expired.
+    let params: Params = state_get(&*shared, PARAMS_KEY)?.unwrap_or_default();
+    p.status = p.status_at(shared.height(), &params);
+    Ok(Json(p))
 }
 
 #[derive(Deserialize)]

@@ -90,6 +90,22 @@ pub struct Proposal {
     pub status: ProposalStatus,
 }
 
+impl Proposal {
+    /// Its status as of `height`: an open proposal whose voting window or effective height has
+    /// passed is expired, whether or not anyone has voted since (a late vote is refused, so
+    /// nothing records it in state).
+    pub fn status_at(&self, height: Height, params: &Params) -> ProposalStatus {
+        let voting_ends = self
+            .proposed_height
+            .saturating_add(params.proposal_voting_blocks);
+        let closed = height >= self.effective_height || height > voting_ends;
+        if self.status == ProposalStatus::Open && closed {
+            return ProposalStatus::Expired;
+        }
+        self.status
+    }
+}
+
 /// Governance parameters: set at genesis, changed by `SetParameter` proposals (except
 /// `epoch_blocks`, which is fixed at genesis).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -340,11 +356,13 @@ pub fn vote(
         .proposed_height
         .saturating_add(params(o)?.proposal_voting_blocks);
     if height >= proposal.effective_height || height > voting_ends {
-        proposal.status = ProposalStatus::Expired;
-        o.put(proposal_key(id), &proposal);
-        // The vote arrives after voting closed: it is not counted, and the proposal is
-        // recorded as expired (the receipt says so).
-        return Ok(Ok(vec![Event::ProposalExpired { proposal: id }]));
+        // Voting closed: the vote is refused, not answered `ok`, and changes nothing. The
+        // proposal, never passed, is expired; `GET /v1/governance/proposals/{id}` shows it so.
+        let closed_at = voting_ends.min(proposal.effective_height.saturating_sub(1));
+        return Ok(Err(reject(
+            RejectCode::ProposalClosed,
+            format!("voting on proposal {id} closed after height {closed_at}"),
+        )));
     }
     if approve {
         proposal.no.remove(sender);
