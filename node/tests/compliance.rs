@@ -817,6 +817,124 @@ fn proposals_due_together_apply_in_the_order_they_passed() {
     assert_eq!(params.proposal_voting_blocks, 500, "proposal 1 passed last");
 }
 
+/// A rule-set change names the version it was drafted against and cannot touch sanctions: one
+/// drafted before a sanctions update is superseded, not applied over it; one that leaves the
+/// list out keeps the list in force; one that names an old version or another list is refused.
+#[test]
+fn a_rule_change_cannot_lift_sanctions_or_undo_a_newer_change() {
+    use tally_ledger::compliance::registry::RULES_KEY;
+    use tally_ledger::compliance::{ProposalStatus, RuleSet};
+    let rules_of = |l: &Ledger| -> RuleSet {
+        tally_ledger::codec::decode(l.state.get_raw(RULES_KEY).expect("rules"), 1 << 20)
+            .expect("rules decode")
+    };
+    let status_of = |l: &Ledger, id: u64| -> ProposalStatus {
+        let p: tally_ledger::compliance::Proposal = tally_ledger::codec::decode(
+            l.state
+                .get_raw(&tally_ledger::compliance::governance::proposal_key(id))
+                .expect("proposal"),
+            1 << 20,
+        )
+        .expect("proposal decode");
+        p.status
+    };
+    let mut l = Ledger::new();
+    let v1 = rules_of(&l);
+    assert_eq!(v1.version, 1);
+    assert!(!v1.sanctioned_jurisdictions.is_empty());
+    let propose = |action, effective_height| Payload::Propose {
+        action,
+        effective_height,
+    };
+    let pass = |l: &mut Ledger, proposal| {
+        for m in &MEMBERS[1..3] {
+            let r = l.run(
+                T0,
+                *m,
+                Payload::Vote {
+                    proposal,
+                    approve: true,
+                },
+            );
+            assert_eq!(r.code, "ok", "{}", r.reason);
+        }
+    };
+    // A limit change drafted against version 1 that leaves the sanctions list out.
+    let mut limits_only = v1.clone();
+    limits_only.sanctioned_jurisdictions.clear();
+    for limit in limits_only.limits.iter_mut() {
+        limit.per_transaction = Some(1_234 * UNIT);
+    }
+    // Refused: an old base version, or a sanctions list of its own.
+    let mut stale = limits_only.clone();
+    stale.version = 0;
+    let r = l.run(T0, MEMBERS[0], propose(GovAction::SetRules(stale), 30));
+    assert_eq!(r.code, "invalid_proposal");
+    assert!(r.reason.starts_with("version"), "{}", r.reason);
+    let mut lifting = v1.clone();
+    let lifted = *v1
+        .sanctioned_jurisdictions
+        .iter()
+        .next()
+        .expect("a sanction");
+    lifting.sanctioned_jurisdictions.remove(&lifted);
+    lifting.sanctioned_jurisdictions.insert(jur("ZZ"));
+    let r = l.run(T0, MEMBERS[0], propose(GovAction::SetRules(lifting), 30));
+    assert_eq!(r.code, "invalid_proposal");
+    assert!(
+        r.reason.starts_with("sanctioned_jurisdictions"),
+        "{}",
+        r.reason
+    );
+
+    // Proposal 1: the limit change, due at 30. Proposal 2: a sanctions update, due at 20.
+    let change = GovAction::SetRules(limits_only.clone());
+    assert_eq!(l.run(T0, MEMBERS[0], propose(change, 30)).code, "ok");
+    let csv = "action,type,value\nadd,jurisdiction,RU\n";
+    let update = tally_ledger::compliance::SanctionsUpdate::from_csv("list-3", csv).unwrap();
+    let r = l.run(
+        T0,
+        MEMBERS[0],
+        propose(GovAction::UpdateSanctions(update), 20),
+    );
+    assert_eq!(r.code, "ok", "{}", r.reason);
+    pass(&mut l, 1);
+    pass(&mut l, 2);
+    while l.height < 30 {
+        l.block(T0, Vec::new());
+    }
+    // The sanctions update applied (version 2); the change drafted against version 1 would
+    // have undone it, so it was superseded and nothing of it applied.
+    let now = rules_of(&l);
+    assert_eq!(now.version, 2);
+    assert!(now.sanctioned_jurisdictions.contains(&jur("RU")));
+    assert!(now.sanctioned_jurisdictions.contains(&lifted));
+    assert_ne!(now.limits, limits_only.limits);
+    assert_eq!(status_of(&l, 1), ProposalStatus::Superseded);
+    assert_eq!(status_of(&l, 2), ProposalStatus::Applied);
+
+    // Drafted again against version 2, still without the list: applied, sanctions intact.
+    let mut again = limits_only.clone();
+    again.version = 2;
+    let effective = l.height + 10;
+    let r = l.run(
+        T0,
+        MEMBERS[0],
+        propose(GovAction::SetRules(again), effective),
+    );
+    assert_eq!(r.code, "ok", "{}", r.reason);
+    pass(&mut l, 3);
+    while l.height < effective {
+        l.block(T0, Vec::new());
+    }
+    let now = rules_of(&l);
+    assert_eq!(now.version, 3);
+    assert_eq!(now.limits, limits_only.limits);
+    assert!(now.sanctioned_jurisdictions.contains(&jur("RU")));
+    assert!(now.sanctioned_jurisdictions.contains(&lifted));
+    assert_eq!(status_of(&l, 3), ProposalStatus::Applied);
+}
+
 #[test]
 fn sanctions_lists_change_by_governance() {
     let mut l = Ledger::new();

@@ -392,6 +392,46 @@ async fn a_dry_run_tells_the_decision_and_changes_nothing() {
     c.shutdown().await;
 }
 
+/// Before members vote on a rule-set change, the proposal shows exactly what it would change
+/// against the rules in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rule_change_proposal_shows_what_it_would_change() {
+    use tally_ledger::compliance::GovAction;
+    use tally_ledger::tx::{Payload, Transaction};
+    let c = Cluster::start(1).await;
+    let mut rules = tally_node::tools::testnet_compliance::demo_rules();
+    for limit in rules.limits.iter_mut().filter(|l| l.tier == 1) {
+        limit.per_transaction = Some(4_321);
+    }
+    let key = c.testnet.named_keys["member-0"].clone();
+    let member = tally_ledger::primitives::AccountId(key.verifying_key().to_bytes());
+    let tx = Transaction {
+        chain_id: c.testnet.genesis.chain_id.clone(),
+        sender: member,
+        sequence: 0,
+        expiry_height: 1_000_000,
+        payload: Payload::Propose {
+            action: GovAction::SetRules(rules),
+            effective_height: 1_000_000,
+        },
+    }
+    .sign(&key);
+    let (s, b) = c.submit(0, &tx).await;
+    assert_eq!(s, 202, "{b}");
+    assert_eq!(c.wait_final(0, &tx.hash(), LONG).await.status, "committed");
+    let (s, p) = c.get(0, "/v1/governance/proposals/1").await;
+    assert_eq!(s, 200, "{p}");
+    // (The one-validator test network has one member, so the proposal passed at once; it is
+    // due far ahead and not applied.)
+    assert_eq!(p["status"], "passed", "{p}");
+    let changes = p["changes"].as_object().expect("changes");
+    assert_eq!(changes.keys().collect::<Vec<_>>(), vec!["limits"], "{p}");
+    let to = changes["limits"]["to"].to_string();
+    let from = changes["limits"]["from"].to_string();
+    assert!(to.contains("4321") && !from.contains("4321"), "{p}");
+    c.shutdown().await;
+}
+
 /// What an operator needs to see is exported from the start: the process's own resources,
 /// free disk, how long a commit takes to reach the disk, the rule-set version and the sync lag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -610,10 +610,33 @@ async fn rules(State(shared): State<Shared>) -> Result<Json<RulesView>, ApiError
     }))
 }
 
+/// What a rule-set change would change if applied now, field by field (the sanctions list is
+/// kept as in force, as it would be).
+fn rule_changes(
+    current: &tally_ledger::compliance::RuleSet,
+    proposed: &tally_ledger::compliance::RuleSet,
+) -> std::collections::BTreeMap<String, RuleChange> {
+    let mut effective = proposed.clone();
+    effective.sanctioned_jurisdictions = current.sanctioned_jurisdictions.clone();
+    effective.version = current.version;
+    let (serde_json::Value::Object(from), serde_json::Value::Object(to)) = (
+        serde_json::to_value(current).unwrap_or_default(),
+        serde_json::to_value(&effective).unwrap_or_default(),
+    ) else {
+        return Default::default();
+    };
+    to.into_iter()
+        .filter_map(|(field, to)| {
+            let from = from.get(&field).cloned().unwrap_or_default();
+            (from != to).then_some((field, RuleChange { from, to }))
+        })
+        .collect()
+}
+
 async fn proposal(
     State(shared): State<Shared>,
     id: Result<Path<String>, PathRejection>,
-) -> Result<Json<tally_ledger::compliance::Proposal>, ApiError> {
+) -> Result<Json<ProposalView>, ApiError> {
     let Path(id) = id.map_err(bad_path)?;
     let id = parse_integer(&id).filter(|id| *id > 0).ok_or_else(|| {
         ApiError::bad_request(
@@ -628,7 +651,18 @@ async fn proposal(
     // An open proposal whose voting closed is shown as expired.
     let params: Params = state_get(&*shared, PARAMS_KEY)?.unwrap_or_default();
     p.status = p.status_at(shared.height(), &params);
-    Ok(Json(p))
+    let changes = match &p.action {
+        tally_ledger::compliance::GovAction::SetRules(proposed) => {
+            let current: Option<tally_ledger::compliance::RuleSet> =
+                state_get(&*shared, tally_ledger::compliance::registry::RULES_KEY)?;
+            current.map(|current| rule_changes(&current, proposed))
+        }
+        _ => None,
+    };
+    Ok(Json(ProposalView {
+        proposal: p,
+        changes,
+    }))
 }
 
 #[derive(Deserialize)]

@@ -167,6 +167,28 @@ impl DryRun {
     }
 }
 
+/// A governance proposal, and for a rule-set change what it would change if applied now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProposalView {
+    /// The proposal as stored (status as of the last committed height).
+    #[serde(flatten)]
+    pub proposal: tally_ledger::compliance::Proposal,
+    /// For `set_rules`: each top-level field of the rule set it would change, from and to,
+    /// against the rules in force (the sanctions list stays as it is). Absent for other
+    /// actions.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub changes: Option<BTreeMap<String, RuleChange>>,
+}
+
+/// One field of a rule-set change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuleChange {
+    /// In force now.
+    pub from: serde_json::Value,
+    /// Once applied.
+    pub to: serde_json::Value,
+}
+
 /// An account.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccountView {

@@ -67,6 +67,10 @@ pub enum ProposalStatus {
     Expired,
     /// It took effect.
     Applied,
+    /// It passed, but by its height the rule set it was drafted against had changed (another
+    /// `set_rules` or an `update_sanctions` applied first), so it did not take effect: it would
+    /// have undone that change. Draft it again against the version in force.
+    Superseded,
 }
 
 /// A governance proposal as stored.
@@ -308,6 +312,27 @@ pub fn propose(
             )));
         }
     }
+    if let GovAction::SetRules(proposed) = action {
+        if let Some(current) = o.get::<RuleSet>(RULES_KEY)? {
+            if proposed.version != current.version {
+                return Ok(Err(reject(
+                    RejectCode::InvalidProposal,
+                    format!(
+                        "version: the change names rule-set version {} as its base, but version {} is in force; draft it against that",
+                        proposed.version, current.version
+                    ),
+                )));
+            }
+            if !proposed.sanctioned_jurisdictions.is_empty()
+                && proposed.sanctioned_jurisdictions != current.sanctioned_jurisdictions
+            {
+                return Ok(Err(reject(
+                    RejectCode::InvalidProposal,
+                    "sanctioned_jurisdictions: sanctions change only through update_sanctions; a rule-set change keeps the list in force (leave the field out)".into(),
+                )));
+            }
+        }
+    }
     let id: u64 = o.get(NEXT_PROPOSAL_KEY)?.unwrap_or(1);
     o.put(NEXT_PROPOSAL_KEY.to_vec(), &(id + 1));
     let mut proposal = Proposal {
@@ -417,8 +442,8 @@ fn tally(
     Ok(Vec::new())
 }
 
-/// Applies the proposals that take effect at `height`, in id order, before the block's
-/// transactions. Returns the ids applied.
+/// Applies the proposals that take effect at `height`, in the order they passed, before the
+/// block's transactions. Returns the ids applied or superseded.
 pub fn begin_block(o: &mut Overlay<'_>, height: Height) -> Result<Vec<u64>, StateError> {
     let key = schedule_key(height);
     let Some(ids) = o.get::<Vec<u64>>(&key)? else {
@@ -428,8 +453,11 @@ pub fn begin_block(o: &mut Overlay<'_>, height: Height) -> Result<Vec<u64>, Stat
         let Some(mut proposal) = o.get::<Proposal>(&proposal_key(*id))? else {
             continue;
         };
-        apply(o, &proposal.action, height)?;
-        proposal.status = ProposalStatus::Applied;
+        proposal.status = if apply(o, &proposal.action, height)? {
+            ProposalStatus::Applied
+        } else {
+            ProposalStatus::Superseded
+        };
         o.put(proposal_key(*id), &proposal);
     }
     o.delete(key);
@@ -444,12 +472,25 @@ fn bump_rules(o: &mut Overlay<'_>, mut rules: RuleSet) -> Result<(), StateError>
     Ok(())
 }
 
-fn apply(o: &mut Overlay<'_>, action: &GovAction, height: Height) -> Result<(), StateError> {
+/// Applies one passed action; false if it is a rule-set change whose base version moved.
+fn apply(o: &mut Overlay<'_>, action: &GovAction, height: Height) -> Result<bool, StateError> {
     match action {
-        GovAction::SetRules(rules) => bump_rules(o, rules.clone())?,
+        GovAction::SetRules(rules) => {
+            let current: Option<RuleSet> = o.get(RULES_KEY)?;
+            let mut rules = rules.clone();
+            if let Some(current) = current {
+                if current.version != rules.version {
+                    return Ok(false);
+                }
+                // Sanctions change only through update_sanctions: a rule-set change keeps the
+                // list in force, whatever the proposal carried.
+                rules.sanctioned_jurisdictions = current.sanctioned_jurisdictions;
+            }
+            bump_rules(o, rules)?
+        }
         GovAction::UpdateSanctions(u) => {
             let Some(mut rules) = o.get::<RuleSet>(RULES_KEY)? else {
-                return Ok(());
+                return Ok(true);
             };
             for id in &u.remove_identities {
                 o.delete(sanction_key(id));
@@ -515,5 +556,5 @@ fn apply(o: &mut Overlay<'_>, action: &GovAction, height: Height) -> Result<(), 
             }
         }
     }
-    Ok(())
+    Ok(true)
 }
