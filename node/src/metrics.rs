@@ -73,6 +73,8 @@ pub struct Metrics {
     pub block_execution_seconds: Histogram,
     /// Transactions per committed block.
     pub block_transactions: Histogram,
+    /// Heights at which a quorum certified another header than this node's.
+    pub state_divergence: IntCounter,
     /// On-disk size of the node's store.
     pub storage_size_bytes: IntGauge,
     /// Bytes free on the data directory's volume.
@@ -238,6 +240,14 @@ impl Metrics {
                 "Transactions per committed block",
                 COUNT_BUCKETS,
             )?,
+            state_divergence: {
+                let c = IntCounter::new(
+                    "tally_state_divergence_total",
+                    "Heights at which a quorum certified another header than this node executed",
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
             storage_size_bytes: gauge(
                 r,
                 "tally_storage_size_bytes",
@@ -336,9 +346,9 @@ impl Metrics {
         for kind in ["proposal", "vote", "timeout"] {
             self.consensus_evidence.with_label_values(&[kind]);
         }
-        // The consensus crate's reasons, and the node's own: a validator whose executed state
-        // differs from the quorum's, and a commit vote that does not check out.
-        let node_reasons = ["state_divergence", "bad_commit_vote"];
+        // The consensus crate's reasons, and the node's own: a commit vote that does not check
+        // out.
+        let node_reasons = ["bad_commit_vote"];
         for reason in tally_consensus::PENALTY_REASONS.iter().chain(&node_reasons) {
             self.consensus_invalid_messages.with_label_values(&[reason]);
         }

@@ -432,6 +432,45 @@ async fn a_rule_change_proposal_shows_what_it_would_change() {
     c.shutdown().await;
 }
 
+/// A node whose executed state diverged from the quorum's says so everywhere an operator or a
+/// load balancer looks: its health check fails, its status is not ready and names the height,
+/// and a counter that exists at zero from the start moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_diverged_node_fails_its_health_check_and_counts_it() {
+    let c = Cluster::start(1).await;
+    let divergence = "tally_state_divergence_total";
+    let scrape = || async {
+        let text = c
+            .http
+            .get(format!("{}/metrics", c.url(0)))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert!(text.contains(&format!("\n{divergence}{{")), "{text}");
+        tally_tests::metric_sum(&text, divergence)
+    };
+    assert_eq!(scrape().await, 0.0);
+    let (s, h) = c.get(0, "/health").await;
+    assert_eq!((s, h["status"].as_str()), (200, Some("ok")));
+
+    // What the certifier does when a quorum signs another header at height 5.
+    c.node(0).shared().mark_diverged(5);
+    c.node(0).shared().mark_diverged(6);
+    let (s, h) = c.get(0, "/health").await;
+    assert_eq!((s, h["status"].as_str()), (503, Some("diverged")), "{h}");
+    assert_eq!(h["diverged_at"], 5);
+    let (_, st) = c.get(0, "/v1/status").await;
+    assert_eq!(
+        (st["ready"].as_bool(), st["diverged_at"].as_u64()),
+        (Some(false), Some(5))
+    );
+    assert_eq!(scrape().await, 2.0);
+    c.shutdown().await;
+}
+
 /// What an operator needs to see is exported from the start: the process's own resources,
 /// free disk, how long a commit takes to reach the disk, the rule-set version and the sync lag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -708,7 +708,16 @@ async fn status(State(shared): State<Shared>) -> Json<StatusView> {
 
 async fn health(State(shared): State<Shared>) -> Response {
     let peers = shared.connected_peers();
-    let body = serde_json::json!({ "status": "ok", "height": shared.height(), "peers": peers });
+    let height = shared.height();
+    // A node whose state diverged from the quorum's runs but must not be trusted or kept in a
+    // load balancer: it fails its health check until it is resynced.
+    if let Some(at) = shared.status().diverged_at {
+        let body = serde_json::json!({
+            "status": "diverged", "height": height, "peers": peers, "diverged_at": at,
+        });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    let body = serde_json::json!({ "status": "ok", "height": height, "peers": peers });
     (StatusCode::OK, Json(body)).into_response()
 }
 

@@ -21,6 +21,9 @@ pub struct Status {
     /// Height of the highest block this node has seen certified by a quorum (its own or its
     /// peers'): what it would have executed if it were caught up.
     pub certified_height: Height,
+    /// The first height at which a quorum certified a header other than the one this node
+    /// executed: its state diverged from the network's, and it must be resynced.
+    pub diverged_at: Option<Height>,
 }
 
 /// Why a transaction did not enter the mempool.

@@ -330,9 +330,12 @@ pub struct StatusView {
     /// Certified blocks this node has not executed yet (`certified_height - height`): one or
     /// two in a healthy network, more while it catches up.
     pub sync_lag: Height,
-    /// Caught up (`sync_lag` at most [`READY_LAG`]) and, in a network of more than one
-    /// validator, connected to a peer: ready to serve reads that reflect the network.
+    /// Caught up (`sync_lag` at most [`READY_LAG`]), not diverged and, in a network of more
+    /// than one validator, connected to a peer: ready to serve reads that reflect the network.
     pub ready: bool,
+    /// The first height at which a quorum certified another header than this node executed:
+    /// its state diverged from the network's and it must be resynced. Null when healthy.
+    pub diverged_at: Option<Height>,
 }
 
 /// The most certified blocks a node may not have executed and still be ready.
@@ -360,7 +363,8 @@ impl StatusView {
             version: env!("CARGO_PKG_VERSION").into(),
             certified_height: s.certified_height,
             sync_lag,
-            ready: sync_lag <= READY_LAG && connected,
+            ready: sync_lag <= READY_LAG && connected && s.diverged_at.is_none(),
+            diverged_at: s.diverged_at,
         }
     }
 }

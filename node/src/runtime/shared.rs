@@ -93,6 +93,17 @@ impl NodeShared {
         let _ = rx.wait_for(|x| *x >= h).await;
     }
 
+    /// Records that a quorum certified another header than this node's at `height`: its state
+    /// diverged. Counted, kept (the first height) for `/health` and `/v1/status`, never cleared
+    /// while the process runs.
+    pub fn mark_diverged(&self, height: Height) {
+        self.metrics.state_divergence.inc();
+        let mut status = self.write_status();
+        if status.diverged_at.is_none() {
+            status.diverged_at = Some(height);
+        }
+    }
+
     pub(super) fn set_height(&self, h: Height) {
         self.write_status().height = h;
         self.height.send_replace(h);

@@ -93,11 +93,7 @@ impl Core {
                     quorum = %other,
                     "a quorum of validators executed this block to a different header: this node's state diverged"
                 );
-                self.shared
-                    .metrics
-                    .consensus_invalid_messages
-                    .with_label_values(&["state_divergence"])
-                    .inc();
+                self.shared.mark_diverged(height);
                 entry.certified = true;
             }
         }
