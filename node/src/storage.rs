@@ -471,7 +471,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let receipts: Vec<Receipt> = [3u8, 4]
             .iter()
-            .map(|b| Receipt::applied(Hash([*b; 32]), Vec::new(), Vec::new()))
+            .map(|b| Receipt::applied(Hash([*b; 32]), Vec::new(), Vec::new(), 1))
             .collect();
         let mut writes = WriteSet::new();
         writes.insert(b"acct/x".to_vec(), Some(vec![7]));

@@ -730,6 +730,7 @@ fn a_governance_rule_change_applies_exactly_at_its_height() {
     assert_eq!(l.height, effective - 1);
     assert_eq!(decision(&r).1, "limit.per_transaction");
     assert_eq!(r.flags[0].rule_version, 1);
+    assert_eq!(r.rules_version, 1);
     // Height 7: the new rule set is in force from the block's first transaction.
     let tx = l.tx(
         RETAIL_DE,
@@ -738,6 +739,9 @@ fn a_governance_rule_change_applies_exactly_at_its_height() {
     let r = l.block(T0, vec![tx]).remove(0);
     assert_eq!(l.height, effective);
     assert_eq!(r.code, "ok", "{}", r.reason);
+    // An applied payment's receipt names the rule-set version that checked it, flags or not.
+    assert!(r.flags.is_empty());
+    assert_eq!(r.rules_version, 2);
     let r = l.pay(T0, RETAIL_DE, PAYER_DE, usd(), 1_600);
     assert_eq!(r.flags[0].rule_version, 2);
     // A proposal that never passes: a vote once its effective height has come is refused,

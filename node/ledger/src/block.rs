@@ -246,7 +246,7 @@ mod tests {
 
     fn proof(signers: &[SigningKey]) -> InclusionProof {
         let receipts: Vec<Receipt> = (0..5u8)
-            .map(|i| Receipt::applied(Hash([i; 32]), vec![], vec![]))
+            .map(|i| Receipt::applied(Hash([i; 32]), vec![], vec![], 1))
             .collect();
         let header = BlockHeader {
             chain_id: "t".into(),

@@ -55,12 +55,12 @@ pub fn execute_block(
         let receipt = match execute_tx(&mut overlay, ctx, &rules, tx)? {
             Ok((events, flags)) => {
                 overlay.commit_tx();
-                Receipt::applied(tx.hash, events, flags)
+                Receipt::applied(tx.hash, events, flags, rules.set.version)
             }
             Err(rejection) => {
                 overlay.discard_tx();
                 let flags = rejection.flag.clone().into_iter().collect();
-                Receipt::rejected(tx.hash, rejection, flags)
+                Receipt::rejected(tx.hash, rejection, flags, rules.set.version)
             }
         };
         receipts.push(receipt);

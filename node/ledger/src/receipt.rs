@@ -253,11 +253,19 @@ pub struct Receipt {
     pub events: Vec<Event>,
     /// Compliance notes: flags on applied transactions, the deciding rule on rejections.
     pub flags: Vec<Flag>,
+    /// The version of the compliance rule set in force when it executed: the rules every
+    /// payment of the block was checked against, applied or not.
+    pub rules_version: u64,
 }
 
 impl Receipt {
-    /// Receipt of an applied transaction.
-    pub fn applied(tx_hash: Hash, events: Vec<Event>, flags: Vec<Flag>) -> Receipt {
+    /// Receipt of an applied transaction, checked under rule-set `rules_version`.
+    pub fn applied(
+        tx_hash: Hash,
+        events: Vec<Event>,
+        flags: Vec<Flag>,
+        rules_version: u64,
+    ) -> Receipt {
         Receipt {
             tx_hash,
             outcome: Outcome::Applied,
@@ -265,11 +273,17 @@ impl Receipt {
             reason: "applied".into(),
             events,
             flags,
+            rules_version,
         }
     }
 
-    /// Receipt of a rejected transaction.
-    pub fn rejected(tx_hash: Hash, rejection: Rejection, flags: Vec<Flag>) -> Receipt {
+    /// Receipt of a rejected transaction, decided under rule-set `rules_version`.
+    pub fn rejected(
+        tx_hash: Hash,
+        rejection: Rejection,
+        flags: Vec<Flag>,
+        rules_version: u64,
+    ) -> Receipt {
         Receipt {
             tx_hash,
             outcome: Outcome::Rejected,
@@ -277,6 +291,7 @@ impl Receipt {
             reason: rejection.reason,
             events: Vec::new(),
             flags,
+            rules_version,
         }
     }
 
