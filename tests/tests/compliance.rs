@@ -30,6 +30,7 @@ async fn every_rule_decides_the_same_on_every_validator() {
         "identity.revoked",
         "asset.frozen",
         "corridor.closed",
+        "limit.undefined",
         "limit.per_transaction",
         "limit.daily",
         "velocity.hourly",

@@ -263,6 +263,7 @@ impl<'a> Scenarios<'a> {
             &r("identity.unbound"),
         )
         .await?;
+        self.undefined_limit().await?;
         self.pay(
             "closed corridor SG to US",
             "scenario-payer-sg",
@@ -421,6 +422,45 @@ impl<'a> Scenarios<'a> {
         self.asset_freeze().await?;
         self.governance().await?;
         Ok(())
+    }
+
+    /// The KYC provider registers a DE identity at tier 4, for which the rule set has no limits,
+    /// and binds the unbound scenario account to it: its payments are refused by default.
+    async fn undefined_limit(&mut self) -> anyhow::Result<()> {
+        let status: StatusView = self.get("/v1/status").await?;
+        let block: crate::api::BlockView =
+            self.get(&format!("/v1/blocks/{}", status.height)).await?;
+        let register = Payload::Identity(IdentityOp::Register {
+            id: "scenario-tier4-de".into(),
+            jurisdiction: tally_ledger::primitives::Jurisdiction::new("DE")
+                .context("jurisdiction")?,
+            tier: 4,
+            expires_ms: block.header.timestamp_ms + 30 * 86_400_000,
+            commitment: Hash([4; 32]),
+        });
+        self.step(
+            "KYC provider registers a tier-4 identity",
+            "kyc",
+            register,
+            "ok",
+        )
+        .await?;
+        let bind = Payload::Identity(IdentityOp::Bind {
+            id: "scenario-tier4-de".into(),
+            account: self.account("scenario-unbound")?,
+        });
+        self.step("KYC provider binds an account to it", "kyc", bind, "ok")
+            .await?;
+        self.pay(
+            "no limits defined for the sender's tier",
+            "scenario-unbound",
+            "scenario-payer-de",
+            usd(),
+            5,
+            false,
+            "compliance_rejected/limit.undefined",
+        )
+        .await
     }
 
     async fn velocity(&mut self) -> anyhow::Result<()> {
