@@ -27,7 +27,9 @@ pub struct GenesisValidator {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum GovAction {
-    /// Replace the rule set (its version becomes the current one + 1).
+    /// Replace the rule set (its version becomes the current one + 1). Its `version` names the
+    /// version it replaces: refused when proposed otherwise, superseded if that moved by its
+    /// height. The sanctions list in force is kept.
     SetRules(RuleSet),
     /// Add and remove sanctions-list entries (e.g. loaded from a CSV file); bumps the rule-set
     /// version.

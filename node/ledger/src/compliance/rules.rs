@@ -105,8 +105,9 @@ impl Structuring {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSet {
-    /// Set by the ledger: 1 at genesis, +1 at every change applied by governance. A value in a
-    /// proposal or genesis file is ignored.
+    /// Set by the ledger: 1 at genesis, +1 at every change applied by governance; receipts name
+    /// it. In a `set_rules` proposal it names the version the change was drafted against (the
+    /// one in force); a genesis file's value is ignored.
     #[serde(default)]
     pub version: u64,
     /// The asset limits are expressed in.
