@@ -114,11 +114,11 @@ fn genesis() -> Genesis {
             accounts: vec![id(*k)],
         })
         .collect();
-    for issuer in [ISSUER_USD, ISSUER_SGD] {
+    for (issuer, jurisdiction) in [(ISSUER_USD, "DE"), (ISSUER_SGD, "SG")] {
         identities.push(GenesisIdentity {
             id: ident(issuer),
             provider: id(KYC),
-            jurisdiction: jur("DE"),
+            jurisdiction: jur(jurisdiction),
             tier: 3,
             expires_ms: T0 + 365 * DAY_MS,
             commitment: Hash([issuer; 32]),
@@ -643,6 +643,43 @@ fn regulators_freeze_their_jurisdictions_and_issuers_their_asset() {
     let r = l.pay(T0, PAYER_SG, PAYEE_GB, sgd(), 5);
     assert_eq!(decision(&r).1, "asset.frozen");
     assert_eq!(l.pay(T0, PAYER_SG, PAYEE_GB, usd(), 5).code, "ok");
+}
+
+/// Issuing and redeeming pass the same identity checks as a payment: the issuer's own identity
+/// must be in good standing, and new units cross a border only along an open corridor.
+#[test]
+fn issuers_are_checked_like_payers() {
+    let mut l = Ledger::new();
+    let issue = |to, amount| Payload::Issue {
+        to: id(to),
+        asset: sgd(),
+        amount,
+    };
+    let redeem = |amount| Payload::Redeem {
+        asset: sgd(),
+        amount,
+    };
+    assert_eq!(l.run(T0, ISSUER_SGD, issue(PAYER_SG, 50)).code, "ok");
+    assert_eq!(l.run(T0, ISSUER_SGD, issue(ISSUER_SGD, 10)).code, "ok");
+    // SG to US is not a corridor: the SGD issuer in SG cannot mint into a US account.
+    let r = l.run(T0, ISSUER_SGD, issue(PAYEE_US, 50));
+    assert_eq!(decision(&r).1, "corridor.closed", "{}", r.reason);
+    // A regulator freezes the issuer's identity: it can neither issue nor redeem.
+    let freeze = Payload::Freeze(FreezeOp::Freeze {
+        id: ident(ISSUER_SGD),
+        reason: "supervisory action 3/2026".into(),
+    });
+    assert_eq!(l.run(T0, REG_SG, freeze).code, "ok");
+    let r = l.run(T0, ISSUER_SGD, issue(PAYER_SG, 50));
+    assert_eq!(decision(&r).1, "identity.frozen", "{}", r.reason);
+    assert!(r.reason.contains("issuer"), "{}", r.reason);
+    let r = l.run(T0, ISSUER_SGD, redeem(1));
+    assert_eq!(decision(&r).1, "identity.frozen", "{}", r.reason);
+    let unfreeze = Payload::Freeze(FreezeOp::Unfreeze {
+        id: ident(ISSUER_SGD),
+    });
+    assert_eq!(l.run(T0, REG_SG, unfreeze).code, "ok");
+    assert_eq!(l.run(T0, ISSUER_SGD, redeem(1)).code, "ok");
 }
 
 #[test]

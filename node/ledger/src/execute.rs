@@ -108,7 +108,7 @@ fn execute_tx(
         Payload::Issue { to, asset, amount } => {
             issue(o, rules, now, &tx.sender, to, asset, *amount)?
         }
-        Payload::Redeem { asset, amount } => redeem(o, &tx.sender, asset, *amount)?,
+        Payload::Redeem { asset, amount } => redeem(o, rules, now, &tx.sender, asset, *amount)?,
         Payload::Identity(op) => compliance::identity_op(o, &tx.sender, now, op)?,
         Payload::Freeze(op) => compliance::freeze_op(o, &tx.sender, height, op)?,
         Payload::Propose {
@@ -238,10 +238,25 @@ fn issue(
         Ok(info) => info,
         Err(r) => return Ok(Err(r)),
     };
-    // New units go only to an account whose identity may receive them.
+    // The issuer's own identity must be in good standing, new units go only to an account
+    // whose identity may receive them, and across borders only along an open corridor.
+    let issuer = account(o, sender)?;
+    let from = match compliance::check_party(o, rules, (sender, &issuer), code, now, "issuer")? {
+        Ok(identity) => identity,
+        Err(r) => return Ok(Err(r)),
+    };
     let receiver = account(o, to)?;
-    if let Err(r) = compliance::check_party(o, rules, (to, &receiver), code, now, "receiver")? {
-        return Ok(Err(r));
+    let into = match compliance::check_party(o, rules, (to, &receiver), code, now, "receiver")? {
+        Ok(identity) => identity,
+        Err(r) => return Ok(Err(r)),
+    };
+    let (fj, tj) = (from.jurisdiction, into.jurisdiction);
+    if fj != tj && !rules.corridor_open(fj, tj) {
+        return Ok(Err(Rejection::rule(
+            "corridor.closed",
+            rules.set.version,
+            format!("issuing from {fj} to {tj} is not an allowed corridor"),
+        )));
     }
     let Some(supply) = info.supply.checked_add(amount) else {
         return Ok(Err(overflow("the supply")));
@@ -263,6 +278,8 @@ fn issue(
 
 fn redeem(
     o: &mut Overlay<'_>,
+    rules: &Rules,
+    now: TimestampMs,
     sender: &AccountId,
     code: &AssetCode,
     amount: Amount,
@@ -272,6 +289,10 @@ fn redeem(
         Err(r) => return Ok(Err(r)),
     };
     let mut acct = account(o, sender)?;
+    // Paying out fiat is a payment to the issuer's own identity: it must be in good standing.
+    if let Err(r) = compliance::check_party(o, rules, (sender, &acct), code, now, "issuer")? {
+        return Ok(Err(r));
+    }
     if let Err(r) = debit(&mut acct, code, amount) {
         return Ok(Err(r));
     }
