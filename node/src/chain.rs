@@ -52,9 +52,15 @@ pub struct Chain {
     last: Option<BlockHeader>,
     genesis_time_ms: TimestampMs,
     last_write_seconds: f64,
+    rules_version: u64,
 }
 
 impl Chain {
+    /// The rule-set version in force: the one the last committed block was checked against.
+    pub fn rules_version(&self) -> u64 {
+        self.rules_version
+    }
+
     /// How long the last commit took to write to the store, fsync included.
     pub fn last_write_seconds(&self) -> f64 {
         self.last_write_seconds
@@ -68,13 +74,22 @@ impl Chain {
         store.init_genesis(genesis.hash(), &initial, &genesis.header(initial.root()))?;
         let height = store.committed_height()?;
         let last = store.block(height)?.map(|b| b.header);
+        let state = store.load_state()?;
+        // Read once here; afterwards execution reports it with every block.
+        let rules_version = state
+            .get_raw(tally_ledger::compliance::registry::RULES_KEY)
+            .and_then(|raw| {
+                tally_ledger::codec::decode::<tally_ledger::compliance::RuleSet>(raw, 1 << 24).ok()
+            })
+            .map_or(0, |r| r.version);
         Ok(Chain {
             chain_id: genesis.chain_id.clone(),
-            state: store.load_state()?,
+            state,
             store,
             last,
             genesis_time_ms: genesis.genesis_time_ms,
             last_write_seconds: 0.0,
+            rules_version,
         })
     }
 
@@ -139,6 +154,7 @@ impl Chain {
             &proposal.record_id,
         )?;
         self.last_write_seconds = writing.elapsed().as_secs_f64();
+        self.rules_version = out.rules_version;
         self.last = Some(header.clone());
         Ok((header, out.receipts))
     }

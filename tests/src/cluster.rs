@@ -274,6 +274,18 @@ impl Cluster {
         (status, r.json().await.unwrap_or_default())
     }
 
+    /// Validator `i`'s metrics in the Prometheus text format.
+    pub async fn metrics(&self, i: usize) -> String {
+        self.http
+            .get(format!("{}/metrics", self.url(i)))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
     /// Waits until `hash` is final on validator `i`.
     pub async fn wait_final(&self, i: usize, hash: &Hash, timeout: Duration) -> TxStatus {
         let deadline = tokio::time::Instant::now() + timeout;

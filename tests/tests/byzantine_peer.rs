@@ -12,17 +12,7 @@ const LONG: Duration = Duration::from_secs(90);
 const BYZANTINE: usize = 3;
 
 async fn metric(c: &Cluster, i: usize, series: &str) -> f64 {
-    let url = format!("{}/metrics", c.url(i));
-    let text = c
-        .http
-        .get(url)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    tally_tests::metric_sum(&text, series)
+    tally_tests::metric_sum(&c.metrics(i).await, series)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

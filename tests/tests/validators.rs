@@ -440,15 +440,7 @@ async fn a_diverged_node_fails_its_health_check_and_counts_it() {
     let c = Cluster::start(1).await;
     let divergence = "tally_state_divergence_total";
     let scrape = || async {
-        let text = c
-            .http
-            .get(format!("{}/metrics", c.url(0)))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let text = c.metrics(0).await;
         assert!(text.contains(&format!("\n{divergence}{{")), "{text}");
         tally_tests::metric_sum(&text, divergence)
     };
@@ -477,15 +469,7 @@ async fn a_diverged_node_fails_its_health_check_and_counts_it() {
 async fn the_node_exports_its_resources_commit_time_rules_and_lag() {
     let c = Cluster::start(1).await;
     c.wait_height(3, LONG).await;
-    let text = c
-        .http
-        .get(format!("{}/metrics", c.url(0)))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = c.metrics(0).await;
     let value = |series: &str| tally_tests::metric_sum(&text, series);
     assert!(value("process_resident_memory_bytes") > 0.0, "{text}");
     // Whole seconds of CPU: a young process may still be at zero, but the series is there.
@@ -521,14 +505,7 @@ async fn invented_methods_and_paths_add_no_metric_series() {
             .expect("request");
         assert_eq!(r.status(), 404);
     }
-    let metrics = http
-        .get(format!("{}/metrics", c.url(0)))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = c.metrics(0).await;
     assert!(
         !metrics.contains("INVENTED") && !metrics.contains("made-up"),
         "{metrics}"

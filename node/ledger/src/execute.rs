@@ -27,6 +27,9 @@ pub struct BlockOutput {
     pub receipts: Vec<Receipt>,
     /// Merkle root over the receipts.
     pub receipt_root: Hash,
+    /// The version of the rule set the block's transactions were checked against (after any
+    /// governance change due at its height).
+    pub rules_version: u64,
     /// Every state key the block changed.
     pub writes: WriteSet,
 }
@@ -66,6 +69,7 @@ pub fn execute_block(
         receipts.push(receipt);
     }
     Ok(BlockOutput {
+        rules_version: rules.set.version,
         receipt_root: receipt_root(&receipts),
         receipts,
         writes: overlay.into_writes(),

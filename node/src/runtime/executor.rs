@@ -33,7 +33,7 @@ pub(crate) fn run(
     jobs: std::sync::mpsc::Receiver<CommitJob>,
     internal: mpsc::Sender<Internal>,
 ) {
-    let mut rules_in_force = rules_version(&chain);
+    let mut rules_in_force = chain.rules_version();
     while let Ok(job) = jobs.recv() {
         if job.block.height <= chain.height() {
             continue;
@@ -116,7 +116,7 @@ pub(crate) fn run(
             .inc_by(receipts.len() as u64 - applied);
         shared.finish_inflight(&txs);
         log_block(&header, &receipts, applied, started);
-        let version = rules_version(&chain);
+        let version = chain.rules_version();
         if version != rules_in_force {
             tracing::info!(
                 height = header.height,
@@ -135,15 +135,6 @@ pub(crate) fn run(
             return;
         }
     }
-}
-
-/// The version of the rule set in the committed state (0 if it cannot be read).
-fn rules_version(chain: &Chain) -> u64 {
-    chain
-        .state()
-        .get_raw(tally_ledger::compliance::registry::RULES_KEY)
-        .and_then(|raw| codec::decode::<tally_ledger::compliance::RuleSet>(raw, 1 << 24).ok())
-        .map_or(0, |r| r.version)
 }
 
 /// A committed block at info (at debug when empty: an idle network commits empty blocks), and
