@@ -907,8 +907,13 @@ impl Consensus {
     }
 
     /// Tells a validator whose signed timeout is for a round this replica has left how it
-    /// moved on: at most once per validator per round of this replica, whatever old rounds its
-    /// timeouts name, so a peer cannot draw more answers than this replica has rounds.
+    /// moved on, and hands it this round's proposal if this replica has one: a validator that
+    /// missed the certificates of a round has usually missed its proposal too, and without it
+    /// it could enter the round but not vote in it, so the round would fail whenever its vote
+    /// is one of the 2f + 1 (a lost message during a partition would cost a whole backed-off
+    /// round after the heal). At most once per validator per round of this replica, whatever
+    /// old rounds its timeouts name, so a peer cannot draw more answers than this replica has
+    /// rounds.
     fn answer_lagging(&mut self, to: ValidatorIndex, out: &mut Vec<Action>) {
         if self.answered_laggers.get(&to) == Some(&self.round) {
             return;
@@ -916,6 +921,13 @@ impl Consensus {
         self.answered_laggers.insert(to, self.round);
         let bytes = self.certificates(self.entered_by.clone());
         out.push(Action::Send { to, bytes });
+        let leader = self.validators.leader(self.round);
+        if let Some(b) = self.proposals_seen.get(&(self.round, leader)) {
+            if self.tree.knows(&b.id()) {
+                let bytes = Message::Proposal(b.clone()).to_bytes();
+                out.push(Action::Send { to, bytes });
+            }
+        }
     }
 
     /// A [`Message::Certificates`] with this replica's highest QC and `last_tc`.

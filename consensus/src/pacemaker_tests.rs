@@ -93,6 +93,42 @@ fn a_validator_still_in_a_left_round_is_told_once_per_round_how_the_others_moved
 }
 
 #[test]
+fn a_lagging_validator_is_handed_the_proposal_of_the_round_it_missed_and_can_vote_in_it() {
+    let f = Fixture::new();
+    let (mut r, _) = replica_past_round_one(&f);
+    // The leader of round 2 proposes after the TC of round 1; replica 0 has the proposal.
+    let mut b = f.block(2, &f.genesis.1, 20);
+    b.timeout_cert = Some(f.tc(1, 0));
+    let b = b.sign(&f.keys[usize::from(f.set.leader(2))]);
+    r.handle(msg(f.set.leader(2), Message::Proposal(b.clone())));
+    // Validator 1 missed both the TC and the proposal: it re-sends its timeout for round 1.
+    let late = msg(1, Message::Timeout(f.timeout(1, 1, f.genesis.1.clone())));
+    let answer = r.handle(late);
+    let forwarded: Vec<Message> = answer
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { to: 1, bytes } => Message::from_bytes(bytes, 1 << 20).ok(),
+            _ => None,
+        })
+        .filter(|m| matches!(m, Message::Proposal(_)))
+        .collect();
+    assert_eq!(forwarded.len(), 1, "{answer:?}");
+    // Replica 1 takes both from replica 0 (not the proposal's author) and asks to vote.
+    let mut lagging = f.replica(1, None);
+    lagging.start();
+    lagging.handle(msg(0, f.certificates(Some(f.tc(1, 0)))));
+    let actions = lagging.handle(msg(0, forwarded[0].clone()));
+    assert_eq!(lagging.round(), 2);
+    assert!(penalised(&actions).is_empty(), "{actions:?}");
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::ValidatePayload { round: 2, .. })),
+        "{actions:?}"
+    );
+}
+
+#[test]
 fn a_lagging_replica_enters_the_next_round_from_the_certificates() {
     let f = Fixture::new();
     let mut r = f.replica(1, None);
