@@ -92,6 +92,10 @@ impl Network {
                 },
             )
             .map_err(|e| NetworkError::Build(e.to_string()))?
+            // `/dns4/<name>/tcp/<port>` addresses are resolved at every dial (containers and
+            // Kubernetes pods change address when they restart; their names do not).
+            .with_dns()
+            .map_err(|e| NetworkError::Build(format!("DNS resolver: {e}")))?
             .with_behaviour(|_| behaviour)
             .map_err(|e| NetworkError::Build(e.to_string()))?
             .with_swarm_config(|c| {

@@ -61,6 +61,7 @@ impl Net {
             api_base_port: api_base,
             p2p_base_port: p2p_base,
             genesis_time_ms: 0,
+            host_template: None,
         })
         .expect("testnet");
         testnet.write(dir).expect("write testnet");

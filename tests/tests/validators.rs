@@ -433,7 +433,7 @@ async fn a_rule_change_proposal_shows_what_it_would_change() {
 }
 
 /// A node whose executed state diverged from the quorum's says so everywhere an operator or a
-/// load balancer looks: its health check fails, its status is not ready and names the height,
+/// load balancer looks: its health and readiness checks fail, its status is not ready and names the height,
 /// and a counter that exists at zero from the start moves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_diverged_node_fails_its_health_check_and_counts_it() {
@@ -447,6 +447,8 @@ async fn a_diverged_node_fails_its_health_check_and_counts_it() {
     assert_eq!(scrape().await, 0.0);
     let (s, h) = c.get(0, "/health").await;
     assert_eq!((s, h["status"].as_str()), (200, Some("ok")));
+    let (s, r) = c.get(0, "/ready").await;
+    assert_eq!((s, r["ready"].as_bool()), (200, Some(true)), "{r}");
 
     // What the certifier does when a quorum signs another header at height 5.
     c.node(0).shared().mark_diverged(5);
@@ -459,6 +461,8 @@ async fn a_diverged_node_fails_its_health_check_and_counts_it() {
         (st["ready"].as_bool(), st["diverged_at"].as_u64()),
         (Some(false), Some(5))
     );
+    let (s, r) = c.get(0, "/ready").await;
+    assert_eq!((s, r["reason"].as_str()), (503, Some("diverged")), "{r}");
     assert_eq!(scrape().await, 2.0);
     c.shutdown().await;
 }

@@ -43,6 +43,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/blocks/{height}"),
     ("get", "/v1/status"),
     ("get", "/health"),
+    ("get", "/ready"),
     ("get", "/metrics"),
 ];
 
@@ -89,6 +90,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/blocks/{height}", get(block))
         .route("/v1/status", get(status))
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("route", "no such route") })
         .layer(DefaultBodyLimit::max(limit))
@@ -719,6 +721,37 @@ async fn health(State(shared): State<Shared>) -> Response {
     }
     let body = serde_json::json!({ "status": "ok", "height": height, "peers": peers });
     (StatusCode::OK, Json(body)).into_response()
+}
+
+/// Readiness, distinct from liveness (`/health`): 200 once this node reflects the network
+/// (caught up to within `READY_LAG` certified blocks, connected to a peer, not diverged), so
+/// load balancers and Kubernetes send it reads and submissions only then; 503 with the reason
+/// while it starts, catches up or is cut off.
+async fn ready(State(shared): State<Shared>) -> Response {
+    let s = StatusView::new(&*shared);
+    let reason = if s.diverged_at.is_some() {
+        Some("diverged")
+    } else if s.peers == 0 && s.validators.len() > 1 {
+        Some("no_peers")
+    } else if s.sync_lag > views::READY_LAG {
+        Some("catching_up")
+    } else {
+        None
+    };
+    let body = serde_json::json!({
+        "ready": reason.is_none(),
+        "reason": reason,
+        "height": s.height,
+        "certified_height": s.certified_height,
+        "sync_lag": s.sync_lag,
+        "peers": s.peers,
+    });
+    let code = if reason.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
 }
 
 async fn metrics(State(shared): State<Shared>) -> Response {

@@ -276,6 +276,20 @@ pub struct StatusArgs {
     pub api: String,
 }
 
+/// `tally probe`: a container health check without curl in the image.
+#[derive(Debug, clap::Args)]
+pub struct ProbeArgs {
+    /// API base URL.
+    #[arg(long, default_value = API)]
+    pub api: String,
+    /// Probe readiness (`/ready`) instead of liveness (`/health`).
+    #[arg(long)]
+    pub ready: bool,
+    /// Give up after this many milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    pub timeout_ms: u64,
+}
+
 /// The body of `POST /v1/transactions`.
 #[derive(Debug, Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -626,6 +640,29 @@ pub fn status(args: StatusArgs, output: Output) -> anyhow::Result<()> {
         )
         },
     )
+}
+
+/// `tally probe`: exits 0 when the node answers 200 on `/health` (or `/ready`), 1 otherwise,
+/// printing the node's answer or the reason it could not be reached.
+pub fn probe(args: ProbeArgs) -> anyhow::Result<()> {
+    let path = if args.ready { "/ready" } else { "/health" };
+    let url = format!("{}{path}", args.api.trim_end_matches('/'));
+    let timeout = std::time::Duration::from_millis(args.timeout_ms);
+    let answer = crate::process::runtime()?.block_on(async move {
+        let client = reqwest::Client::builder().timeout(timeout).build()?;
+        let r = client.get(&url).send().await?;
+        let code = r.status();
+        let body = r.text().await.unwrap_or_default();
+        anyhow::Ok((code, body))
+    });
+    match answer {
+        Ok((code, body)) if code.is_success() => {
+            crate::outln!("{}", body.trim());
+            Ok(())
+        }
+        Ok((code, body)) => anyhow::bail!("{path}: {code}: {}", body.trim()),
+        Err(e) => anyhow::bail!("{path}: {e:#}"),
+    }
 }
 
 /// GETs one resource and prints it.

@@ -49,6 +49,8 @@ pub enum Command {
     Block(client::BlockArgs),
     /// Show a node's view of the network through the HTTP API.
     Status(client::StatusArgs),
+    /// Exit 0 if a node is alive (`/health`) or ready (`--ready`): the container health check.
+    Probe(client::ProbeArgs),
     /// Print a shell completion script: `tally completions bash > /etc/bash_completion.d/tally`.
     Completions {
         /// The shell: bash, elvish, fish, powershell or zsh.
@@ -70,6 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Account(args) => client::account(args, cli.output),
         Command::Block(args) => client::block(args, cli.output),
         Command::Status(args) => client::status(args, cli.output),
+        Command::Probe(args) => client::probe(args),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "tally", &mut script);

@@ -25,6 +25,13 @@ pub enum TestnetCommand {
         /// First libp2p port (validator i uses base + i).
         #[arg(long, default_value_t = 7700)]
         p2p_base_port: u16,
+        /// For containers and pods: validator i's host name, with `{i}` standing for i (e.g.
+        /// `validator-{i}` for Compose, `tally-{i}.tally.tally.svc.cluster.local` for a
+        /// Kubernetes StatefulSet). Validators then listen on all interfaces at the base ports,
+        /// dial each other by name, keep data in /var/lib/tally, and each directory holds its
+        /// own genesis.json.
+        #[arg(long)]
+        host_template: Option<String>,
         /// Output directory (created; must not already hold a genesis).
         #[arg(long)]
         out: PathBuf,
@@ -48,6 +55,7 @@ pub fn run(cmd: TestnetCommand) -> anyhow::Result<()> {
         chain_id,
         api_base_port,
         p2p_base_port,
+        host_template,
         out,
     } = cmd;
     if out.join("genesis.json").exists() {
@@ -67,6 +75,7 @@ pub fn run(cmd: TestnetCommand) -> anyhow::Result<()> {
         api_base_port,
         p2p_base_port,
         genesis_time_ms: now,
+        host_template,
     })?;
     net.write(&out)?;
     crate::outln!(

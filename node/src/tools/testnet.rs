@@ -25,7 +25,16 @@ pub struct TestnetSpec {
     pub p2p_base_port: u16,
     /// Genesis time; 0 means the time of generation.
     pub genesis_time_ms: u64,
+    /// For validators in containers or pods: validator i's host name is this template with
+    /// `{i}` replaced by i (e.g. `validator-{i}`). Each then listens on every interface at
+    /// the base ports, peers dial `/dns4/<host>/tcp/<p2p_base_port>`, its data goes to
+    /// [`CONTAINER_DATA_DIR`] and its directory holds its own copy of the genesis (it is
+    /// mounted alone). `None`: every validator on 127.0.0.1 at base port + i.
+    pub host_template: Option<String>,
 }
+
+/// Where a validator's data goes in the container image (a volume).
+pub const CONTAINER_DATA_DIR: &str = "/var/lib/tally";
 
 impl Default for TestnetSpec {
     fn default() -> Self {
@@ -36,6 +45,7 @@ impl Default for TestnetSpec {
             api_base_port: 8700,
             p2p_base_port: 7700,
             genesis_time_ms: 0,
+            host_template: None,
         }
     }
 }
@@ -164,14 +174,43 @@ impl Testnet {
             })
             .collect();
         accounts.extend(demo.accounts);
+        if let Some(t) = &spec.host_template {
+            let host = t.replace("{i}", "0");
+            let valid = t.contains("{i}")
+                && !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            if !valid {
+                return Err(TestnetError::Invalid(format!(
+                    "--host-template {t:?}: must contain {{i}} and otherwise only letters, \
+                     digits, '-' and '.' (a DNS name such as validator-{{i}})"
+                )));
+            }
+        }
         let validators = validator_keys
             .iter()
             .enumerate()
-            .map(|(i, k)| GenesisValidator {
-                name: format!("validator-{i}"),
-                public_key: keys::account_id(k),
-                p2p_addr: format!("/ip4/127.0.0.1/tcp/{}", spec.p2p_base_port as usize + i),
-                api_addr: format!("127.0.0.1:{}", spec.api_base_port as usize + i),
+            .map(|(i, k)| {
+                let (p2p_addr, api_addr) = match &spec.host_template {
+                    Some(t) => {
+                        let host = t.replace("{i}", &i.to_string());
+                        (
+                            format!("/dns4/{host}/tcp/{}", spec.p2p_base_port),
+                            format!("{host}:{}", spec.api_base_port),
+                        )
+                    }
+                    None => (
+                        format!("/ip4/127.0.0.1/tcp/{}", spec.p2p_base_port as usize + i),
+                        format!("127.0.0.1:{}", spec.api_base_port as usize + i),
+                    ),
+                };
+                GenesisValidator {
+                    name: format!("validator-{i}"),
+                    public_key: keys::account_id(k),
+                    p2p_addr,
+                    api_addr,
+                }
             })
             .collect();
         let genesis = Genesis {
@@ -215,6 +254,10 @@ impl Testnet {
             let vdir = dir.join(format!("validator-{i}"));
             std::fs::create_dir_all(&vdir).map_err(io(&vdir))?;
             keys::write_key_file(&vdir.join("validator.key"), key)?;
+            if self.spec.host_template.is_some() {
+                let copy = vdir.join("genesis.json");
+                std::fs::copy(&genesis_path, &copy).map_err(io(&copy))?;
+            }
             let cfg = vdir.join("node.toml");
             std::fs::write(&cfg, self.node_config(i)).map_err(io(&cfg))?;
         }
@@ -241,6 +284,20 @@ impl Testnet {
             .map(|(_, v)| format!("\"{}@{}\"", v.public_key, v.p2p_addr))
             .collect();
         let v = &self.genesis.validators[i];
+        let (p2p, api, data_dir, genesis_file) = match &self.spec.host_template {
+            Some(_) => (
+                format!("/ip4/0.0.0.0/tcp/{}", self.spec.p2p_base_port),
+                format!("0.0.0.0:{}", self.spec.api_base_port),
+                CONTAINER_DATA_DIR,
+                "genesis.json",
+            ),
+            None => (
+                v.p2p_addr.clone(),
+                v.api_addr.clone(),
+                "data",
+                "../genesis.json",
+            ),
+        };
         format!(
             r#"# Tally node configuration for {name}. Every field is described in docs/config.md.
 # Relative paths are resolved against the directory of this file.
@@ -249,11 +306,11 @@ impl Testnet {
 # Name used in logs and metrics.
 name = "{name}"
 # Directory of the node's database (created if missing). Keep it on durable storage.
-data_dir = "data"
+data_dir = "{data_dir}"
 # This validator's ed25519 key file (mode 0600): consensus key and libp2p identity.
 key_file = "validator.key"
 # The network's genesis file; every validator must use the same one.
-genesis_file = "../genesis.json"
+genesis_file = "{genesis_file}"
 
 [network]
 # libp2p listen address (TCP, Noise, Yamux).
@@ -297,8 +354,6 @@ format = "pretty"
 filter = "info"
 "#,
             name = v.name,
-            p2p = v.p2p_addr,
-            api = v.api_addr,
             bootstrap = bootstrap.join(", "),
         )
     }
@@ -347,5 +402,51 @@ mod tests {
         );
         let written = std::fs::read_dir(dir.path().join("keys")).unwrap().count();
         assert_eq!(written, net.named_keys.len());
+    }
+
+    /// `--host-template`: each validator directory stands alone (it is mounted into its
+    /// container by itself), listens on every interface at the base ports, dials its peers by
+    /// name, and keeps its data on the image's volume.
+    #[test]
+    fn a_container_network_dials_peers_by_name_and_each_directory_stands_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = TestnetSpec {
+            accounts: 2,
+            host_template: Some("validator-{i}".into()),
+            ..TestnetSpec::default()
+        };
+        let net = Testnet::generate(spec).unwrap();
+        net.write(dir.path()).unwrap();
+        for i in 0..4 {
+            let vdir = dir.path().join(format!("validator-{i}"));
+            let cfg = Config::load(&vdir.join("node.toml")).unwrap();
+            assert_eq!(cfg.node.genesis_file, vdir.join("genesis.json"));
+            assert_eq!(
+                Genesis::load(&cfg.node.genesis_file).unwrap().hash(),
+                net.genesis.hash()
+            );
+            assert_eq!(cfg.node.data_dir, Path::new(CONTAINER_DATA_DIR));
+            assert_eq!(cfg.network.listen, "/ip4/0.0.0.0/tcp/7700");
+            assert_eq!(cfg.api.listen, "0.0.0.0:8700");
+            let mut peers: Vec<String> = cfg
+                .network
+                .bootstrap
+                .iter()
+                .map(|b| b.split('@').nth(1).unwrap().to_owned())
+                .collect();
+            peers.sort();
+            let expected: Vec<String> = (0..4)
+                .filter(|j| *j != i)
+                .map(|j| format!("/dns4/validator-{j}/tcp/7700"))
+                .collect();
+            assert_eq!(peers, expected);
+        }
+        for bad in ["validator", "validator_{i}", "{i} x", ""] {
+            let spec = TestnetSpec {
+                host_template: Some(bad.into()),
+                ..TestnetSpec::default()
+            };
+            assert!(Testnet::generate(spec).is_err(), "{bad:?}");
+        }
     }
 }
