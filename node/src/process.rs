@@ -8,7 +8,10 @@ pub fn init_logging(format: &str, filter: &str) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_owned());
     let filter = EnvFilter::try_new(&filter).with_context(|| format!("log filter {filter:?}"))?;
+    // Colours only on a terminal: container and journald logs stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
+        .with_ansi(ansi)
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     // A second initialisation in one process (tests) keeps the first subscriber.
