@@ -1,0 +1,638 @@
+//! Fault tests on real containers: the Compose network of deploy/compose/compose.yaml (four
+//! validators, each its own container with its own volume, on a private Docker network,
+//! dialling each other by name), under a steady client load, through real container
+//! operations:
+//!
+//! - `docker kill -s KILL` of a random validator (the current leader half of the time) at
+//!   random moments, 20 times: finality resumes, past the victim's next turn as leader, within
+//!   the (possibly once doubled) view-change timeout plus 2 s;
+//! - partitions made with iptables inside the validators' network namespaces: 3+1 keeps
+//!   finalizing on the three and the one catches up; 2+2 halts finality without a fork, and
+//!   finality resumes after the heal;
+//! - `docker pause` of a validator for longer than the timeout;
+//! - a rolling restart (`docker restart`, SIGTERM) of all four, one at a time: no stall longer
+//!   than two timeouts plus 2 s.
+//!
+//! Afterwards every payment any validator accepted is final (the client resubmits what is not
+//! final, as a real client does) and all four agree on the state root. Each step prints its
+//! figures; docs/deploy.md records them.
+//!
+//! Slow, and needs Docker with Compose and the images of `scripts/container-images`: run by
+//! `scripts/container-tests` (which `scripts/slow-tests` runs):
+//!     cargo test -p tally-tests --test container_faults -- --ignored --nocapture
+
+use ed25519_dalek::SigningKey;
+use rand::Rng;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tally_ledger::primitives::{AccountId, AssetCode, Hash};
+use tally_ledger::tx::{Payload, SignedTransaction, Transaction, Transfer};
+use tally_node::tools::testnet::{Testnet, TestnetSpec};
+
+const VALIDATORS: usize = 4;
+const ACCOUNTS: usize = 64;
+/// The generated configs' `consensus.base_timeout_ms`.
+const BASE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// What the issue allows after the timeout (or the restart) before finality resumes.
+const RESUME_SLACK: Duration = Duration::from_secs(2);
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repository root")
+        .to_owned()
+}
+
+/// A base port with `n` free consecutive loopback ports.
+fn free_ports(n: u16) -> u16 {
+    let mut rng = rand::thread_rng();
+    loop {
+        let base: u16 = rng.gen_range(31_000..39_000);
+        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn docker(args: &[&str]) -> String {
+    run(Command::new("docker").args(args))
+}
+
+/// `chown -R 10001:10001`: the image runs as uid 10001 and reads its mounted directory.
+fn chown_for_image(path: &Path) {
+    std::os::unix::fs::lchown(path, Some(10001), Some(10001))
+        .unwrap_or_else(|e| panic!("chown {}: {e} (run as root)", path.display()));
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).expect("read dir") {
+            chown_for_image(&entry.expect("entry").path());
+        }
+    }
+}
+
+struct Stack {
+    project: String,
+    _dir: tempfile::TempDir,
+    net_dir: PathBuf,
+    testnet: Testnet,
+    api_base: u16,
+    /// Container ids, by validator.
+    ids: Vec<String>,
+    /// Addresses on the Compose network, by validator.
+    ips: Vec<String>,
+    http: reqwest::Client,
+}
+
+impl Stack {
+    fn up() -> Stack {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let net_dir = dir.path().join("net");
+        let testnet = Testnet::generate(TestnetSpec {
+            chain_id: "tally-containers".into(),
+            accounts: ACCOUNTS,
+            host_template: Some("validator-{i}".into()),
+            ..TestnetSpec::default()
+        })
+        .expect("testnet");
+        testnet.write(&net_dir).expect("write testnet");
+        for i in 0..VALIDATORS {
+            chown_for_image(&net_dir.join(format!("validator-{i}")));
+        }
+        let project = format!("tallyfaults{}", std::process::id());
+        let mut stack = Stack {
+            project,
+            _dir: dir,
+            net_dir,
+            testnet,
+            api_base: free_ports(VALIDATORS as u16),
+            ids: Vec::new(),
+            ips: Vec::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(3))
+                .build()
+                .expect("client"),
+        };
+        let services: Vec<String> = (0..VALIDATORS).map(|i| format!("validator-{i}")).collect();
+        let mut args = vec!["up", "-d"];
+        args.extend(services.iter().map(String::as_str));
+        stack.compose(&args);
+        for s in &services {
+            let id = stack.compose(&["ps", "-q", s]);
+            assert!(!id.is_empty(), "no container for {s}");
+            let ip = docker(&[
+                "inspect",
+                "-f",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                &id,
+            ]);
+            stack.ids.push(id);
+            stack.ips.push(ip);
+        }
+        stack
+    }
+
+    fn compose(&self, args: &[&str]) -> String {
+        let v2 = Command::new("docker")
+            .args(["compose", "version"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        let mut cmd = if v2 {
+            let mut c = Command::new("docker");
+            c.arg("compose");
+            c
+        } else {
+            Command::new("docker-compose")
+        };
+        let root = repo();
+        cmd.args(["-p", &self.project, "-f"])
+            .arg(root.join("deploy/compose/compose.yaml"))
+            .arg("-f")
+            .arg(root.join("tests/containers/compose.faults.yaml"))
+            .args(args)
+            .env("TALLY_NET_DIR", &self.net_dir)
+            .env(
+                "TALLY_IMAGE",
+                std::env::var("TALLY_IMAGE").unwrap_or_else(|_| "tally:test".into()),
+            );
+        for i in 0..VALIDATORS {
+            cmd.env(
+                format!("TALLY_API_PORT_{i}"),
+                (self.api_base + i as u16).to_string(),
+            );
+        }
+        run(&mut cmd)
+    }
+
+    fn url(&self, i: usize, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.api_base + i as u16)
+    }
+
+    async fn get(&self, i: usize, path: &str) -> Option<serde_json::Value> {
+        let r = self.http.get(self.url(i, path)).send().await.ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        r.json().await.ok()
+    }
+
+    async fn height(&self, i: usize) -> Option<u64> {
+        self.get(i, "/v1/status").await?["height"].as_u64()
+    }
+
+    async fn ready(&self, i: usize) -> bool {
+        self.get(i, "/ready").await.is_some()
+    }
+
+    /// The highest height any of `among` reports.
+    async fn top(&self, among: &[usize]) -> u64 {
+        let mut top = 0;
+        for &i in among {
+            top = top.max(self.height(i).await.unwrap_or(0));
+        }
+        top
+    }
+
+    /// How long until the highest height among `among` exceeds `above`.
+    async fn time_to_pass(&self, among: &[usize], above: u64, limit: Duration) -> Duration {
+        let start = Instant::now();
+        while self.top(among).await <= above {
+            assert!(
+                start.elapsed() < limit,
+                "no block above {above} on {among:?} within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        start.elapsed()
+    }
+
+    async fn wait_ready(&self, i: usize, limit: Duration) -> Duration {
+        let start = Instant::now();
+        while !self.ready(i).await {
+            assert!(
+                start.elapsed() < limit,
+                "validator {i} not ready within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        start.elapsed()
+    }
+
+    /// The validator leading the round validator `i` is in.
+    async fn leader(&self, i: usize) -> Option<usize> {
+        let key = self.get(i, "/v1/status").await?["leader"]
+            .as_str()?
+            .to_owned();
+        self.testnet
+            .genesis
+            .validators
+            .iter()
+            .position(|v| v.public_key.to_string() == key)
+    }
+
+    /// Drops every packet between the two groups (both directions, on both sides).
+    fn partition(&self, a: &[usize], b: &[usize]) {
+        for (side, other) in [(a, b), (b, a)] {
+            for &i in side {
+                for &j in other {
+                    let ip = &self.ips[j];
+                    for rule in [["INPUT", "-s"], ["OUTPUT", "-d"]] {
+                        docker(&[
+                            "exec",
+                            "-u",
+                            "0",
+                            &self.ids[i],
+                            "iptables",
+                            "-A",
+                            rule[0],
+                            rule[1],
+                            ip,
+                            "-j",
+                            "DROP",
+                        ]);
+                    }
+                }
+            }
+        }
+    }
+
+    fn heal(&self) {
+        for id in &self.ids {
+            docker(&["exec", "-u", "0", id, "iptables", "-F"]);
+        }
+    }
+
+    /// Waits until all four reach a common height and asserts their state roots there agree.
+    async fn roots_agree(&self, limit: Duration) -> u64 {
+        let target = self.top(&[0, 1, 2, 3]).await + 2;
+        let start = Instant::now();
+        for i in 0..VALIDATORS {
+            while self.height(i).await.unwrap_or(0) < target {
+                assert!(
+                    start.elapsed() < limit,
+                    "validator {i} did not reach height {target}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let mut roots = Vec::new();
+        for i in 0..VALIDATORS {
+            let b = self
+                .get(i, &format!("/v1/blocks/{target}"))
+                .await
+                .expect("block");
+            roots.push(b["header"]["state_root"].clone());
+        }
+        assert!(
+            roots.iter().all(|r| *r == roots[0] && !r.is_null()),
+            "state roots differ at {target}: {roots:?}"
+        );
+        target
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.compose(&["down", "-v", "-t", "5"]);
+        }));
+    }
+}
+
+/// A client population: each account has one payment in flight; a payment that is not final
+/// is resubmitted to a random validator, as a real client does.
+struct Clients {
+    stop: Arc<AtomicBool>,
+    accepted: Arc<Mutex<BTreeMap<Hash, SignedTransaction>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn transfer(testnet: &Testnet, from: usize, to: usize, sequence: u64) -> SignedTransaction {
+    let key: &SigningKey = &testnet.account_keys[from];
+    Transaction {
+        chain_id: testnet.genesis.chain_id.clone(),
+        sender: AccountId(key.verifying_key().to_bytes()),
+        sequence,
+        expiry_height: 1_000_000_000,
+        payload: Payload::Transfer(Transfer {
+            to: AccountId(testnet.account_keys[to].verifying_key().to_bytes()),
+            asset: AssetCode::new("USD").expect("code"),
+            amount: 1,
+            memo: None,
+            travel: None,
+        }),
+    }
+    .sign(key)
+}
+
+async fn submit(http: &reqwest::Client, url: &str, tx: &SignedTransaction) -> bool {
+    let body = serde_json::json!({ "tx": hex::encode(tx.to_bytes()) });
+    match http
+        .post(format!("{url}/v1/transactions"))
+        .json(&body)
+        .send()
+        .await
+    {
+        Ok(r) => r.status().as_u16() == 202,
+        Err(_) => false,
+    }
+}
+
+async fn tx_status(http: &reqwest::Client, url: &str, h: &Hash) -> Option<String> {
+    let r = http
+        .get(format!("{url}/v1/transactions/{h}"))
+        .send()
+        .await
+        .ok()?;
+    let v: serde_json::Value = r.json().await.ok()?;
+    v["status"].as_str().map(str::to_owned)
+}
+
+impl Clients {
+    fn start(stack: &Stack) -> Clients {
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(Mutex::new(BTreeMap::new()));
+        let urls: Vec<String> = (0..VALIDATORS).map(|i| stack.url(i, "")).collect();
+        let testnet = stack.testnet.clone();
+        let http = stack.http.clone();
+        let (stop2, accepted2) = (stop.clone(), accepted.clone());
+        let task = tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::from_entropy();
+            let mut sequences = vec![0u64; ACCOUNTS];
+            let mut in_flight: Vec<Option<SignedTransaction>> = vec![None; ACCOUNTS];
+            while !stop2.load(Ordering::Relaxed) {
+                let url = &urls[rng.gen_range(0..urls.len())];
+                let from = rng.gen_range(0..ACCOUNTS);
+                if let Some(tx) = &in_flight[from] {
+                    match tx_status(&http, url, &tx.hash()).await.as_deref() {
+                        Some("pending") | None => {
+                            let _ = submit(&http, url, tx).await;
+                            continue;
+                        }
+                        Some(_) => in_flight[from] = None,
+                    }
+                }
+                let to = (from + 1 + rng.gen_range(0..ACCOUNTS - 1)) % ACCOUNTS;
+                let tx = transfer(&testnet, from, to, sequences[from]);
+                if submit(&http, url, &tx).await {
+                    sequences[from] += 1;
+                    accepted2
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(tx.hash(), tx.clone());
+                    in_flight[from] = Some(tx);
+                }
+            }
+        });
+        Clients {
+            stop,
+            accepted,
+            task,
+        }
+    }
+
+    /// Stops sending, then waits until every accepted payment is committed (resubmitting the
+    /// ones that are not), and returns how many there were.
+    async fn finish(self, stack: &Stack) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+        let accepted = self
+            .accepted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut rng = rand::thread_rng();
+        let start = Instant::now();
+        let mut pending: Vec<Hash> = accepted.keys().copied().collect();
+        while !pending.is_empty() {
+            assert!(
+                start.elapsed() < Duration::from_secs(180),
+                "{} accepted payments never became final",
+                pending.len()
+            );
+            let mut still = Vec::new();
+            for h in pending {
+                let url = stack.url(rng.gen_range(0..VALIDATORS), "");
+                match tx_status(&stack.http, &url, &h).await.as_deref() {
+                    Some("committed") => {}
+                    Some(other) if other != "pending" => {
+                        panic!("payment {h} ended {other}")
+                    }
+                    _ => {
+                        let _ = submit(&stack.http, &url, &accepted[&h]).await;
+                        still.push(h);
+                    }
+                }
+            }
+            pending = still;
+            if !pending.is_empty() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        accepted.len()
+    }
+}
+
+use rand::SeedableRng;
+
+fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+fn summary(name: &str, v: &mut [Duration]) -> String {
+    v.sort();
+    let median = v.get(v.len() / 2).copied().unwrap_or_default();
+    let max = v.last().copied().unwrap_or_default();
+    format!("{name}: median {} ms, max {} ms", ms(median), ms(max))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "slow: needs Docker, Compose and the images of scripts/container-images"]
+async fn a_compose_network_survives_kills_partitions_pauses_and_a_rolling_restart() {
+    let kills: usize = std::env::var("TALLY_CONTAINER_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(20);
+    let stack = Stack::up();
+    let all = [0, 1, 2, 3];
+    for i in all {
+        stack.wait_ready(i, Duration::from_secs(120)).await;
+    }
+    let clients = Clients::start(&stack);
+    let mut rng = rand::rngs::StdRng::from_entropy();
+
+    // kill -9, the leader half of the time.
+    let (mut resumed, mut back) = (Vec::new(), Vec::new());
+    for k in 0..kills {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1500))).await;
+        let leader = stack.leader(0).await;
+        let victim = match leader {
+            Some(l) if rng.gen_bool(0.5) => l,
+            _ => rng.gen_range(0..VALIDATORS),
+        };
+        let others: Vec<usize> = all.iter().copied().filter(|i| *i != victim).collect();
+        let before = stack.top(&others).await;
+        docker(&["kill", "-s", "KILL", &stack.ids[victim]]);
+        // Leaders rotate every round, so four blocks past the kill include the victim's turn
+        // as leader: that one ends by the view-change timeout.
+        let t = stack
+            .time_to_pass(&others, before + VALIDATORS as u64, Duration::from_secs(30))
+            .await;
+        resumed.push(t);
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(200..2000))).await;
+        docker(&["start", &stack.ids[victim]]);
+        back.push(stack.wait_ready(victim, Duration::from_secs(60)).await);
+        eprintln!(
+            "kill {}: validator {victim}{}: finality resumed after {} ms, ready {} ms after start",
+            k + 1,
+            if Some(victim) == leader {
+                " (leader)"
+            } else {
+                ""
+            },
+            ms(t),
+            ms(*back.last().expect("one"))
+        );
+    }
+    eprintln!(
+        "kill -9 x{kills}: {}; {}",
+        summary("finality resumed after the kill", &mut resumed.clone()),
+        summary("killed validator ready after its start", &mut back)
+    );
+    // A kill can land in a round whose timer has already doubled (the round before failed
+    // too), so the bound is the doubled timeout plus the slack.
+    let worst = resumed.iter().max().copied().unwrap_or_default();
+    assert!(
+        worst <= BASE_TIMEOUT * 2 + RESUME_SLACK,
+        "finality took {worst:?} to resume after a kill"
+    );
+
+    // 3+1: the three keep finalizing; the one catches up after the heal.
+    let one = rng.gen_range(0..VALIDATORS);
+    let three: Vec<usize> = all.iter().copied().filter(|i| *i != one).collect();
+    stack.partition(&[one], &three);
+    let h0 = stack.top(&three).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let h1 = stack.top(&three).await;
+    assert!(h1 >= h0 + 3, "3+1: the three stalled ({h0} -> {h1} in 5 s)");
+    let alone = stack.height(one).await.unwrap_or(0);
+    assert!(alone < h1, "3+1: the one alone kept finalizing");
+    let target = stack.top(&three).await;
+    stack.heal();
+    let start = Instant::now();
+    while stack.height(one).await.unwrap_or(0) < target {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "3+1: validator {one} did not catch up after the heal"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "partition 3+1 (validator {one} alone, {} blocks behind): the three finalized {} blocks in 5 s; the one caught up {} ms after the heal",
+        target - alone,
+        h1 - h0,
+        ms(start.elapsed())
+    );
+
+    // 2+2: no quorum on either side, so nothing is final and nothing forks.
+    stack.partition(&[0, 1], &[2, 3]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let h0 = stack.top(&all).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let h1 = stack.top(&all).await;
+    assert_eq!(h0, h1, "2+2: a side without a quorum finalized");
+    stack.heal();
+    let t = stack.time_to_pass(&all, h1, Duration::from_secs(60)).await;
+    eprintln!(
+        "partition 2+2: height held at {h1} for 5 s; finality resumed {} ms after the heal",
+        ms(t)
+    );
+
+    // Pause a validator for longer than the timeout.
+    let paused = rng.gen_range(0..VALIDATORS);
+    let others: Vec<usize> = all.iter().copied().filter(|i| *i != paused).collect();
+    docker(&["pause", &stack.ids[paused]]);
+    let h0 = stack.top(&others).await;
+    tokio::time::sleep(BASE_TIMEOUT * 3).await;
+    let h1 = stack.top(&others).await;
+    docker(&["unpause", &stack.ids[paused]]);
+    assert!(
+        h1 > h0,
+        "the others stalled while validator {paused} was paused"
+    );
+    let ready = stack.wait_ready(paused, Duration::from_secs(60)).await;
+    eprintln!(
+        "pause of validator {paused} for {} ms: the others finalized {} blocks; ready {} ms after unpause",
+        ms(BASE_TIMEOUT * 3),
+        h1 - h0,
+        ms(ready)
+    );
+
+    // Rolling restart: one at a time, each back and ready before the next. A restarted
+    // validator misses its turns as leader while it is down and may miss one more while it
+    // rejoins, so the longest stretch without a new block anywhere is bounded by two timeouts
+    // plus the slack.
+    let watching = Arc::new(AtomicBool::new(true));
+    let longest_stall = {
+        let urls: Vec<String> = (0..VALIDATORS).map(|i| stack.url(i, "")).collect();
+        let http = stack.http.clone();
+        let watching = watching.clone();
+        tokio::spawn(async move {
+            let (mut top, mut since, mut longest) = (0u64, Instant::now(), Duration::ZERO);
+            while watching.load(Ordering::Relaxed) {
+                for u in &urls {
+                    let h = match http.get(format!("{u}/v1/status")).send().await {
+                        Ok(r) => r
+                            .json::<serde_json::Value>()
+                            .await
+                            .ok()
+                            .and_then(|v| v["height"].as_u64()),
+                        Err(_) => None,
+                    };
+                    if let Some(h) = h.filter(|h| *h > top) {
+                        top = h;
+                        longest = longest.max(since.elapsed());
+                        since = Instant::now();
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            longest
+        })
+    };
+    let mut restarts = Vec::new();
+    for i in all {
+        let start = Instant::now();
+        docker(&["restart", "-t", "30", &stack.ids[i]]);
+        stack.wait_ready(i, Duration::from_secs(60)).await;
+        restarts.push(start.elapsed());
+    }
+    watching.store(false, Ordering::Relaxed);
+    let stall = longest_stall.await.expect("watcher");
+    eprintln!(
+        "rolling restart: {}; longest stretch without a new block {} ms",
+        summary("restart to ready", &mut restarts),
+        ms(stall)
+    );
+    assert!(
+        stall <= BASE_TIMEOUT * 2 + RESUME_SLACK,
+        "rolling restart stalled finality for {stall:?}"
+    );
+
+    let n = clients.finish(&stack).await;
+    let at = stack.roots_agree(Duration::from_secs(120)).await;
+    eprintln!("{n} payments accepted, all final; state roots agree at height {at}");
+}
