@@ -11,7 +11,9 @@
 //!   finality resumes after the heal;
 //! - `docker pause` of a validator for longer than the timeout;
 //! - a rolling restart (`docker restart`, SIGTERM) of all four, one at a time: no stall longer
-//!   than two timeouts plus 2 s.
+//!   than two timeouts plus 2 s;
+//! - a full disk on one validator (a small tmpfs volume): it stops with an error naming the
+//!   cause, the others never notice, and with room again it catches up.
 //!
 //! Afterwards every payment any validator accepted is final (the client resubmits what is not
 //! final, as a real client does) and all four agree on the state root. Each step prints its
@@ -86,6 +88,8 @@ fn chown_for_image(path: &Path) {
 
 struct Stack {
     project: String,
+    /// Compose files added to deploy/compose/compose.yaml (under tests/containers/).
+    overrides: Vec<&'static str>,
     _dir: tempfile::TempDir,
     net_dir: PathBuf,
     testnet: Testnet,
@@ -98,7 +102,7 @@ struct Stack {
 }
 
 impl Stack {
-    fn up() -> Stack {
+    fn up(overrides: &[&'static str]) -> Stack {
         let dir = tempfile::tempdir().expect("tempdir");
         let net_dir = dir.path().join("net");
         let testnet = Testnet::generate(TestnetSpec {
@@ -112,9 +116,15 @@ impl Stack {
         for i in 0..VALIDATORS {
             chown_for_image(&net_dir.join(format!("validator-{i}")));
         }
-        let project = format!("tallyfaults{}", std::process::id());
+        static STACKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let project = format!(
+            "tallyfaults{}x{}",
+            std::process::id(),
+            STACKS.fetch_add(1, Ordering::Relaxed)
+        );
         let mut stack = Stack {
             project,
+            overrides: overrides.to_vec(),
             _dir: dir,
             net_dir,
             testnet,
@@ -159,15 +169,14 @@ impl Stack {
         };
         let root = repo();
         cmd.args(["-p", &self.project, "-f"])
-            .arg(root.join("deploy/compose/compose.yaml"))
-            .arg("-f")
-            .arg(root.join("tests/containers/compose.faults.yaml"))
-            .args(args)
-            .env("TALLY_NET_DIR", &self.net_dir)
-            .env(
-                "TALLY_IMAGE",
-                std::env::var("TALLY_IMAGE").unwrap_or_else(|_| "tally:test".into()),
-            );
+            .arg(root.join("deploy/compose/compose.yaml"));
+        for file in &self.overrides {
+            cmd.arg("-f").arg(root.join("tests/containers").join(file));
+        }
+        cmd.args(args).env("TALLY_NET_DIR", &self.net_dir).env(
+            "TALLY_IMAGE",
+            std::env::var("TALLY_IMAGE").unwrap_or_else(|_| "tally:test".into()),
+        );
         for i in 0..VALIDATORS {
             cmd.env(
                 format!("TALLY_API_PORT_{i}"),
@@ -466,7 +475,7 @@ async fn a_compose_network_survives_kills_partitions_pauses_and_a_rolling_restar
         .ok()
         .and_then(|k| k.parse().ok())
         .unwrap_or(20);
-    let stack = Stack::up();
+    let stack = Stack::up(&["compose.faults.yaml"]);
     let all = [0, 1, 2, 3];
     for i in all {
         stack.wait_ready(i, Duration::from_secs(120)).await;
@@ -635,4 +644,75 @@ async fn a_compose_network_survives_kills_partitions_pauses_and_a_rolling_restar
     let n = clients.finish(&stack).await;
     let at = stack.roots_agree(Duration::from_secs(120)).await;
     eprintln!("{n} payments accepted, all final; state roots agree at height {at}");
+}
+
+/// Disk full on one validator's volume: that validator stops with an error that names the
+/// cause instead of running on with a state it cannot persist; the other three never notice;
+/// once the volume has room again the validator starts, catches up and agrees on the root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "slow: needs Docker, Compose and the images of scripts/container-images"]
+async fn a_full_disk_stops_one_validator_cleanly_and_the_others_never_notice() {
+    let stack = Stack::up(&["compose.diskfull.yaml"]);
+    let all = [0, 1, 2, 3];
+    for i in all {
+        stack.wait_ready(i, Duration::from_secs(120)).await;
+    }
+    let clients = Clients::start(&stack);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let full = &stack.ids[3];
+    // Fill the volume (dd stops at ENOSPC, which is the point).
+    let _ = Command::new("docker")
+        .args(["exec", "-u", "0", full, "dd", "if=/dev/zero"])
+        .args(["of=/var/lib/tally/ballast", "bs=1M", "count=64"])
+        .output();
+    let others = [0, 1, 2];
+    let h0 = stack.top(&others).await;
+    let start = Instant::now();
+    while docker(&["inspect", "-f", "{{.State.Running}}", full]) == "true" {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "validator 3 kept running on a full disk"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stopped_after = start.elapsed();
+    let code = docker(&["inspect", "-f", "{{.State.ExitCode}}", full]);
+    let logs = Command::new("docker")
+        .args(["logs", "--tail", "20", full])
+        .output()
+        .expect("docker logs");
+    let logs =
+        String::from_utf8_lossy(&logs.stderr).into_owned() + &String::from_utf8_lossy(&logs.stdout);
+    assert_ne!(code, "0", "a validator that cannot write must not exit 0");
+    assert!(
+        logs.contains("No space left on device"),
+        "the error does not name the cause: {logs}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let h1 = stack.top(&others).await;
+    assert!(h1 >= h0 + 3, "the others stalled ({h0} -> {h1})");
+    // Room again (the tmpfs volume is empty when the container starts again).
+    docker(&["start", full]);
+    let target = stack.top(&others).await;
+    let start = Instant::now();
+    while stack.height(3).await.unwrap_or(0) < target {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "validator 3 did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let caught_up = start.elapsed();
+    let n = clients.finish(&stack).await;
+    let at = stack.roots_agree(Duration::from_secs(120)).await;
+    eprintln!(
+        "disk full on validator 3: it stopped {} ms after the volume filled (exit code {code}, \
+         \"No space left on device\" in its log); the others finalized {} blocks meanwhile; \
+         restarted with room, it caught up {} blocks in {} ms; {n} payments accepted, all \
+         final; roots agree at height {at}",
+        ms(stopped_after),
+        h1 - h0,
+        target,
+        ms(caught_up)
+    );
 }
