@@ -1,7 +1,11 @@
-//! Getting what consensus needs from peers: missing batches (from disk, the proposer, then every
-//! other validator), their verification and pooling in arrival order, and block requests.
+//! Getting what consensus needs from peers: missing batches (from disk, then the proposer and,
+//! hedged, every other validator), their verification and pooling in arrival order, and block
+//! requests.
 
 use super::*;
+
+/// How long a batch fetch waits for one peer before also asking the next.
+const HEDGE: Duration = Duration::from_millis(100);
 
 impl Core {
     pub(super) fn request_blocks(&self, to: ValidatorIndex, request: BlockRequest) {
@@ -73,8 +77,23 @@ impl Core {
             tokio::time::sleep(grace).await;
             let request = codec::encode(&SyncRequest::Batch(hash));
             for attempt in 0..5u64 {
-                for peer in &order {
-                    let Ok(bytes) = shared.network.request(*peer, request.clone()).await else {
+                // Hedged requests: the author at once, each other validator `HEDGE` later
+                // than the one before, and the first batch wins. A peer that neither answers
+                // nor disconnects (paused, hung, partitioned without a reset) then delays the
+                // batch, and so this validator's vote, by `HEDGE` instead of by the request
+                // timeout.
+                let mut asks = futures::stream::FuturesUnordered::new();
+                for (k, peer) in order.iter().copied().enumerate() {
+                    let network = shared.network.clone();
+                    let request = request.clone();
+                    let delay = HEDGE.saturating_mul(u32::try_from(k).unwrap_or(u32::MAX));
+                    asks.push(async move {
+                        tokio::time::sleep(delay).await;
+                        (peer, network.request(peer, request).await)
+                    });
+                }
+                while let Some((peer, answer)) = futures::StreamExt::next(&mut asks).await {
+                    let Ok(bytes) = answer else {
                         continue;
                     };
                     match codec::decode::<SyncResponse>(&bytes, MAX_FRAME) {
@@ -90,7 +109,7 @@ impl Core {
                             let _ = internal
                                 .send(Internal::Verified {
                                     batch,
-                                    origin: Origin::Peer(*peer),
+                                    origin: Origin::Peer(peer),
                                     expected: Some(digest),
                                     order: None,
                                 })
@@ -99,7 +118,7 @@ impl Core {
                         }
                         Ok(SyncResponse::Batch(None)) => {}
                         _ => {
-                            let _ = shared.network.penalise(*peer, "bad_batch_response").await;
+                            let _ = shared.network.penalise(peer, "bad_batch_response").await;
                         }
                     }
                 }
