@@ -128,6 +128,30 @@ fn a_lagging_validator_is_handed_the_proposal_of_the_round_it_missed_and_can_vot
     );
 }
 
+/// A proposal relayed by a validator other than its author is checked as the author's: a
+/// Byzantine relay that mutates a field (here the timestamp, the block keeping the leader's
+/// signature) is penalised and gets no vote, and the round stays where it was.
+#[test]
+fn a_mutated_proposal_relayed_by_another_validator_is_refused_and_its_relay_penalised() {
+    let f = Fixture::new();
+    let mut lagging = f.replica(1, None);
+    lagging.start();
+    lagging.handle(msg(0, f.certificates(Some(f.tc(1, 0)))));
+    let mut b = f.block(2, &f.genesis.1, 20);
+    b.timeout_cert = Some(f.tc(1, 0));
+    let mut b = b.sign(&f.keys[usize::from(f.set.leader(2))]);
+    b.timestamp_ms = b.timestamp_ms.saturating_add(1);
+    let actions = lagging.handle(msg(3, Message::Proposal(b)));
+    assert_eq!(penalised(&actions), vec!["bad_signature"]);
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::ValidatePayload { .. })),
+        "{actions:?}"
+    );
+    assert_eq!(lagging.round(), 2);
+}
+
 #[test]
 fn a_lagging_replica_enters_the_next_round_from_the_certificates() {
     let f = Fixture::new();

@@ -3,6 +3,7 @@
 pub mod cluster;
 pub mod crash_workload;
 pub mod forger;
+pub mod remote;
 
 /// The sum of the values of every series in a Prometheus text exposition that matches
 /// `series`: a metric name, optionally with labels (`name{label="value",...}`), each of which

@@ -27,17 +27,17 @@
 //! `scripts/container-tests` (which `scripts/slow-tests` runs):
 //!     cargo test -p tally-tests --test container_faults -- --ignored --nocapture
 
-use ed25519_dalek::SigningKey;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tally_ledger::primitives::{AccountId, AssetCode, Hash};
-use tally_ledger::tx::{Payload, SignedTransaction, Transaction, Transfer};
+use tally_ledger::primitives::Hash;
+use tally_ledger::tx::SignedTransaction;
 use tally_node::tools::testnet::{Testnet, TestnetSpec};
+use tally_tests::remote::{free_ports, submit, transfer, tx_status};
 
 const VALIDATORS: usize = 4;
 const ACCOUNTS: usize = 64;
@@ -51,17 +51,6 @@ fn repo() -> PathBuf {
         .parent()
         .expect("repository root")
         .to_owned()
-}
-
-/// A base port with `n` free consecutive loopback ports.
-fn free_ports(n: u16) -> u16 {
-    let mut rng = rand::thread_rng();
-    loop {
-        let base: u16 = rng.gen_range(31_000..39_000);
-        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -135,7 +124,7 @@ impl Stack {
             _dir: dir,
             net_dir,
             testnet,
-            api_base: free_ports(VALIDATORS as u16),
+            api_base: free_ports(VALIDATORS as u16, 31_000..39_000),
             ids: Vec::new(),
             ips: Vec::new(),
             http: reqwest::Client::builder()
@@ -364,47 +353,6 @@ struct Clients {
     task: tokio::task::JoinHandle<()>,
 }
 
-fn transfer(testnet: &Testnet, from: usize, to: usize, sequence: u64) -> SignedTransaction {
-    let key: &SigningKey = &testnet.account_keys[from];
-    Transaction {
-        chain_id: testnet.genesis.chain_id.clone(),
-        sender: AccountId(key.verifying_key().to_bytes()),
-        sequence,
-        expiry_height: 1_000_000_000,
-        payload: Payload::Transfer(Transfer {
-            to: AccountId(testnet.account_keys[to].verifying_key().to_bytes()),
-            asset: AssetCode::new("USD").expect("code"),
-            amount: 1,
-            memo: None,
-            travel: None,
-        }),
-    }
-    .sign(key)
-}
-
-async fn submit(http: &reqwest::Client, url: &str, tx: &SignedTransaction) -> bool {
-    let body = serde_json::json!({ "tx": hex::encode(tx.to_bytes()) });
-    match http
-        .post(format!("{url}/v1/transactions"))
-        .json(&body)
-        .send()
-        .await
-    {
-        Ok(r) => r.status().as_u16() == 202,
-        Err(_) => false,
-    }
-}
-
-async fn tx_status(http: &reqwest::Client, url: &str, h: &Hash) -> Option<String> {
-    let r = http
-        .get(format!("{url}/v1/transactions/{h}"))
-        .send()
-        .await
-        .ok()?;
-    let v: serde_json::Value = r.json().await.ok()?;
-    v["status"].as_str().map(str::to_owned)
-}
-
 impl Clients {
     fn start(stack: &Stack) -> Clients {
         let stop = Arc::new(AtomicBool::new(false));
@@ -489,8 +437,6 @@ impl Clients {
         accepted.len()
     }
 }
-
-use rand::SeedableRng;
 
 fn ms(d: Duration) -> u128 {
     d.as_millis()

@@ -12,29 +12,18 @@
 //! Slow: run by `scripts/slow-tests` (`TALLY_BIN` names the release binary):
 //!     TALLY_BIN=target/release/tally cargo test -p tally-tests --test process_faults -- --ignored
 
-use ed25519_dalek::SigningKey;
 use rand::Rng;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use tally_ledger::primitives::{AccountId, AssetCode, Hash};
-use tally_ledger::tx::{Payload, SignedTransaction, Transaction, Transfer};
+use tally_ledger::primitives::{AccountId, Hash};
+use tally_ledger::tx::SignedTransaction;
 use tally_node::tools::testnet::{Testnet, TestnetSpec};
+use tally_tests::remote::{self, free_ports};
 
 const VALIDATORS: usize = 4;
 const KILLS: usize = 30;
-
-/// A base port with `n` free consecutive loopback ports.
-fn free_ports(n: u16) -> u16 {
-    let mut rng = rand::thread_rng();
-    loop {
-        let base: u16 = rng.gen_range(21_000..29_000);
-        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
-}
 
 struct Net {
     dir: PathBuf,
@@ -52,8 +41,8 @@ impl Net {
 
     /// The first `running` validators of a four-validator network.
     fn start_some(dir: &Path, bin: PathBuf, running: usize) -> Net {
-        let api_base = free_ports(VALIDATORS as u16);
-        let p2p_base = free_ports(VALIDATORS as u16);
+        let api_base = free_ports(VALIDATORS as u16, 21_000..29_000);
+        let p2p_base = free_ports(VALIDATORS as u16, 21_000..29_000);
         let testnet = Testnet::generate(TestnetSpec {
             chain_id: "tally-faults".into(),
             validators: VALIDATORS,
@@ -154,41 +143,15 @@ impl Net {
     }
 
     async fn submit(&self, i: usize, tx: &SignedTransaction) -> bool {
-        let body = serde_json::json!({ "tx": hex::encode(tx.to_bytes()) });
-        match self
-            .http
-            .post(self.url(i, "/v1/transactions"))
-            .json(&body)
-            .send()
-            .await
-        {
-            Ok(r) => r.status().as_u16() == 202,
-            Err(_) => false,
-        }
+        remote::submit(&self.http, &self.url(i, ""), tx).await
     }
 
     async fn status(&self, i: usize, hash: &Hash) -> Option<String> {
-        let v = self.get(i, &format!("/v1/transactions/{hash}")).await?;
-        v["status"].as_str().map(str::to_owned)
+        remote::tx_status(&self.http, &self.url(i, ""), hash).await
     }
 
     fn transfer(&self, from: usize, to: usize, sequence: u64) -> SignedTransaction {
-        let key: &SigningKey = &self.testnet.account_keys[from];
-        let to = AccountId(self.testnet.account_keys[to].verifying_key().to_bytes());
-        Transaction {
-            chain_id: self.testnet.genesis.chain_id.clone(),
-            sender: AccountId(key.verifying_key().to_bytes()),
-            sequence,
-            expiry_height: 1_000_000_000,
-            payload: Payload::Transfer(Transfer {
-                to,
-                asset: AssetCode::new("USD").expect("code"),
-                amount: 1,
-                memo: None,
-                travel: None,
-            }),
-        }
-        .sign(key)
+        remote::transfer(&self.testnet, from, to, sequence)
     }
 
     async fn height(&self, i: usize) -> Option<u64> {

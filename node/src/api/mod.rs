@@ -729,15 +729,7 @@ async fn health(State(shared): State<Shared>) -> Response {
 /// while it starts, catches up or is cut off.
 async fn ready(State(shared): State<Shared>) -> Response {
     let s = StatusView::new(&*shared);
-    let reason = if s.diverged_at.is_some() {
-        Some("diverged")
-    } else if s.peers == 0 && s.validators.len() > 1 {
-        Some("no_peers")
-    } else if s.sync_lag > views::READY_LAG {
-        Some("catching_up")
-    } else {
-        None
-    };
+    let reason = s.not_ready_reason();
     let body = serde_json::json!({
         "ready": reason.is_none(),
         "reason": reason,

@@ -363,8 +363,31 @@ impl StatusView {
             version: env!("CARGO_PKG_VERSION").into(),
             certified_height: s.certified_height,
             sync_lag,
-            ready: sync_lag <= READY_LAG && connected && s.diverged_at.is_none(),
+            ready: not_ready(s.diverged_at, connected, sync_lag).is_none(),
             diverged_at: s.diverged_at,
         }
+    }
+
+    /// Why this node is not ready (`GET /ready`'s `reason`), or `None` when it is.
+    pub(crate) fn not_ready_reason(&self) -> Option<&'static str> {
+        let connected = self.peers > 0 || self.validators.len() <= 1;
+        not_ready(self.diverged_at, connected, self.sync_lag)
+    }
+}
+
+/// The readiness rule, in one place for `/v1/status` and `/ready`.
+fn not_ready(
+    diverged_at: Option<Height>,
+    connected: bool,
+    sync_lag: Height,
+) -> Option<&'static str> {
+    if diverged_at.is_some() {
+        Some("diverged")
+    } else if !connected {
+        Some("no_peers")
+    } else if sync_lag > READY_LAG {
+        Some("catching_up")
+    } else {
+        None
     }
 }
