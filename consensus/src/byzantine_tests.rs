@@ -49,7 +49,13 @@ impl Fixture {
         )
     }
 
-    fn vote(&self, by: ValidatorIndex, round: Round, height: u64, block: Digest) -> Vote {
+    pub(crate) fn vote(
+        &self,
+        by: ValidatorIndex,
+        round: Round,
+        height: u64,
+        block: Digest,
+    ) -> Vote {
         let signature = self.keys[usize::from(by)].sign(&vote_digest(0, round, height, &block).0);
         Vote {
             epoch: 0,

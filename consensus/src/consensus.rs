@@ -494,6 +494,17 @@ impl Consensus {
 
     // ---- leader ----------------------------------------------------------------------------
 
+    /// A leader can hold its round's certificate before the block it certifies: votes and the
+    /// proposal travel separately, and the votes of the other three can arrive first. Entering
+    /// the round it could not propose (the parent was unknown); once the block arrives, by
+    /// proposal or by sync, it proposes. Without this the round ran out its timer: about one
+    /// view change every few hundred rounds among four processes on one machine.
+    fn propose_if_parent_arrived(&mut self, out: &mut Vec<Action>) {
+        if self.me == Some(self.validators.leader(self.round)) {
+            self.request_payload(out);
+        }
+    }
+
     fn request_payload(&mut self, out: &mut Vec<Action>) {
         let parent = self.tree.highest_qc().block;
         if !self.tree.knows(&parent) || self.payload_requested == Some(self.round) {
@@ -679,6 +690,7 @@ impl Consensus {
         }
         self.tree.insert(b.clone());
         self.suspected.remove(&b.author);
+        self.propose_if_parent_arrived(out);
         if b.round == self.round {
             self.proposal_seen_this_round = true;
         }
@@ -1135,6 +1147,7 @@ impl Consensus {
         let justify = b.justify.clone();
         self.tree.insert(b);
         self.process_qc(&justify, out);
+        self.propose_if_parent_arrived(out);
         Synced::Inserted
     }
 

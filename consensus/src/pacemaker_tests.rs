@@ -243,3 +243,33 @@ fn the_published_reason_lists_are_the_reasons_the_code_gives() {
     assert_eq!(set(crate::PENALTY_REASONS), penalised);
     assert_eq!(set(crate::IGNORE_REASONS), ignored);
 }
+
+/// The leader of round 2 forms QC(b1) from the votes of the other three before b1 itself
+/// arrives (votes and proposals travel separately): it enters round 2 unable to propose, and
+/// proposes as soon as b1 arrives, instead of letting its round time out.
+#[test]
+fn a_leader_that_got_the_certificate_before_the_block_proposes_when_the_block_arrives() {
+    let f = Fixture::new();
+    let leader = f.set.leader(2);
+    let mut r = f.replica(usize::from(leader), None);
+    r.start();
+    let b1 = f.block(1, &f.genesis.1, 10);
+    let mut actions = Vec::new();
+    for voter in (0..4u16).filter(|v| *v != leader) {
+        let vote = f.vote(voter, 1, b1.height, b1.id());
+        actions.extend(r.handle(msg(voter, Message::Vote(vote))));
+    }
+    assert_eq!(r.round(), 2, "the QC of round 1 moves the leader on");
+    let asked = |actions: &[Action]| {
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::RequestPayload { round: 2, .. }))
+    };
+    assert!(
+        !asked(&actions),
+        "no payload without the parent: {actions:?}"
+    );
+    let actions = r.handle(msg(f.set.leader(1), Message::Proposal(b1)));
+    assert!(asked(&actions), "{actions:?}");
+    assert!(penalised(&actions).is_empty(), "{actions:?}");
+}

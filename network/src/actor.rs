@@ -155,6 +155,8 @@ impl Network {
             shared,
             local_peer_id,
             limits: config.limits,
+            request_slots: Arc::default(),
+            requests_per_peer: (config.max_sync_streams / 2).max(1),
             task: Arc::new(Mutex::new(Some(task))),
         };
         Ok((handle, NetworkEvents { rx: events_rx }))
@@ -349,19 +351,17 @@ impl Actor {
 
     /// Peers whose gossipsub score (invalid messages, floods) crossed the ban threshold.
     fn ban_by_gossip_score(&mut self) {
-        let low: Vec<PeerId> = self
+        let low: Vec<(PeerId, f64)> = self
             .swarm
             .connected_peers()
-            .filter(|p| {
-                self.swarm
-                    .behaviour()
-                    .gossipsub
-                    .peer_score(p)
-                    .is_some_and(|s| self.bans.crossed(s))
+            .filter_map(|p| {
+                let score = self.swarm.behaviour().gossipsub.peer_score(p)?;
+                self.bans.crossed(score).then_some((*p, score))
             })
-            .copied()
             .collect();
-        for peer in low {
+        for (peer, score) in low {
+            let app = self.app_scores.get(&peer).copied().unwrap_or(0.0);
+            tracing::warn!(%peer, score, app, "gossip score at the ban threshold");
             self.ban(peer, "gossip_score");
         }
     }
@@ -463,16 +463,28 @@ impl Actor {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                num_established,
+                cause,
+                endpoint,
                 ..
             } => {
+                tracing::debug!(
+                    peer = %peer_id,
+                    remote = %endpoint.get_remote_address(),
+                    dialer = endpoint.is_dialer(),
+                    cause = ?cause,
+                    "connection closed"
+                );
+                if num_established > 0 {
+                    return;
+                }
                 let count = {
                     let mut shared = lock(&self.shared);
                     shared.connected.remove(&peer_id);
                     shared.connected.len()
                 };
                 self.metrics.connected_peers.set(count as i64);
-                tracing::info!(peer = %peer_id, "member disconnected");
+                tracing::info!(peer = %peer_id, cause = ?cause, "member disconnected");
                 self.emit(None, 0, NetworkEvent::PeerDisconnected(peer_id));
                 if self.is_member(&peer_id) {
                     self.redialer.schedule(&peer_id, Instant::now());

@@ -97,7 +97,8 @@ impl TallyBehaviour {
 /// Gossipsub for 4..20 known members: signed messages, strict validation by the node before
 /// forwarding, flood publishing (the publisher sends to every member directly, so a batch
 /// arrives in one hop), a mesh that covers the whole consortium, and scoring that only
-/// punishes: invalid messages (P4) and the node's own penalties (application score).
+/// punishes: invalid messages (P4) and the node's own penalties (application score), never an
+/// honest member's bad luck (a partition, a restart, a quiet mempool).
 fn gossipsub(key: &identity::Keypair, config: &NetworkConfig) -> Result<gossipsub::Behaviour> {
     let topics: Vec<IdentTopic> = config.topics.iter().map(IdentTopic::new).collect();
     let per_message = config.limits.gossip + GOSSIP_ENVELOPE;
@@ -162,6 +163,18 @@ fn score_params(topics: &[IdentTopic]) -> PeerScoreParams {
         app_specific_weight: 1.0,
         // Every member may run on one host (tests, devnet): no IP colocation penalty.
         ip_colocation_factor_weight: 0.0,
+        // No behaviour penalty (P7) either: a partition makes honest members break IWANT
+        // promises (the messages they announced cannot arrive) and GRAFT again during a
+        // PRUNE backoff once it heals. P7 grows with the square of such events, so after a
+        // few seconds of partition were enough for a validator to ban its honest peers, and
+        // the healed network lost its quorum at the next fault. What a member does wrong on purpose
+        // (invalid messages, floods, forged frames) is counted by P4 and the node's own
+        // penalties.
+        behaviour_penalty_weight: 0.0,
+        // Nor a slow-peer penalty: each message that expires in the send queue to a peer costs
+        // it 0.2, and a partition expires hundreds at once (a validator banned an honest peer
+        // at -106 a few seconds after a 3 + 1 partition healed, with no invalid message).
+        slow_peer_weight: 0.0,
         decay_interval: Duration::from_secs(1),
         ..PeerScoreParams::default()
     }
@@ -174,5 +187,27 @@ fn score_thresholds() -> PeerScoreThresholds {
         graylist_threshold: -80.0,
         accept_px_threshold: 10.0,
         opportunistic_graft_threshold: 5.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only P4 (invalid messages) and the application score can make a member's score
+    /// negative: every weight of a component an honest member can run up by bad luck is 0.
+    #[test]
+    fn only_invalid_messages_and_the_nodes_penalties_lower_a_score() {
+        let topics = [IdentTopic::new("batches")];
+        let p = score_params(&topics);
+        assert_eq!(p.behaviour_penalty_weight, 0.0, "P7");
+        assert_eq!(p.slow_peer_weight, 0.0, "slow peer");
+        assert_eq!(p.ip_colocation_factor_weight, 0.0, "P6");
+        assert!(p.app_specific_weight > 0.0, "P5");
+        for t in p.topics.values() {
+            assert_eq!(t.mesh_message_deliveries_weight, 0.0, "P3");
+            assert_eq!(t.mesh_failure_penalty_weight, 0.0, "P3b");
+            assert!(t.invalid_message_deliveries_weight < 0.0, "P4");
+        }
     }
 }

@@ -82,11 +82,15 @@ pub struct NetworkConfig {
     pub ban_initial: Duration,
     /// Longest ban.
     pub ban_max: Duration,
-    /// Most concurrent substreams on one connection (yamux); honest traffic needs a handful.
+    /// Most concurrent substreams on one connection (yamux). Honest traffic needs a handful,
+    /// but a peer may open up to 256 streams the other side has not acknowledged yet, and
+    /// after a partition heals they all arrive at once on top of the open ones: a limit
+    /// below that closes the connection (`TooManyStreams`) just as it recovers.
     pub max_streams_per_connection: usize,
     /// Most concurrent direct-message requests per connection.
     pub max_direct_streams: usize,
-    /// Most concurrent sync requests per connection.
+    /// Most concurrent sync requests per connection, both ways: a node keeps at most half
+    /// of them in flight to one peer, and queues the rest.
     pub max_sync_streams: usize,
 }
 
@@ -113,9 +117,9 @@ impl NetworkConfig {
             ban_threshold: -100.0,
             ban_initial: Duration::from_secs(30),
             ban_max: Duration::from_secs(3600),
-            max_streams_per_connection: 256,
+            max_streams_per_connection: 512,
             max_direct_streams: 128,
-            max_sync_streams: 16,
+            max_sync_streams: 32,
         }
     }
 

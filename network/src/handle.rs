@@ -1,13 +1,13 @@
 //! The node's side of the network: a cloneable handle for commands and the inbound events.
 
 use std::{
-    collections::{BTreeSet, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     sync::{Arc, Mutex, MutexGuard},
 };
 
 use libp2p::{gossipsub::MessageId, Multiaddr, PeerId};
 use tokio::{
-    sync::{mpsc, oneshot},
+    sync::{mpsc, oneshot, Semaphore},
     task::JoinHandle,
 };
 
@@ -120,6 +120,9 @@ pub(crate) struct Shared {
     pub listen_addrs: Vec<Multiaddr>,
 }
 
+/// Peers whose request slots are remembered before idle ones are forgotten (members are few).
+const MAX_REQUEST_PEERS: usize = 256;
+
 pub(crate) fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
     // A panic elsewhere while holding the lock leaves plain data behind; keep using it.
     shared.lock().unwrap_or_else(|e| e.into_inner())
@@ -130,6 +133,12 @@ pub(crate) fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 #[derive(Clone)]
 pub struct NetworkHandle {
     pub(crate) commands: mpsc::Sender<Command>,
+    /// Sync requests in flight per peer, at most half the per-connection stream limit: the
+    /// other half is the peer's requests to this node, which share the connection's slots.
+    /// A request beyond it waits here rather than being refused by the peer ("at capacity"),
+    /// which would fail it at once.
+    pub(crate) request_slots: Arc<Mutex<HashMap<PeerId, Arc<Semaphore>>>>,
+    pub(crate) requests_per_peer: usize,
     pub(crate) shared: Arc<Mutex<Shared>>,
     pub(crate) local_peer_id: PeerId,
     pub(crate) limits: SizeLimits,
@@ -175,8 +184,24 @@ impl NetworkHandle {
     }
 
     /// Sends a sync request to `peer` and waits for its response (or the request timeout).
+    /// At most half of `max_sync_streams` requests to one peer are in flight at once; more
+    /// wait their turn.
     pub async fn request(&self, peer: PeerId, data: Vec<u8>) -> Result<Vec<u8>> {
         check_size("request", data.len(), self.limits.request)?;
+        let slots = {
+            let mut all = self.request_slots.lock().unwrap_or_else(|e| e.into_inner());
+            if all.len() > MAX_REQUEST_PEERS {
+                // Only peers with nothing in flight are forgotten.
+                all.retain(|_, s| Arc::strong_count(s) > 1);
+            }
+            all.entry(peer)
+                .or_insert_with(|| Arc::new(Semaphore::new(self.requests_per_peer)))
+                .clone()
+        };
+        let _slot = slots
+            .acquire_owned()
+            .await
+            .map_err(|_| NetworkError::Stopped)?;
         let (reply, rx) = oneshot::channel();
         self.command(Command::Request { peer, data, reply }).await?;
         rx.await.map_err(|_| NetworkError::Stopped)?

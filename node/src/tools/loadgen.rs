@@ -469,3 +469,50 @@ pub async fn get_status(client: &reqwest::Client, url: &str) -> Option<StatusVie
         .await
         .ok()
 }
+
+/// The load of the demo accounts of `testnet` (each paying in its demo asset, account j pinned
+/// to `urls[j mod n]`), starting from the sequence numbers the network has for them, so a load
+/// can follow an earlier one on the same network.
+pub async fn config_for(
+    testnet: &crate::tools::testnet::Testnet,
+    urls: &[String],
+    rate: u64,
+    duration: Option<Duration>,
+) -> LoadConfig {
+    use crate::tools::testnet::DEMO_ASSETS;
+    let client = reqwest::Client::new();
+    let height = match urls.first() {
+        Some(url) => get_status(&client, url).await.map_or(0, |s| s.height),
+        None => 0,
+    };
+    let mut accounts = Vec::new();
+    for (j, key) in testnet.account_keys.iter().enumerate() {
+        let (code, _) = DEMO_ASSETS[j % DEMO_ASSETS.len()];
+        let Some(asset) = AssetCode::new(code) else {
+            continue;
+        };
+        let id = crate::keys::account_id(key);
+        let sequence = match urls.get(j % urls.len().max(1)) {
+            Some(base) => match client.get(format!("{base}/v1/accounts/{id}")).send().await {
+                Ok(r) => r
+                    .json::<crate::api::AccountView>()
+                    .await
+                    .map_or(0, |a| a.sequence),
+                Err(_) => 0,
+            },
+            None => 0,
+        };
+        accounts.push(LoadAccount::new(key.clone(), asset, sequence));
+    }
+    LoadConfig {
+        rate,
+        duration,
+        targets: urls.to_vec(),
+        chain_id: testnet.genesis.chain_id.clone(),
+        recipients: accounts.iter().map(|a| a.id).collect(),
+        accounts,
+        expiry_height: height + 1_000_000,
+        max_per_request: 1000,
+        accounts_len: 0,
+    }
+}

@@ -7,6 +7,11 @@ use super::*;
 /// How long a batch fetch waits for one peer before also asking the next.
 const HEDGE: Duration = Duration::from_millis(100);
 
+/// How long a block request waits for its peer before consensus moves on to the next one.
+/// An answer holds at most `SYNC_CHUNK` block headers and payload digests (no transactions),
+/// which any reachable peer sends well within it.
+const BLOCK_PATIENCE: Duration = Duration::from_secs(1);
+
 impl Core {
     pub(super) fn request_blocks(&self, to: ValidatorIndex, request: BlockRequest) {
         let Some(peer) = self.peers.get(to as usize).copied() else {
@@ -16,8 +21,17 @@ impl Core {
         let internal = self.internal.clone();
         let data = codec::encode(&SyncRequest::Blocks(request));
         tokio::spawn(async move {
-            let (blocks, proof) = match net.request(peer, data).await {
-                Ok(bytes) => match codec::decode::<SyncResponse>(&bytes, MAX_FRAME) {
+            // A peer that has not answered within `BLOCK_PATIENCE` counts as having nothing:
+            // consensus then asks the next validator at once. A paused or hung peer (its
+            // connection open, nothing answered) would otherwise hold the sync, and any vote
+            // that waits for the missing block, for the whole request timeout.
+            let answer = tokio::time::timeout(BLOCK_PATIENCE, net.request(peer, data)).await;
+            let (blocks, proof) = match answer {
+                Err(_) => {
+                    tracing::debug!(%peer, "block request unanswered; asking the next validator");
+                    (Vec::new(), None)
+                }
+                Ok(Ok(bytes)) => match codec::decode::<SyncResponse>(&bytes, MAX_FRAME) {
                     Ok(SyncResponse::Blocks(blocks)) => (blocks, None),
                     Ok(SyncResponse::BlocksToEpochEnd(blocks, proof)) => (blocks, Some(proof)),
                     _ => {
@@ -25,7 +39,7 @@ impl Core {
                         (Vec::new(), None)
                     }
                 },
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "block request failed");
                     (Vec::new(), None)
                 }
