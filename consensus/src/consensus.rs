@@ -497,10 +497,11 @@ impl Consensus {
     /// A leader can hold its round's certificate before the block it certifies: votes and the
     /// proposal travel separately, and the votes of the other three can arrive first. Entering
     /// the round it could not propose (the parent was unknown); once the block arrives, by
-    /// proposal or by sync, it proposes. Without this the round ran out its timer: about one
-    /// view change every few hundred rounds among four processes on one machine.
+    /// proposal or by sync, it proposes, unless it has given the round up (its timeout is
+    /// signed). Without this the round ran out its timer: about one view change in 80 rounds
+    /// among four processes on one machine.
     fn propose_if_parent_arrived(&mut self, out: &mut Vec<Action>) {
-        if self.me == Some(self.validators.leader(self.round)) {
+        if self.me == Some(self.validators.leader(self.round)) && self.my_timeout.is_none() {
             self.request_payload(out);
         }
     }

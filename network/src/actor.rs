@@ -52,7 +52,12 @@ const PENALTY: f64 = 10.0;
 const PENALTY_DECAY: f64 = 0.9;
 const TICK: Duration = Duration::from_millis(200);
 
-type RequestReply = (PeerId, oneshot::Sender<Result<Vec<u8>>>);
+/// A request in flight: to whom, where its answer goes, and the caller's slot, freed with it.
+type RequestReply = (
+    PeerId,
+    oneshot::Sender<Result<Vec<u8>>>,
+    tokio::sync::OwnedSemaphorePermit,
+);
 type PendingResponse = BoxFuture<'static, (PeerId, ResponseChannel<Vec<u8>>, Option<Vec<u8>>)>;
 
 /// Entry point: builds and starts a node's network.
@@ -261,7 +266,12 @@ impl Actor {
                 };
                 let _ = reply.send(result);
             }
-            Command::Request { peer, data, reply } => {
+            Command::Request {
+                peer,
+                data,
+                reply,
+                slot,
+            } => {
                 if self.is_member(&peer) {
                     self.metrics.message(OUT, SYNC, data.len());
                     let id = self
@@ -269,7 +279,7 @@ impl Actor {
                         .behaviour_mut()
                         .sync
                         .send_request(&peer, Frame::Data(data));
-                    self.pending_requests.insert(id, (peer, reply));
+                    self.pending_requests.insert(id, (peer, reply, slot));
                 } else {
                     let _ = reply.send(Err(NetworkError::NotMember(peer)));
                 }
@@ -651,7 +661,7 @@ impl Actor {
                 ..
             } => {
                 self.metrics.message(IN, SYNC, response.len());
-                if let Some((_, reply)) = self.pending_requests.remove(&request_id) {
+                if let Some((_, reply, _slot)) = self.pending_requests.remove(&request_id) {
                     let _ = reply.send(Ok(response));
                 } else {
                     tracing::debug!(%peer, "response to an unknown request");
@@ -666,7 +676,7 @@ impl Actor {
                 if let OutboundFailure::Io(e) = &error {
                     self.penalise_bad_frame(peer, e);
                 }
-                if let Some((_, reply)) = self.pending_requests.remove(&request_id) {
+                if let Some((_, reply, _slot)) = self.pending_requests.remove(&request_id) {
                     let _ = reply.send(Err(NetworkError::Request {
                         peer,
                         reason: error.to_string(),

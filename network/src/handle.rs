@@ -7,7 +7,7 @@ use std::{
 
 use libp2p::{gossipsub::MessageId, Multiaddr, PeerId};
 use tokio::{
-    sync::{mpsc, oneshot, Semaphore},
+    sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore},
     task::JoinHandle,
 };
 
@@ -95,6 +95,9 @@ pub(crate) enum Command {
         peer: PeerId,
         data: Vec<u8>,
         reply: oneshot::Sender<Result<Vec<u8>>>,
+        /// This node's slot for requests to `peer`, held until the request ends on the wire
+        /// (answer, failure or timeout), whatever became of the caller.
+        slot: OwnedSemaphorePermit,
     },
     SetMembers(HashSet<PeerId>),
     Validation {
@@ -185,8 +188,37 @@ impl NetworkHandle {
 
     /// Sends a sync request to `peer` and waits for its response (or the request timeout).
     /// At most half of `max_sync_streams` requests to one peer are in flight at once; more
-    /// wait their turn.
+    /// wait here for a slot. A slot is held until the request ends on the wire (answered,
+    /// failed or timed out), even if the caller stopped waiting, because until then it holds
+    /// one of the connection's streams on both sides.
     pub async fn request(&self, peer: PeerId, data: Vec<u8>) -> Result<Vec<u8>> {
+        let rx = self.start_request(peer, data).await?;
+        rx.await.map_err(|_| NetworkError::Stopped)?
+    }
+
+    /// As [`Self::request`], but gives up waiting for the answer `patience` after the request
+    /// was sent (the wait for a slot does not count).
+    pub async fn request_within(
+        &self,
+        peer: PeerId,
+        data: Vec<u8>,
+        patience: std::time::Duration,
+    ) -> Result<Vec<u8>> {
+        let rx = self.start_request(peer, data).await?;
+        match tokio::time::timeout(patience, rx).await {
+            Ok(answer) => answer.map_err(|_| NetworkError::Stopped)?,
+            Err(_) => Err(NetworkError::Request {
+                peer,
+                reason: format!("no answer within {patience:?}"),
+            }),
+        }
+    }
+
+    async fn start_request(
+        &self,
+        peer: PeerId,
+        data: Vec<u8>,
+    ) -> Result<oneshot::Receiver<Result<Vec<u8>>>> {
         check_size("request", data.len(), self.limits.request)?;
         let slots = {
             let mut all = self.request_slots.lock().unwrap_or_else(|e| e.into_inner());
@@ -198,13 +230,19 @@ impl NetworkHandle {
                 .or_insert_with(|| Arc::new(Semaphore::new(self.requests_per_peer)))
                 .clone()
         };
-        let _slot = slots
+        let slot = slots
             .acquire_owned()
             .await
             .map_err(|_| NetworkError::Stopped)?;
         let (reply, rx) = oneshot::channel();
-        self.command(Command::Request { peer, data, reply }).await?;
-        rx.await.map_err(|_| NetworkError::Stopped)?
+        self.command(Command::Request {
+            peer,
+            data,
+            reply,
+            slot,
+        })
+        .await?;
+        Ok(rx)
     }
 
     /// Replaces the membership by the holders of these ed25519 public keys. Connected peers

@@ -99,14 +99,7 @@ pub fn load_testnet(dir: &Path) -> anyhow::Result<Testnet> {
             issuer_keys.insert(a.code.clone(), crate::keys::read_key_file(&path)?);
         }
     }
-    let mut account_keys = Vec::new();
-    for j in 0.. {
-        let path = dir.join("accounts").join(format!("account-{j}.key"));
-        if !path.exists() {
-            break;
-        }
-        account_keys.push(crate::keys::read_key_file(&path)?);
-    }
+    let account_keys = load_account_keys(dir)?;
     let mut named_keys = BTreeMap::new();
     let keys_dir = dir.join("keys");
     if keys_dir.exists() {
@@ -132,6 +125,19 @@ pub fn load_testnet(dir: &Path) -> anyhow::Result<Testnet> {
         named_keys,
         spec,
     })
+}
+
+/// The demo account keys `Testnet::write` put in `dir/accounts/`, in order.
+pub fn load_account_keys(dir: &Path) -> anyhow::Result<Vec<ed25519_dalek::SigningKey>> {
+    let mut keys = Vec::new();
+    for j in 0.. {
+        let path = dir.join("accounts").join(format!("account-{j}.key"));
+        if !path.exists() {
+            break;
+        }
+        keys.push(crate::keys::read_key_file(&path)?);
+    }
+    Ok(keys)
 }
 
 /// A running local network.
@@ -248,7 +254,15 @@ impl Devnet {
 
     /// The load generator's configuration for this network.
     pub async fn load_config(&self, rate: u64, duration: Option<Duration>) -> LoadConfig {
-        crate::tools::loadgen::config_for(&self.testnet, &self.urls, rate, duration).await
+        let t = &self.testnet;
+        crate::tools::loadgen::config_for(
+            &t.genesis.chain_id,
+            &t.account_keys,
+            &self.urls,
+            rate,
+            duration,
+        )
+        .await
     }
 
     fn sum_metric(&self, f: impl Fn(&crate::metrics::Metrics) -> u64) -> u64 {

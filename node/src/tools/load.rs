@@ -7,7 +7,7 @@
 
 use crate::cli::client::Output;
 use crate::process::{runtime, shutdown_signal};
-use crate::tools::devnet::{load_testnet, parse_duration};
+use crate::tools::devnet::{load_account_keys, parse_duration};
 use crate::tools::loadgen::{get_status, Load, LoadStats};
 use anyhow::{bail, ensure, Context};
 use clap::Args;
@@ -49,21 +49,25 @@ pub fn load(args: LoadArgs, output: Output) -> anyhow::Result<()> {
         .iter()
         .map(|t| base_url(t))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut testnet = load_testnet(&args.net_dir)
-        .with_context(|| format!("--net-dir {}", args.net_dir.display()))?;
+    // Only the genesis (for the network's name) and the demo account keys: the validators'
+    // keys may well be on their own hosts.
+    let net = &args.net_dir;
+    let genesis = tally_ledger::genesis::Genesis::load(&net.join("genesis.json"))
+        .with_context(|| format!("--net-dir {}", net.display()))?;
+    let mut keys =
+        load_account_keys(net).with_context(|| format!("--net-dir {}", net.display()))?;
     if let Some(n) = args.accounts {
-        ensure!(
-            n >= 2,
-            "--accounts: at least 2 (a payment needs someone to pay)"
-        );
-        testnet.account_keys.truncate(n);
+        ensure!(n >= 2, "--accounts: at least 2 (a payment needs a payee)");
+        keys.truncate(n);
     }
     ensure!(
-        testnet.account_keys.len() >= 2,
-        "--net-dir {}: no demo accounts under accounts/ (written by `tally testnet init`)",
-        args.net_dir.display()
+        keys.len() >= 2,
+        "--net-dir {}: fewer than 2 demo account keys under accounts/ (`tally testnet init` \
+         writes them)",
+        net.display()
     );
-    runtime()?.block_on(run(args, output, testnet, targets))
+    let chain_id = genesis.chain_id;
+    runtime()?.block_on(run(args, output, chain_id, keys, targets))
 }
 
 /// `http://host:port` without a trailing slash; the scheme must be http or https.
@@ -81,7 +85,8 @@ fn base_url(target: &str) -> anyhow::Result<String> {
 async fn run(
     args: LoadArgs,
     output: Output,
-    testnet: crate::tools::testnet::Testnet,
+    chain_id: String,
+    keys: Vec<ed25519_dalek::SigningKey>,
     targets: Vec<String>,
 ) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
@@ -94,15 +99,16 @@ async fn run(
             .await
             .with_context(|| format!("--target {t}: no answer from {t}/v1/status"))?;
         ensure!(
-            status.chain_id == testnet.genesis.chain_id,
+            status.chain_id == chain_id,
             "--target {t}: it serves network {:?}, the keys in --net-dir are for {:?}",
             status.chain_id,
-            testnet.genesis.chain_id
+            chain_id
         );
     }
     let quiet = matches!(output, Output::Json);
     let config =
-        crate::tools::loadgen::config_for(&testnet, &targets, args.rate, args.duration).await;
+        crate::tools::loadgen::config_for(&chain_id, &keys, &targets, args.rate, args.duration)
+            .await;
     if !quiet {
         crate::outln!(
             "sending {} payments/s from {} accounts to {}",
@@ -122,23 +128,36 @@ async fn run(
             None => std::future::pending().await,
         }
     };
-    tokio::pin!(end);
+    let signal = shutdown_signal();
+    tokio::pin!(end, signal);
+    let mut interrupted = false;
     loop {
         tokio::select! {
             _ = &mut end => break,
-            _ = shutdown_signal() => break,
+            _ = &mut signal => {
+                interrupted = true;
+                break;
+            }
             _ = progress.tick(), if !quiet => print_progress(&load.stats, &mut last),
         }
     }
     let elapsed = started.elapsed();
     let finalized_in_window = load.stats.finalized();
     load.stop_sending();
-    // Let what was accepted become final before counting latencies.
+    // Let what was accepted become final before counting latencies (after a Ctrl-C or
+    // SIGTERM, a second one cuts it short).
     let drain = Instant::now();
     while drain.elapsed() < Duration::from_secs(10)
         && load.stats.accepted.load(Ordering::Relaxed) > load.stats.finalized()
     {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        if interrupted {
+            tokio::select! {
+                _ = shutdown_signal() => break,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     let stats = load.finish().await;
     let view_changes_after = view_changes(&client, &targets).await;
@@ -150,7 +169,7 @@ async fn run(
         "targets": targets,
         "rate": args.rate,
         "duration_s": elapsed.as_secs_f64(),
-        "accounts": testnet.account_keys.len(),
+        "accounts": keys.len(),
         "accepted": stats.accepted.load(Ordering::Relaxed),
         "refused": stats.refused.lock().map(|m| m.clone()).unwrap_or_default(),
         "committed": stats.finalized(),
@@ -174,8 +193,9 @@ async fn run(
     Ok(())
 }
 
-/// The view changes the targets counted (`tally_consensus_view_changes_total`, summed), or
-/// `None` if one of them did not serve its metrics.
+/// The view changes the targets counted (`tally_consensus_view_changes_total`, summed over
+/// the targets as `tally devnet` sums its validators: one view change that every validator
+/// went through counts once per target), or `None` if one of them did not serve its metrics.
 async fn view_changes(client: &reqwest::Client, targets: &[String]) -> Option<u64> {
     let mut total = 0u64;
     for t in targets {
@@ -196,7 +216,12 @@ async fn view_changes(client: &reqwest::Client, targets: &[String]) -> Option<u6
 fn counter(exposition: &str, name: &str) -> Option<u64> {
     let mut total = None;
     for line in exposition.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
+        // `name{labels} value [timestamp]`; label values here hold no spaces or braces.
+        let (series, rest) = match line.find('}') {
+            Some(end) => line.split_at(end + 1),
+            None => line.split_once(' ').unwrap_or((line, "")),
+        };
+        let Some(value) = rest.split_whitespace().next() else {
             continue;
         };
         let series_name = series.split_once('{').map_or(series, |(n, _)| n);
@@ -204,7 +229,7 @@ fn counter(exposition: &str, name: &str) -> Option<u64> {
             continue;
         }
         // Counters are exposed as integers or as floats with an integral value.
-        if let Ok(v) = value.trim().parse::<f64>() {
+        if let Ok(v) = value.parse::<f64>() {
             total = Some(total.unwrap_or(0u64).saturating_add(v as u64));
         }
     }
@@ -286,6 +311,10 @@ mod tests {
         assert_eq!(
             counter("x_total 2\nx_total{a=\"b\"} 3\n", "x_total"),
             Some(5)
+        );
+        assert_eq!(
+            counter("x_total{a=\"b\"} 4 1700000000000\n", "x_total"),
+            Some(4)
         );
         assert_eq!(counter(text, "tally_consensus_timeouts_total"), None);
     }

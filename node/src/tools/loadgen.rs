@@ -470,11 +470,13 @@ pub async fn get_status(client: &reqwest::Client, url: &str) -> Option<StatusVie
         .ok()
 }
 
-/// The load of the demo accounts of `testnet` (each paying in its demo asset, account j pinned
-/// to `urls[j mod n]`), starting from the sequence numbers the network has for them, so a load
+/// The load of the demo accounts `account_keys` (account j paying in demo asset j mod the
+/// number of assets, as `tally testnet init` funded it, and pinned to `urls[j mod n]`),
+/// starting from the sequence numbers the network has for them, so a load
 /// can follow an earlier one on the same network.
 pub async fn config_for(
-    testnet: &crate::tools::testnet::Testnet,
+    chain_id: &str,
+    account_keys: &[SigningKey],
     urls: &[String],
     rate: u64,
     duration: Option<Duration>,
@@ -486,7 +488,7 @@ pub async fn config_for(
         None => 0,
     };
     let mut accounts = Vec::new();
-    for (j, key) in testnet.account_keys.iter().enumerate() {
+    for (j, key) in account_keys.iter().enumerate() {
         let (code, _) = DEMO_ASSETS[j % DEMO_ASSETS.len()];
         let Some(asset) = AssetCode::new(code) else {
             continue;
@@ -508,7 +510,7 @@ pub async fn config_for(
         rate,
         duration,
         targets: urls.to_vec(),
-        chain_id: testnet.genesis.chain_id.clone(),
+        chain_id: chain_id.to_owned(),
         recipients: accounts.iter().map(|a| a.id).collect(),
         accounts,
         expiry_height: height + 1_000_000,
