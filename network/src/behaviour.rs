@@ -165,11 +165,11 @@ fn score_params(topics: &[IdentTopic]) -> PeerScoreParams {
         ip_colocation_factor_weight: 0.0,
         // No behaviour penalty (P7) either: a partition makes honest members break IWANT
         // promises (the messages they announced cannot arrive) and GRAFT again during a
-        // PRUNE backoff once it heals. P7 grows with the square of such events, so after a
-        // few seconds of partition were enough for a validator to ban its honest peers, and
-        // the healed network lost its quorum at the next fault. What a member does wrong on purpose
-        // (invalid messages, floods, forged frames) is counted by P4 and the node's own
-        // penalties.
+        // PRUNE backoff once it heals. P7 grows with the square of such events: a few
+        // seconds of partition were enough for a validator to ban its honest peers, and the
+        // healed network lost its quorum at the next fault. What a member does wrong on
+        // purpose (invalid messages, floods, forged frames) is counted by P4 and the node's
+        // own penalties.
         behaviour_penalty_weight: 0.0,
         // Nor a slow-peer penalty: each message that expires in the send queue to a peer costs
         // it 0.2, and a partition expires hundreds at once (a validator banned an honest peer

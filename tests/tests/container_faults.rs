@@ -206,7 +206,7 @@ impl Stack {
         self.get(i, "/ready").await.is_some()
     }
 
-    /// The status (height, round, leader, view changes, peers) each of `among` reports, or
+    /// The status (heights, round, leader, peers) each of `among` reports, or
     /// `None` for one that did not answer.
     async fn statuses(&self, among: &[usize]) -> Vec<(usize, Option<serde_json::Value>)> {
         let mut out = Vec::new();
