@@ -80,3 +80,33 @@ async fn request_response_round_trip_and_direct_send() {
         node.handle.shutdown().await;
     }
 }
+
+/// More requests to one peer than a connection has streams for: each node keeps half of
+/// `max_sync_streams` of its own in flight and queues the rest, so every one is answered. Sent
+/// all at once (as before the queue), the peer refused those beyond its streams ("at
+/// capacity") and they failed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_streams_of_a_connection_wait_their_turn_and_are_answered() {
+    let nodes = cluster(2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let streams = tally_network::NetworkConfig::new([1; 32], Vec::new()).max_sync_streams;
+    let count = streams + streams / 2;
+    let asks = (0..count).map(|i| {
+        let mut data = SLOW_PREFIX.to_vec();
+        data.extend_from_slice(format!(" batch {i}").as_bytes());
+        a.handle.request(b.peer_id(), data)
+    });
+    let answers = futures::future::join_all(asks).await;
+    let failed: Vec<String> = answers
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {count} failed: {failed:?}",
+        failed.len()
+    );
+    for node in &nodes {
+        node.handle.shutdown().await;
+    }
+}

@@ -19,6 +19,9 @@ use tally_network::{
 pub const TOPIC: &str = "tally/batches/1";
 /// Gossip payloads starting with this are rejected by the test node's validator.
 pub const INVALID_PREFIX: &[u8] = b"INVALID";
+/// Requests starting with this are answered after [`SLOW_ANSWER`] (a busy peer).
+pub const SLOW_PREFIX: &[u8] = b"SLOW";
+pub const SLOW_ANSWER: Duration = Duration::from_millis(300);
 /// Generous: the machine running the tests may be loaded.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -203,12 +206,20 @@ async fn drive(handle: &NetworkHandle, log: &Mutex<Vec<Received>>, event: Networ
         } => {
             let mut answer = b"re:".to_vec();
             answer.extend_from_slice(&data);
+            let slow = data.starts_with(SLOW_PREFIX);
             log.lock().unwrap().push(Received {
                 kind: "request",
                 from,
                 data,
             });
-            respond.respond(answer);
+            if slow {
+                tokio::spawn(async move {
+                    tokio::time::sleep(SLOW_ANSWER).await;
+                    respond.respond(answer);
+                });
+            } else {
+                respond.respond(answer);
+            }
         }
         NetworkEvent::PeerConnected(_) | NetworkEvent::PeerDisconnected(_) => {}
     }
