@@ -135,6 +135,10 @@ pub struct BatchingSection {
     /// excess with 429 `mempool_full` (back-pressure).
     #[serde(default = "default_max_inflight_txs")]
     pub max_inflight_txs: usize,
+    /// Verify every signature of every peer batch here instead of trusting f + 1 attestations
+    /// (docs/consensus.md, "Verify once"): about twice this validator's verification work.
+    #[serde(default)]
+    pub verify_all_signatures: bool,
 }
 
 fn default_max_inflight_txs() -> usize {
@@ -147,6 +151,7 @@ impl Default for BatchingSection {
             max_txs: 1000,
             max_age_ms: 20,
             max_inflight_txs: default_max_inflight_txs(),
+            verify_all_signatures: false,
         }
     }
 }

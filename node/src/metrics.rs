@@ -69,6 +69,11 @@ pub struct Metrics {
     pub batches_stored: IntCounterVec,
     /// Peer batches refused (bad signature, bad encoding, non-member), by reason.
     pub batches_rejected: IntCounterVec,
+    /// Peer batches accepted, by how: `signatures` (every signature verified here, as one of
+    /// the author's checkers or for a fetched batch), `attested` (everything but the
+    /// signatures, used once f + 1 validators attest it), `late_attestations` (attestations did
+    /// not come in time, so the signatures were verified here after all).
+    pub batches_checked: IntCounterVec,
     /// Time to execute one committed block.
     pub block_execution_seconds: Histogram,
     /// Transactions per committed block.
@@ -228,6 +233,12 @@ impl Metrics {
                 "Peer batches refused, by reason",
                 &["reason"],
             )?,
+            batches_checked: counter_vec(
+                r,
+                "tally_batches_checked_total",
+                "Peer batches accepted, by how their signatures were vouched for",
+                &["how"],
+            )?,
             block_execution_seconds: histogram(
                 r,
                 "tally_block_execution_seconds",
@@ -365,6 +376,9 @@ impl Metrics {
         }
         for reason in ["malformed", "bad_size", "wrong_author", "bad_transaction"] {
             self.batches_rejected.with_label_values(&[reason]);
+        }
+        for how in ["signatures", "attested", "late_attestations"] {
+            self.batches_checked.with_label_values(&[how]);
         }
     }
 

@@ -105,6 +105,7 @@ impl Cluster {
                 batch_max_txs: 500,
                 batch_max_age: Duration::from_millis(10),
                 batch_max_inflight_txs: 25_000,
+                verify_all_signatures: false,
                 consensus: tally_consensus::Config {
                     base_timeout_ms: 1500,
                     ..tally_consensus::Config::default()

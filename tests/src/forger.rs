@@ -16,7 +16,7 @@ use tally_ledger::tx::SignedTransaction;
 use tally_network::{
     BootstrapPeer, Multiaddr, Network, NetworkConfig, NetworkEvent, NetworkHandle, PeerId,
 };
-use tally_node::runtime::batches::Batch;
+use tally_node::runtime::batches::{self, Attestation, Batch};
 use tally_node::runtime::wire::{DirectMessage, SyncRequest, SyncResponse, BATCH_TOPIC};
 use tokio::sync::{mpsc, Mutex};
 
@@ -217,6 +217,31 @@ impl Forger {
             txs: vec![tx],
         };
         let _ = self.net.publish(BATCH_TOPIC, codec::encode(&batch)).await;
+    }
+
+    /// Gossips a batch in its own name whose transaction carries another key's signature, and
+    /// attests it (one attestation, where f + 1 are needed), plus an attestation whose
+    /// signature is over another digest. Returns the batch's transaction.
+    pub async fn attest_a_forged_batch(&self, mut tx: SignedTransaction) -> SignedTransaction {
+        tx.signature = SigningKey::from_bytes(&[0xEE; 32]).sign(&tx.hash().0);
+        let batch = Batch {
+            author: AccountId(self.key.verifying_key().to_bytes()),
+            nonce: 8,
+            txs: vec![tx.clone()],
+        };
+        let bytes = codec::encode(&batch);
+        let digest = batches::digest(&bytes);
+        let _ = self.net.publish(BATCH_TOPIC, bytes).await;
+        let own = Attestation::sign(digest, &self.key);
+        let mut mis_signed = Attestation::sign(Digest([0xAB; 32]), &self.key);
+        mis_signed.digest = digest;
+        for a in [own, mis_signed] {
+            let data = codec::encode(&DirectMessage::Attestation(a));
+            for p in &self.peers {
+                let _ = self.net.send(*p, data.clone()).await;
+            }
+        }
+        tx
     }
 
     /// `n` concurrent requests to the first peer for unknown blocks, each asking for as many

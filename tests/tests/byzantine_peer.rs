@@ -51,6 +51,11 @@ async fn a_byzantine_validator_cannot_halt_fork_or_flood_the_honest_ones() {
     let tx = c.transfer(2, 5, 0, 1);
     let author = AccountId(c.testnet.validator_keys[0].verifying_key().to_bytes());
     forger.batch_in_the_name_of(author, tx.clone()).await;
+    // A batch in the forger's own name with a forged signature, which it attests itself: one
+    // attestation where two are needed. Validator 0 (the forger's checker) verifies it and
+    // refuses it; validators 1 and 2 hold it unattested, check it themselves when the
+    // attestations do not come, and refuse it too.
+    let forged_tx = forger.attest_a_forged_batch(c.transfer(3, 6, 0, 1)).await;
     // Floods of concurrent sync requests, each asking for everything: more than the per-peer
     // limit at once are refused (a few floods, in case one is answered as fast as it arrives).
     let refused = "tally_sync_requests_total{kind=\"blocks\",outcome=\"refused\"}";
@@ -98,6 +103,23 @@ async fn a_byzantine_validator_cannot_halt_fork_or_flood_the_honest_ones() {
         wrong_author >= 1.0,
         "the forged batch was not refused as wrong_author"
     );
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let mut bad = Vec::new();
+        for i in 0..BYZANTINE {
+            let series = "tally_batches_rejected_total{reason=\"bad_transaction\"}";
+            bad.push(metric(&c, i, series).await);
+        }
+        if bad.iter().all(|b| *b >= 1.0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the attested forgery was not refused everywhere: {bad:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(metric(&c, 0, &reason("bad_attestation")).await >= 1.0);
     // The forger crossed the ban threshold: disconnected and refused for a while.
     let deadline = tokio::time::Instant::now() + LONG;
     while metric(&c, 0, "tally_network_peer_bans_total").await < 1.0 {
@@ -117,6 +139,13 @@ async fn a_byzantine_validator_cannot_halt_fork_or_flood_the_honest_ones() {
     // The transaction in the forged batch was never committed.
     let (_, status) = c
         .get(0, &format!("/v1/transactions/{}", hex::encode(tx.hash().0)))
+        .await;
+    assert_ne!(status["status"], "committed", "{status}");
+    let (_, status) = c
+        .get(
+            0,
+            &format!("/v1/transactions/{}", hex::encode(forged_tx.hash().0)),
+        )
         .await;
     assert_ne!(status["status"], "committed", "{status}");
     forger.net.shutdown().await;

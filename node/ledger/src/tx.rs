@@ -241,8 +241,8 @@ impl SignedTransaction {
         Ok(codec::decode(bytes, MAX_TX_BYTES)?)
     }
 
-    /// Decodes the body and checks everything but the signature.
-    fn open(&self, chain_id: &str) -> Result<Opened, TxError> {
+    /// Decodes the body and checks its size and shape.
+    fn decode_checked(&self, chain_id: &str) -> Result<Transaction, TxError> {
         let tx: Transaction = codec::decode(&self.body, MAX_TX_BYTES)?;
         if self.body.len() > MAX_PAYMENT_BYTES && !matches!(tx.payload, Payload::Propose { .. }) {
             return Err(TxError::Malformed(CodecError::TooLarge {
@@ -251,6 +251,12 @@ impl SignedTransaction {
             }));
         }
         tx.check_shape(chain_id)?;
+        Ok(tx)
+    }
+
+    /// Decodes the body and checks everything but the signature.
+    fn open(&self, chain_id: &str) -> Result<Opened, TxError> {
+        let tx = self.decode_checked(chain_id)?;
         let key = sender_key(&tx.sender.0)?;
         Ok(Opened {
             hash: self.hash(),
@@ -319,6 +325,26 @@ impl Opened {
             signed,
         }
     }
+}
+
+/// Every stateless check but the signature's, for the transactions of a batch that a quorum of
+/// attestations vouches for: f + 1 validators signed that they verified every signature in the
+/// batch with this digest, so at least one honest validator did (docs/consensus.md, "Verify
+/// once"). Never call it on transactions nobody attested.
+pub fn check_attested_batch(
+    txs: Vec<SignedTransaction>,
+    chain_id: &str,
+) -> Vec<Result<VerifiedTransaction, TxError>> {
+    txs.into_iter()
+        .map(|signed| {
+            let tx = signed.decode_checked(chain_id)?;
+            Ok(VerifiedTransaction {
+                hash: signed.hash(),
+                tx,
+                signed,
+            })
+        })
+        .collect()
 }
 
 /// Transactions per ed25519 batch verification; big enough to amortise, small enough to

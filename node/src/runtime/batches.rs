@@ -1,17 +1,29 @@
 //! Transaction batches: the unit of data dissemination. Each validator packs its mempool into
-//! batches (by count or age) and gossips them; every receiver verifies the signatures once, in
-//! parallel, and keeps the batch. Consensus orders batch digests, never transactions.
+//! batches (by count or age) and gossips them. Signatures are verified once in the network, not
+//! by every validator: the author verified each transaction when its client submitted it, the
+//! f validators after the author (its checkers) verify the batch's signatures and sign an
+//! attestation, and the others check everything but the signatures and wait for f + 1
+//! attestations (at least one of them honest) before they propose or vote for the batch.
+//! Consensus orders batch digests, never transactions (docs/consensus.md, "Verify once").
 
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tally_consensus::Digest;
 use tally_ledger::codec;
 use tally_ledger::primitives::{AccountId, Hash};
-use tally_ledger::tx::{verify_batch, SignedTransaction, TxError, VerifiedTransaction};
+use tally_ledger::tx::{
+    check_attested_batch, verify_batch, SignedTransaction, TxError, VerifiedTransaction,
+};
 
 /// Domain tag of batch digests.
 const BATCH_DOMAIN: &[u8] = b"tally/batch/v1";
+/// Domain tag of batch attestations.
+const ATTESTATION_DOMAIN: &[u8] = b"tally/batch-attestation/v1";
+/// Digests a validator's attestations are remembered for, per validator: a flood of
+/// attestations for batches nobody has evicts only its sender's own.
+const ATTESTATIONS_PER_VALIDATOR: usize = 4_096;
 /// Digests of committed batches remembered to refuse late copies.
 const COMMITTED_MEMORY: usize = 200_000;
 
@@ -70,7 +82,18 @@ pub fn to_hash(d: &Digest) -> Hash {
     Hash(d.0)
 }
 
-/// A batch whose every signature was checked.
+/// How much of a received batch this validator checks itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Everything, every signature included: the author's checkers, fetched batches, and any
+    /// batch whose attestations did not come in time.
+    Signatures,
+    /// Everything but the signatures; the batch is usable only once f + 1 validators attest it.
+    Attested,
+}
+
+/// A batch that passed the checks its origin calls for: every signature (`signatures_checked`),
+/// or all the rest, to be used once attested (see `Check`).
 #[derive(Debug, Clone)]
 pub struct VerifiedBatch {
     /// Its digest.
@@ -83,6 +106,8 @@ pub struct VerifiedBatch {
     pub txs: Arc<Vec<VerifiedTransaction>>,
     /// Its canonical bytes (served to peers that miss it).
     pub bytes: Arc<Vec<u8>>,
+    /// True if this validator verified every signature itself.
+    pub signatures_checked: bool,
 }
 
 /// Packs verified transactions into a batch.
@@ -99,6 +124,7 @@ pub fn pack(author: AccountId, nonce: u64, txs: Vec<VerifiedTransaction>) -> Ver
         nonce,
         txs: Arc::new(txs),
         bytes: Arc::new(bytes),
+        signatures_checked: true,
     }
 }
 
@@ -112,6 +138,7 @@ pub fn verify(
     max_bytes: usize,
     max_txs: usize,
     publisher: Option<AccountId>,
+    check: Check,
 ) -> Result<VerifiedBatch, BatchError> {
     let batch: Batch = codec::decode(&bytes, max_bytes)?;
     if publisher.is_some_and(|p| p != batch.author) {
@@ -121,7 +148,11 @@ pub fn verify(
         return Err(BatchError::BadSize(batch.txs.len(), max_txs));
     }
     let mut txs = Vec::with_capacity(batch.txs.len());
-    for (index, r) in verify_batch(batch.txs, chain_id).into_iter().enumerate() {
+    let checked = match check {
+        Check::Signatures => verify_batch(batch.txs, chain_id),
+        Check::Attested => check_attested_batch(batch.txs, chain_id),
+    };
+    for (index, r) in checked.into_iter().enumerate() {
         txs.push(r.map_err(|error| BatchError::BadTransaction { index, error })?);
     }
     Ok(VerifiedBatch {
@@ -130,13 +161,119 @@ pub fn verify(
         nonce: batch.nonce,
         txs: Arc::new(txs),
         bytes: Arc::new(bytes),
+        signatures_checked: check == Check::Signatures,
     })
 }
 
-/// The batches a validator holds and has not yet seen committed, in arrival order.
+/// A validator's signed statement that it holds the batch with this digest and verified every
+/// signature in it. f + 1 of them from distinct validators of the current set make the batch
+/// usable without checking its signatures again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attestation {
+    /// The batch.
+    pub digest: Digest,
+    /// The attesting validator.
+    pub validator: AccountId,
+    /// Its signature over the domain-tagged digest.
+    #[serde(with = "tally_ledger::primitives::signature_text")]
+    pub signature: Signature,
+}
+
+fn attestation_message(digest: &Digest) -> Hash {
+    codec::hash_with_domain(ATTESTATION_DOMAIN, &digest.0)
+}
+
+impl Attestation {
+    /// Attests a batch.
+    pub fn sign(digest: Digest, key: &SigningKey) -> Attestation {
+        Attestation {
+            digest,
+            validator: AccountId(key.verifying_key().to_bytes()),
+            signature: key.sign(&attestation_message(&digest).0),
+        }
+    }
+
+    /// True if the signature is the validator's over the digest.
+    pub fn verify(&self) -> bool {
+        VerifyingKey::from_bytes(&self.validator.0)
+            .and_then(|k| k.verify_strict(&attestation_message(&self.digest).0, &self.signature))
+            .is_ok()
+    }
+}
+
+/// The checkers of an author's batches: the `faults` validators after it in index order.
+pub fn is_checker(author: usize, me: usize, validators: usize, faults: usize) -> bool {
+    validators > 0 && (1..=faults).any(|k| (author + k) % validators == me)
+}
+
+/// Verified attestations, by digest, bounded per validator.
+#[derive(Default)]
+pub struct Attestations {
+    by_digest: HashMap<Digest, Vec<AccountId>>,
+    by_validator: HashMap<AccountId, VecDeque<Digest>>,
+}
+
+impl Attestations {
+    /// Records a (verified) attestation; returns the attesters of the digest so far.
+    pub fn add(&mut self, digest: Digest, validator: AccountId) -> &[AccountId] {
+        let attesters = self.by_digest.entry(digest).or_default();
+        if !attesters.contains(&validator) {
+            attesters.push(validator);
+            let order = self.by_validator.entry(validator).or_default();
+            order.push_back(digest);
+            if order.len() > ATTESTATIONS_PER_VALIDATOR {
+                if let Some(old) = order.pop_front() {
+                    if let Some(a) = self.by_digest.get_mut(&old) {
+                        a.retain(|v| *v != validator);
+                        if a.is_empty() {
+                            self.by_digest.remove(&old);
+                        }
+                    }
+                }
+            }
+        }
+        self.by_digest.get(&digest).map_or(&[], Vec::as_slice)
+    }
+
+    /// True if `validator` attested `digest`.
+    pub fn has(&self, digest: &Digest, validator: &AccountId) -> bool {
+        self.by_digest
+            .get(digest)
+            .is_some_and(|a| a.contains(validator))
+    }
+
+    /// The distinct attesters of a digest among `members`.
+    pub fn count(&self, digest: &Digest, members: &[AccountId]) -> usize {
+        self.by_digest
+            .get(digest)
+            .map_or(0, |a| a.iter().filter(|v| members.contains(v)).count())
+    }
+
+    /// Forgets a digest (committed or refused); its entries in the per-validator order age out.
+    pub fn forget(&mut self, digest: &Digest) {
+        self.by_digest.remove(digest);
+    }
+
+    /// Digests with at least one attestation.
+    pub fn len(&self) -> usize {
+        self.by_digest.len()
+    }
+
+    /// True when nothing is attested.
+    pub fn is_empty(&self) -> bool {
+        self.by_digest.is_empty()
+    }
+}
+
+/// The batches a validator holds and has not yet seen committed, in arrival order. Proposed:
+/// attested batches (f + 1 attestations), and overdue ones.
 #[derive(Default)]
 pub struct BatchPool {
     held: HashMap<Digest, VerifiedBatch>,
+    attested: HashSet<Digest>,
+    /// Checked here, and unattested after the grace (the checkers are down, or never got the
+    /// batch): proposed anyway; the others fetch it and check every signature.
+    overdue: HashSet<Digest>,
     order: VecDeque<Digest>,
     committed: HashSet<Digest>,
     committed_order: VecDeque<Digest>,
@@ -168,7 +305,48 @@ impl BatchPool {
         self.held.get(d)
     }
 
-    /// Up to `max` held, uncommitted digests, oldest first, leaving out `exclude`; within the
+    /// Marks a held batch as attested by f + 1 validators: it may be proposed, and voted for.
+    pub fn mark_attested(&mut self, d: &Digest) {
+        if self.held.contains_key(d) {
+            self.attested.insert(*d);
+        }
+    }
+
+    /// Marks a held batch checked here, still unattested after the grace, as proposable.
+    pub fn mark_overdue(&mut self, d: &Digest) {
+        if self.held.get(d).is_some_and(|b| b.signatures_checked) {
+            self.overdue.insert(*d);
+        }
+    }
+
+    /// True if the batch is held and attested.
+    pub fn is_attested(&self, d: &Digest) -> bool {
+        self.attested.contains(d)
+    }
+
+    /// Records that this validator verified every signature of a held batch itself.
+    pub fn mark_checked(&mut self, d: &Digest) {
+        if let Some(b) = self.held.get_mut(d) {
+            b.signatures_checked = true;
+        }
+    }
+
+    /// True if a block may name the batch as far as this validator can tell: held, and either
+    /// attested or checked here signature by signature.
+    pub fn is_usable(&self, d: &Digest) -> bool {
+        self.held
+            .get(d)
+            .is_some_and(|b| b.signatures_checked || self.attested.contains(d))
+    }
+
+    /// Drops a held batch that failed its checks.
+    pub fn remove(&mut self, d: &Digest) -> Option<VerifiedBatch> {
+        self.attested.remove(d);
+        self.overdue.remove(d);
+        self.held.remove(d)
+    }
+
+    /// Up to `max` attested, uncommitted digests, oldest first, leaving out `exclude`; within the
     /// result, each author's batches are in the order the author made them, so that one
     /// account's transactions keep their sequence order.
     pub fn payload(&mut self, exclude: &[Digest], max: usize) -> Vec<Digest> {
@@ -182,7 +360,9 @@ impl BatchPool {
         let mut chosen: Vec<&VerifiedBatch> = self
             .order
             .iter()
-            .filter(|d| !exclude.contains(d))
+            .filter(|d| {
+                !exclude.contains(d) && (self.attested.contains(d) || self.overdue.contains(d))
+            })
             .filter_map(|d| self.held.get(d))
             .take(max)
             .collect();
@@ -218,6 +398,8 @@ impl BatchPool {
                 }
             }
         }
+        self.attested.remove(d);
+        self.overdue.remove(d);
         self.held.remove(d)
     }
 }
@@ -256,7 +438,7 @@ mod tests {
     #[test]
     fn a_packed_batch_verifies_on_the_other_side_with_the_same_digest() {
         let b = pack(AccountId([1; 32]), 0, txs(10));
-        let v = verify(b.bytes.to_vec(), "c", 1 << 20, 100, None).unwrap();
+        let v = verify(b.bytes.to_vec(), "c", 1 << 20, 100, None, Check::Signatures).unwrap();
         assert_eq!(v.digest, b.digest);
         assert_eq!(v.txs.len(), 10);
         assert_eq!(v.txs[3].hash, b.txs[3].hash);
@@ -267,7 +449,15 @@ mod tests {
         let b = pack(AccountId([1; 32]), 0, txs(3));
         let mut bad: Batch = codec::decode(&b.bytes, 1 << 20).unwrap();
         bad.txs[1].signature = SigningKey::from_bytes(&[9; 32]).sign_placeholder();
-        let e = verify(codec::encode(&bad), "c", 1 << 20, 100, None).unwrap_err();
+        let e = verify(
+            codec::encode(&bad),
+            "c",
+            1 << 20,
+            100,
+            None,
+            Check::Signatures,
+        )
+        .unwrap_err();
         assert_eq!(e.reason(), "bad_transaction");
         let e = verify(
             b.bytes[..b.bytes.len() - 3].to_vec(),
@@ -275,19 +465,27 @@ mod tests {
             1 << 20,
             100,
             None,
+            Check::Signatures,
         )
         .unwrap_err();
         assert_eq!(e.reason(), "malformed");
         assert_eq!(
-            verify(b.bytes.to_vec(), "c", 1 << 20, 2, None)
+            verify(b.bytes.to_vec(), "c", 1 << 20, 2, None, Check::Signatures)
                 .unwrap_err()
                 .reason(),
             "bad_size"
         );
         assert_eq!(
-            verify(b.bytes.to_vec(), "other", 1 << 20, 100, None)
-                .unwrap_err()
-                .reason(),
+            verify(
+                b.bytes.to_vec(),
+                "other",
+                1 << 20,
+                100,
+                None,
+                Check::Signatures
+            )
+            .unwrap_err()
+            .reason(),
             "bad_transaction"
         );
     }
@@ -296,9 +494,25 @@ mod tests {
     fn a_gossiped_batch_must_name_its_publisher_as_author() {
         let b = pack(AccountId([1; 32]), 0, txs(2));
         let bytes = b.bytes.to_vec();
-        let e = verify(bytes.clone(), "c", 1 << 20, 100, Some(AccountId([2; 32]))).unwrap_err();
+        let e = verify(
+            bytes.clone(),
+            "c",
+            1 << 20,
+            100,
+            Some(AccountId([2; 32])),
+            Check::Signatures,
+        )
+        .unwrap_err();
         assert_eq!(e.reason(), "wrong_author");
-        assert!(verify(bytes, "c", 1 << 20, 100, Some(AccountId([1; 32]))).is_ok());
+        assert!(verify(
+            bytes,
+            "c",
+            1 << 20,
+            100,
+            Some(AccountId([1; 32])),
+            Check::Signatures
+        )
+        .is_ok());
     }
 
     trait Placeholder {
@@ -321,6 +535,13 @@ mod tests {
             assert!(pool.insert(x.clone()));
         }
         assert!(!pool.insert(a.clone()));
+        assert!(
+            pool.payload(&[], 10).is_empty(),
+            "nothing unattested is proposed"
+        );
+        for x in [&a, &b, &c] {
+            pool.mark_attested(&x.digest);
+        }
         assert_eq!(pool.payload(&[b.digest], 10), vec![a.digest, c.digest]);
         assert!(pool.commit(&a.digest).is_some());
         assert!(
@@ -329,5 +550,110 @@ mod tests {
         );
         assert_eq!(pool.payload(&[], 1), vec![b.digest]);
         assert_eq!(pool.len(), 2);
+    }
+
+    #[test]
+    fn an_attested_check_skips_only_the_signatures() {
+        let b = pack(AccountId([1; 32]), 0, txs(3));
+        let mut forged: Batch = codec::decode(&b.bytes, 1 << 20).unwrap();
+        forged.txs[1].signature = SigningKey::from_bytes(&[9; 32]).sign_placeholder();
+        let bytes = codec::encode(&forged);
+        let v = verify(bytes.clone(), "c", 1 << 20, 100, None, Check::Attested).unwrap();
+        assert!(
+            !v.signatures_checked,
+            "the batch must wait for attestations"
+        );
+        assert_eq!(
+            verify(bytes, "c", 1 << 20, 100, None, Check::Signatures)
+                .unwrap_err()
+                .reason(),
+            "bad_transaction"
+        );
+        assert_eq!(
+            verify(
+                b.bytes.to_vec(),
+                "other",
+                1 << 20,
+                100,
+                None,
+                Check::Attested
+            )
+            .unwrap_err()
+            .reason(),
+            "bad_transaction",
+            "the chain, encoding and shape are still checked"
+        );
+    }
+
+    #[test]
+    fn an_unattested_batch_is_usable_only_once_checked_here() {
+        let mut pool = BatchPool::default();
+        let b = pack(AccountId([1; 32]), 0, txs(2));
+        let mut unchecked = b.clone();
+        unchecked.signatures_checked = false;
+        pool.insert(unchecked);
+        assert!(!pool.is_usable(&b.digest));
+        pool.mark_checked(&b.digest);
+        assert!(pool.is_usable(&b.digest));
+        assert!(
+            pool.payload(&[], 10).is_empty(),
+            "checked here is not attested"
+        );
+        pool.mark_overdue(&b.digest);
+        assert_eq!(
+            pool.payload(&[], 10),
+            vec![b.digest],
+            "checked here and overdue"
+        );
+        pool.mark_attested(&b.digest);
+        assert_eq!(pool.payload(&[], 10), vec![b.digest]);
+        assert!(pool.remove(&b.digest).is_some());
+        assert!(!pool.is_usable(&b.digest));
+    }
+
+    #[test]
+    fn attestations_are_verified_counted_per_member_and_bounded_per_validator() {
+        let keys: Vec<SigningKey> = (1..=3).map(|i| SigningKey::from_bytes(&[i; 32])).collect();
+        let members: Vec<AccountId> = keys[..2]
+            .iter()
+            .map(|k| AccountId(k.verifying_key().to_bytes()))
+            .collect();
+        let d = Digest([7; 32]);
+        let a = Attestation::sign(d, &keys[0]);
+        assert!(a.verify());
+        let mut forged = a.clone();
+        forged.digest = Digest([8; 32]);
+        assert!(!forged.verify());
+
+        let mut store = Attestations::default();
+        store.add(d, a.validator);
+        store.add(d, a.validator);
+        assert_eq!(store.count(&d, &members), 1, "one validator counts once");
+        store.add(d, AccountId(keys[2].verifying_key().to_bytes()));
+        assert_eq!(store.count(&d, &members), 1, "a non-member does not count");
+        store.add(d, members[1]);
+        assert_eq!(store.count(&d, &members), 2);
+
+        // A flood from one validator evicts only its own attestations.
+        for i in 0..(ATTESTATIONS_PER_VALIDATOR as u32 + 10) {
+            let mut x = [0u8; 32];
+            x[..4].copy_from_slice(&i.to_be_bytes());
+            x[31] = 1;
+            store.add(Digest(x), members[1]);
+        }
+        assert_eq!(store.count(&d, &members), 1);
+        assert!(store.len() <= ATTESTATIONS_PER_VALIDATOR + 1);
+    }
+
+    #[test]
+    fn the_checkers_are_the_f_validators_after_the_author() {
+        let checkers = |author| {
+            (0..7)
+                .filter(|me| is_checker(author, *me, 7, 2))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(checkers(0), vec![1, 2]);
+        assert_eq!(checkers(6), vec![0, 1]);
+        assert!((0..4).all(|me| !is_checker(0, me, 4, 0)));
     }
 }

@@ -233,6 +233,7 @@ mod tests {
             nonce: 0,
             txs: Arc::new(txs),
             bytes: Arc::new(Vec::new()),
+            signatures_checked: true,
         }
     }
 

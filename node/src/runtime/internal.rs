@@ -21,6 +21,9 @@ pub(crate) enum Internal {
     },
     /// No peer could supply the batch.
     FetchFailed(Digest),
+    /// A batch held without its signatures checked has waited `ATTESTATION_GRACE`: unless
+    /// attested by now, this validator checks them itself.
+    CheckSignatures(Digest),
     /// Answer to a block request.
     SyncBlocks {
         from: ValidatorIndex,
@@ -39,4 +42,6 @@ pub(crate) enum Origin {
     },
     Peer(PeerId),
     Disk,
+    /// A held batch whose signatures this validator checked after its attestations were late.
+    SelfCheck,
 }

@@ -78,6 +78,8 @@ pub struct NodeOptions {
     pub batch_max_age: Duration,
     /// Most of this validator's own transactions sealed in batches and not yet committed.
     pub batch_max_inflight_txs: usize,
+    /// Verify every peer batch's signatures here, attested or not.
+    pub verify_all_signatures: bool,
     /// Consensus parameters.
     pub consensus: tally_consensus::Config,
     /// Idle leader's wait before an empty block.
@@ -168,6 +170,7 @@ impl NodeOptions {
             batch_max_txs: config.batching.max_txs,
             batch_max_age: Duration::from_millis(config.batching.max_age_ms),
             batch_max_inflight_txs: config.batching.max_inflight_txs,
+            verify_all_signatures: config.batching.verify_all_signatures,
             consensus: tally_consensus::Config {
                 base_timeout_ms: config.consensus.base_timeout_ms,
                 max_payload_digests: config.consensus.max_batches_per_block,
@@ -410,6 +413,7 @@ impl RunningNode {
                 empty_block_delay: options.empty_block_delay,
                 max_batch_bytes: gossip_limit,
                 max_batch_txs: options.batch_max_txs.max(1),
+                verify_all_signatures: options.verify_all_signatures,
                 max_payload: options.consensus.max_payload_digests,
                 epoch_blocks,
             },

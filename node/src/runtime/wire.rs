@@ -1,8 +1,9 @@
 //! What validators say to each other beyond gossiped batches: direct messages (consensus,
-//! signatures over executed headers) and sync requests (blocks, batches). Encoded with the
+//! signatures over executed headers, batch attestations) and sync requests (blocks, batches). Encoded with the
 //! canonical codec; every inbound frame is decoded with a size limit and refused if it does not
 //! decode, which penalises the peer.
 
+use super::batches::Attestation;
 use serde::{Deserialize, Serialize};
 use tally_consensus::{Block, BlockRequest, EpochProof};
 use tally_ledger::block::CommitVote;
@@ -23,6 +24,8 @@ pub enum DirectMessage {
         /// The signature.
         vote: CommitVote,
     },
+    /// A validator's attestation that it holds a batch and verified its every signature.
+    Attestation(Attestation),
 }
 
 /// A question to a peer.

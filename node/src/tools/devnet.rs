@@ -53,6 +53,10 @@ pub struct DevnetArgs {
     /// Most of a validator's own transactions in uncommitted batches.
     #[arg(long, default_value_t = 1_000)]
     pub max_inflight_txs: usize,
+    /// Every validator verifies every signature of every batch (`batching.verify_all_signatures`)
+    /// instead of trusting f + 1 attestations.
+    #[arg(long)]
+    pub verify_all_signatures: bool,
     /// Log filter (RUST_LOG overrides it).
     #[arg(long, default_value = "warn,libp2p_gossipsub=error")]
     pub log_filter: String,
@@ -192,6 +196,7 @@ impl Devnet {
             options.batch_max_age = Duration::from_millis(args.batch_max_age_ms);
             options.mempool_max_txs = args.mempool_max_txs;
             options.batch_max_inflight_txs = args.max_inflight_txs;
+            options.verify_all_signatures = args.verify_all_signatures;
             let node = RunningNode::start(options)
                 .await
                 .with_context(|| format!("starting validator-{i}"))?;
@@ -290,6 +295,7 @@ fn summary(
         "batch_max_age_ms": args.batch_max_age_ms,
         "mempool_max_txs": args.mempool_max_txs,
         "max_inflight_txs": args.max_inflight_txs,
+        "verify_all_signatures": args.verify_all_signatures,
         "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
         "accepted": stats.accepted.load(Ordering::Relaxed),
         "refused": refused,

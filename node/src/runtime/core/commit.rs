@@ -38,9 +38,12 @@ impl Core {
             });
             return;
         }
+        // A batch counts once it is usable here: attested by f + 1 validators, or its
+        // signatures checked here. One held but not yet usable waits for its attestations (or
+        // for the check after `ATTESTATION_GRACE`); one not held is fetched.
         let missing: HashSet<Digest> = digests
             .iter()
-            .filter(|d| !self.pool.holds(d) && !self.pool.is_committed(d))
+            .filter(|d| !self.pool.is_usable(d) && !self.pool.is_committed(d))
             .copied()
             .collect();
         if missing.is_empty() {
@@ -49,7 +52,9 @@ impl Core {
             return;
         }
         for d in &missing {
-            self.fetch(*d, Some(author), FETCH_GRACE);
+            if !self.pool.holds(d) {
+                self.fetch(*d, Some(author), FETCH_GRACE);
+            }
         }
         self.awaiting.push((block, missing));
     }
@@ -71,6 +76,7 @@ impl Core {
         let me = self.shared.me;
         let mut slots = Vec::with_capacity(block.payload.len());
         for d in &block.payload {
+            self.attestations.forget(d);
             let held = self.pool.commit(d);
             if let Some(b) = &held {
                 if b.author == me {

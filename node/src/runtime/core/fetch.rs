@@ -74,8 +74,15 @@ impl Core {
         tokio::spawn(async move {
             let hash = batches::to_hash(&digest);
             if let Ok(Some(bytes)) = shared.store.batch(&hash) {
-                let batch =
-                    verify_off_loop(bytes, &shared.chain_id, max_bytes, max_txs, None).await;
+                let batch = verify_off_loop(
+                    bytes,
+                    &shared.chain_id,
+                    max_bytes,
+                    max_txs,
+                    None,
+                    Check::Signatures,
+                )
+                .await;
                 let _ = internal
                     .send(Internal::Verified {
                         batch,
@@ -116,6 +123,7 @@ impl Core {
                                 max_bytes,
                                 max_txs,
                                 None,
+                                Check::Signatures,
                             )
                             .await;
                             let _ = internal
@@ -162,14 +170,39 @@ impl Core {
             }
         };
         match (batch, origin) {
+            (Ok(batch), Origin::SelfCheck) => {
+                self.shared
+                    .metrics
+                    .batches_checked
+                    .with_label_values(&["late_attestations"])
+                    .inc();
+                self.pool.mark_checked(&batch.digest);
+                self.pool.mark_overdue(&batch.digest);
+                self.attest(batch.digest);
+                self.on_usable(batch.digest);
+            }
+            (Err(_), Origin::SelfCheck) => {
+                if let Some(d) = expected {
+                    self.refuse_held(d);
+                }
+            }
             (Ok(batch), origin) => {
+                self.shared
+                    .metrics
+                    .batches_checked
+                    .with_label_values(&[if batch.signatures_checked {
+                        "signatures"
+                    } else {
+                        "attested"
+                    }])
+                    .inc();
                 let kind = match origin {
                     Origin::Gossip { message_id, source } => {
                         self.report(message_id, source, Acceptance::Accept);
                         "gossip"
                     }
                     Origin::Peer(_) => "fetched",
-                    Origin::Disk => "disk",
+                    Origin::Disk | Origin::SelfCheck => "disk",
                 };
                 self.fetching.remove(&batch.digest);
                 if !self.pool.holds(&batch.digest) {
@@ -181,7 +214,12 @@ impl Core {
                     if !matches!(kind, "disk") {
                         self.store_batch(&batch);
                     }
+                    let (digest, checked) = (batch.digest, batch.signatures_checked);
                     self.add_batch(batch);
+                    if checked {
+                        self.attest(digest);
+                    }
+                    self.check_later(digest);
                 }
             }
             (Err(_), Origin::Gossip { message_id, source }) => {
@@ -230,7 +268,18 @@ impl Core {
             self.release_commits();
         } else if !self.pool.is_committed(&d) {
             self.pool.insert(batch);
+            if self.attestations.count(&d, &self.shared.validators()) >= self.attesters_needed() {
+                self.pool.mark_attested(&d);
+            }
         }
+        if used || self.pool.is_usable(&d) {
+            self.on_usable(d);
+        }
+    }
+
+    /// A batch became usable (or was committed): blocks that waited for it may be voted for,
+    /// and an idle leader may propose it.
+    pub(super) fn on_usable(&mut self, d: Digest) {
         let mut ready = Vec::new();
         for (block, missing) in &mut self.awaiting {
             if missing.remove(&d) && missing.is_empty() {

@@ -4,12 +4,13 @@
 //! anything that follows), payload checks (fetching missing batches), commits (handed in order
 //! to the executor once every batch is present), sync requests, evidence and penalties.
 
+mod attest;
 mod certify;
 mod commit;
 mod epochs;
 mod fetch;
 
-use super::batches::{self, BatchPool, VerifiedBatch};
+use super::batches::{self, Attestation, Attestations, BatchPool, Check, VerifiedBatch};
 use super::executor::CommitJob;
 use super::internal::{Internal, Origin};
 use super::sync::SyncServer;
@@ -35,6 +36,11 @@ const MAX_FRAME: usize = 32 << 20;
 const FETCH_GRACE: Duration = Duration::from_millis(25);
 /// Votes on executed headers are kept for heights this far behind the executed height.
 const VOTE_WINDOW: Height = 64;
+/// How long a batch received without its signatures checked (this validator is not one of the
+/// author's checkers) waits for f + 1 attestations before this validator checks the signatures
+/// itself. A checker attests within milliseconds of receiving the batch; the grace covers a
+/// checker that is down or slow, at the cost of one more verification of that batch.
+const ATTESTATION_GRACE: Duration = Duration::from_millis(500);
 /// Block timestamps further than this in the future make a proposal invalid.
 const MAX_CLOCK_SKEW_MS: u64 = 10_000;
 
@@ -44,6 +50,9 @@ pub(crate) struct CoreParams {
     pub empty_block_delay: Duration,
     pub max_batch_bytes: usize,
     pub max_batch_txs: usize,
+    /// Check every signature of every peer batch, as if this validator were every author's
+    /// checker.
+    pub verify_all_signatures: bool,
     pub max_payload: usize,
     /// Validator-set changes happen only after heights that are multiples of this.
     pub epoch_blocks: Height,
@@ -77,6 +86,8 @@ pub(crate) struct Core {
     /// Commits are held above this height until it is executed (an epoch boundary).
     hold: Height,
     pool: BatchPool,
+    /// Verified attestations of batches, by digest.
+    attestations: Attestations,
     local: VecDeque<Event>,
     timer: Option<(Round, Instant)>,
     payload_request: Option<(Round, Vec<Digest>, Instant)>,
@@ -143,6 +154,7 @@ impl Core {
             previous: None,
             hold,
             pool: BatchPool::default(),
+            attestations: Attestations::default(),
             local: VecDeque::new(),
             timer: None,
             payload_request: None,
@@ -381,23 +393,45 @@ impl Core {
                 data,
             } => {
                 // The validator that signed the gossip message: the batch must name it.
-                let publisher = author
-                    .and_then(|a| self.index_of.get(&a).copied())
+                let index = author.and_then(|a| self.index_of.get(&a).copied());
+                let publisher = index
                     .and_then(|i| self.consensus.validators().key(i))
                     .map(AccountId);
-                if topic != BATCH_TOPIC || publisher.is_none() {
+                let (Some(index), true) = (index, topic == BATCH_TOPIC && publisher.is_some())
+                else {
                     self.report(message_id, source, Acceptance::Reject);
                     return;
-                }
+                };
+                // The author's checkers verify every signature and attest; the others check
+                // the rest and wait for the attestations.
+                let set = self.consensus.validators();
+                let check = if self.me == NOT_A_VALIDATOR
+                    || self.params.verify_all_signatures
+                    || batches::is_checker(
+                        index as usize,
+                        self.me as usize,
+                        set.len(),
+                        set.faults(),
+                    ) {
+                    Check::Signatures
+                } else {
+                    Check::Attested
+                };
                 let shared = self.shared.clone();
                 let internal = self.internal.clone();
                 let (max_bytes, max_txs) = (self.params.max_batch_bytes, self.params.max_batch_txs);
                 let order = self.gossip_received;
                 self.gossip_received += 1;
                 tokio::spawn(async move {
-                    let batch =
-                        verify_off_loop(data, &shared.chain_id, max_bytes, max_txs, publisher)
-                            .await;
+                    let batch = verify_off_loop(
+                        data,
+                        &shared.chain_id,
+                        max_bytes,
+                        max_txs,
+                        publisher,
+                        check,
+                    )
+                    .await;
                     let _ = internal
                         .send(Internal::Verified {
                             batch,
@@ -423,6 +457,9 @@ impl Core {
                     (Ok(DirectMessage::CommitVote { height, vote }), _) => {
                         self.on_header_vote(from, height, vote)
                     }
+                    (Ok(DirectMessage::Attestation(a)), Some(_)) => self.on_attestation(from, a),
+                    // A validator of the previous epoch: its attestations no longer count.
+                    (Ok(DirectMessage::Attestation(_)), None) => {}
                     (Err(_), _) => self.penalise(from, "malformed_direct"),
                 }
             }
@@ -473,8 +510,12 @@ impl Core {
                     .with_label_values(&["own"])
                     .inc();
                 self.store_batch(&batch);
+                let digest = batch.digest;
                 self.add_batch(batch);
+                self.attest(digest);
+                self.check_later(digest);
             }
+            Internal::CheckSignatures(d) => self.check_signatures(d),
             Internal::Verified {
                 batch,
                 origin,
@@ -495,21 +536,7 @@ impl Core {
             } => self.on_verified(batch, origin, expected),
             Internal::FetchFailed(d) => {
                 self.fetching.remove(&d);
-                let mut refused = Vec::new();
-                self.awaiting.retain(|(block, missing)| {
-                    if missing.contains(&d) {
-                        refused.push(*block);
-                        false
-                    } else {
-                        true
-                    }
-                });
-                for block in refused {
-                    self.local.push_back(Event::PayloadValidated {
-                        block,
-                        valid: false,
-                    });
-                }
+                self.refuse_awaiting(d);
                 if self.commits.iter().any(|c| c.block.payload.contains(&d)) {
                     tracing::warn!(digest = %hex::encode(d.0), "committed batch not found yet; retrying");
                     self.fetch(d, None, Duration::from_secs(1));
@@ -588,10 +615,11 @@ pub(crate) async fn verify_off_loop(
     max_bytes: usize,
     max_txs: usize,
     publisher: Option<AccountId>,
+    check: Check,
 ) -> Result<VerifiedBatch, batches::BatchError> {
     let chain_id = chain_id.to_owned();
     match tokio::task::spawn_blocking(move || {
-        batches::verify(bytes, &chain_id, max_bytes, max_txs, publisher)
+        batches::verify(bytes, &chain_id, max_bytes, max_txs, publisher, check)
     })
     .await
     {
