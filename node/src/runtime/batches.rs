@@ -265,15 +265,12 @@ impl Attestations {
     }
 }
 
-/// The batches a validator holds and has not yet seen committed, in arrival order. Proposed:
-/// attested batches (f + 1 attestations), and overdue ones.
+/// The batches a validator holds and has not yet seen committed, in arrival order. Only usable
+/// ones (attested, or checked here) are proposed.
 #[derive(Default)]
 pub struct BatchPool {
     held: HashMap<Digest, VerifiedBatch>,
     attested: HashSet<Digest>,
-    /// Checked here, and unattested after the grace (the checkers are down, or never got the
-    /// batch): proposed anyway; the others fetch it and check every signature.
-    overdue: HashSet<Digest>,
     order: VecDeque<Digest>,
     committed: HashSet<Digest>,
     committed_order: VecDeque<Digest>,
@@ -312,13 +309,6 @@ impl BatchPool {
         }
     }
 
-    /// Marks a held batch checked here, still unattested after the grace, as proposable.
-    pub fn mark_overdue(&mut self, d: &Digest) {
-        if self.held.get(d).is_some_and(|b| b.signatures_checked) {
-            self.overdue.insert(*d);
-        }
-    }
-
     /// True if the batch is held and attested.
     pub fn is_attested(&self, d: &Digest) -> bool {
         self.attested.contains(d)
@@ -342,11 +332,10 @@ impl BatchPool {
     /// Drops a held batch that failed its checks.
     pub fn remove(&mut self, d: &Digest) -> Option<VerifiedBatch> {
         self.attested.remove(d);
-        self.overdue.remove(d);
         self.held.remove(d)
     }
 
-    /// Up to `max` attested, uncommitted digests, oldest first, leaving out `exclude`; within the
+    /// Up to `max` usable, uncommitted digests, oldest first, leaving out `exclude`; within the
     /// result, each author's batches are in the order the author made them, so that one
     /// account's transactions keep their sequence order.
     pub fn payload(&mut self, exclude: &[Digest], max: usize) -> Vec<Digest> {
@@ -360,9 +349,7 @@ impl BatchPool {
         let mut chosen: Vec<&VerifiedBatch> = self
             .order
             .iter()
-            .filter(|d| {
-                !exclude.contains(d) && (self.attested.contains(d) || self.overdue.contains(d))
-            })
+            .filter(|d| !exclude.contains(d) && self.is_usable(d))
             .filter_map(|d| self.held.get(d))
             .take(max)
             .collect();
@@ -399,7 +386,6 @@ impl BatchPool {
             }
         }
         self.attested.remove(d);
-        self.overdue.remove(d);
         self.held.remove(d)
     }
 }
@@ -535,13 +521,6 @@ mod tests {
             assert!(pool.insert(x.clone()));
         }
         assert!(!pool.insert(a.clone()));
-        assert!(
-            pool.payload(&[], 10).is_empty(),
-            "nothing unattested is proposed"
-        );
-        for x in [&a, &b, &c] {
-            pool.mark_attested(&x.digest);
-        }
         assert_eq!(pool.payload(&[b.digest], 10), vec![a.digest, c.digest]);
         assert!(pool.commit(&a.digest).is_some());
         assert!(
@@ -593,19 +572,12 @@ mod tests {
         unchecked.signatures_checked = false;
         pool.insert(unchecked);
         assert!(!pool.is_usable(&b.digest));
-        pool.mark_checked(&b.digest);
-        assert!(pool.is_usable(&b.digest));
         assert!(
             pool.payload(&[], 10).is_empty(),
-            "checked here is not attested"
+            "nothing unusable is proposed"
         );
-        pool.mark_overdue(&b.digest);
-        assert_eq!(
-            pool.payload(&[], 10),
-            vec![b.digest],
-            "checked here and overdue"
-        );
-        pool.mark_attested(&b.digest);
+        pool.mark_checked(&b.digest);
+        assert!(pool.is_usable(&b.digest));
         assert_eq!(pool.payload(&[], 10), vec![b.digest]);
         assert!(pool.remove(&b.digest).is_some());
         assert!(!pool.is_usable(&b.digest));

@@ -2,9 +2,9 @@
 //! signs an attestation and sends it to the others; a batch with f + 1 attestations from
 //! distinct validators of the current set (at least one of them honest) is proposed and voted
 //! for without anyone checking its signatures again. A batch that gathers too few within
-//! `ATTESTATION_GRACE` is checked here after all and becomes proposable (the others then fetch
-//! it and check it themselves), so a checker that is down, or that never got the batch, costs
-//! time, never liveness; a batch whose check fails is dropped and its author penalised.
+//! `ATTESTATION_GRACE` is checked here after all, so a checker that is down, or that never got
+//! the batch, costs time, never liveness; a batch whose check fails is dropped and its author
+//! penalised.
 
 use super::*;
 
@@ -63,7 +63,7 @@ impl Core {
         }
     }
 
-    /// Schedules what happens to a batch still unattested after the grace.
+    /// Schedules the check of a batch held without its signatures checked.
     pub(super) fn check_later(&self, d: Digest) {
         let internal = self.internal.clone();
         tokio::spawn(async move {
@@ -72,18 +72,12 @@ impl Core {
         });
     }
 
-    /// The grace of a batch ran out. Unless attested by now: one checked here becomes
-    /// proposable; the signatures of any other are verified here.
+    /// The grace of a batch ran out: unless attested by now, verify its signatures here.
     pub(super) fn check_signatures(&mut self, d: Digest) {
         let Some(batch) = self.pool.get(&d) else {
             return;
         };
-        if self.pool.is_attested(&d) {
-            return;
-        }
-        if batch.signatures_checked {
-            self.pool.mark_overdue(&d);
-            self.answer_payload(false);
+        if self.pool.is_attested(&d) || batch.signatures_checked {
             return;
         }
         let bytes = batch.bytes.to_vec();

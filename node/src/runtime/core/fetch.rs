@@ -177,7 +177,6 @@ impl Core {
                     .with_label_values(&["late_attestations"])
                     .inc();
                 self.pool.mark_checked(&batch.digest);
-                self.pool.mark_overdue(&batch.digest);
                 self.attest(batch.digest);
                 self.on_usable(batch.digest);
             }
@@ -218,8 +217,9 @@ impl Core {
                     self.add_batch(batch);
                     if checked {
                         self.attest(digest);
+                    } else {
+                        self.check_later(digest);
                     }
-                    self.check_later(digest);
                 }
             }
             (Err(_), Origin::Gossip { message_id, source }) => {

@@ -513,7 +513,6 @@ impl Core {
                 let digest = batch.digest;
                 self.add_batch(batch);
                 self.attest(digest);
-                self.check_later(digest);
             }
             Internal::CheckSignatures(d) => self.check_signatures(d),
             Internal::Verified {
