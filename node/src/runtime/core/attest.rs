@@ -58,7 +58,11 @@ impl Core {
             return;
         }
         if self.attestations.count(&d, &self.shared.validators()) >= self.attesters_needed() {
+            let was_usable = self.pool.is_usable(&d);
             self.pool.mark_attested(&d);
+            if !was_usable {
+                self.store_held(d);
+            }
             self.on_usable(d);
         }
     }
@@ -118,11 +122,6 @@ impl Core {
             attesters,
             "a batch held for its attestations has a bad signature"
         );
-        self.shared
-            .metrics
-            .batches_rejected
-            .with_label_values(&["bad_transaction"])
-            .inc();
         if let Ok(peer) = tally_network::peer_id_from_public_key(&batch.author.0) {
             self.penalise(peer, "bad_batch");
         }

@@ -77,8 +77,14 @@ impl Core {
         let mut slots = Vec::with_capacity(block.payload.len());
         for d in &block.payload {
             self.attestations.forget(d);
+            let usable = self.pool.is_usable(d);
             let held = self.pool.commit(d);
             if let Some(b) = &held {
+                if !usable {
+                    // Held for its attestations and committed first: the quorum that
+                    // certified the block vouches for it (docs/consensus.md, "Verify once").
+                    self.store_batch(b);
+                }
                 if b.author == me {
                     self.shared.own_batch_committed(b.txs.len());
                 }
@@ -87,7 +93,10 @@ impl Core {
             }
             slots.push(held);
         }
-        self.awaiting.retain(|(_, missing)| !missing.is_empty());
+        for d in &block.payload {
+            // A proposal that waited for a batch this block committed may now be voted for.
+            self.on_usable(*d);
+        }
         self.commits.push_back(PendingCommit {
             block,
             qc,

@@ -177,6 +177,7 @@ impl Core {
                     .with_label_values(&["late_attestations"])
                     .inc();
                 self.pool.mark_checked(&batch.digest);
+                self.store_held(batch.digest);
                 self.attest(batch.digest);
                 self.on_usable(batch.digest);
             }
@@ -186,15 +187,17 @@ impl Core {
                 }
             }
             (Ok(batch), origin) => {
-                self.shared
-                    .metrics
-                    .batches_checked
-                    .with_label_values(&[if batch.signatures_checked {
-                        "signatures"
-                    } else {
-                        "attested"
-                    }])
-                    .inc();
+                if !matches!(origin, Origin::Disk) {
+                    self.shared
+                        .metrics
+                        .batches_checked
+                        .with_label_values(&[if batch.signatures_checked {
+                            "signatures"
+                        } else {
+                            "attested"
+                        }])
+                        .inc();
+                }
                 let kind = match origin {
                     Origin::Gossip { message_id, source } => {
                         self.report(message_id, source, Acceptance::Accept);
@@ -204,22 +207,33 @@ impl Core {
                     Origin::Disk | Origin::SelfCheck => "disk",
                 };
                 self.fetching.remove(&batch.digest);
-                if !self.pool.holds(&batch.digest) {
+                let digest = batch.digest;
+                if !self.pool.holds(&digest) {
                     self.shared
                         .metrics
                         .batches_stored
                         .with_label_values(&[kind])
                         .inc();
-                    if !matches!(kind, "disk") {
+                    // A batch is stored (and so served) once usable here: one held for its
+                    // attestations is stored when they come or when it is checked here.
+                    let checked = batch.signatures_checked;
+                    if !matches!(kind, "disk") && checked {
                         self.store_batch(&batch);
                     }
-                    let (digest, checked) = (batch.digest, batch.signatures_checked);
                     self.add_batch(batch);
                     if checked {
                         self.attest(digest);
+                    } else if self.pool.is_usable(&digest) {
+                        self.store_held(digest);
                     } else {
                         self.check_later(digest);
                     }
+                } else if batch.signatures_checked && !self.pool.is_usable(&digest) {
+                    // A checked copy (fetched) of a batch held for its attestations.
+                    self.pool.mark_checked(&digest);
+                    self.store_held(digest);
+                    self.attest(digest);
+                    self.on_usable(digest);
                 }
             }
             (Err(_), Origin::Gossip { message_id, source }) => {
@@ -234,6 +248,10 @@ impl Core {
             }
             (Err(_), Origin::Disk) => {
                 tracing::error!("a stored batch does not verify");
+                if let Some(d) = expected {
+                    self.fetching.remove(&d);
+                    self.refuse_awaiting(d);
+                }
             }
         }
     }
@@ -245,6 +263,13 @@ impl Core {
             .put_batch(&batches::to_hash(&batch.digest), &batch.bytes)
         {
             self.shared.fail(format!("storing a batch: {e}"));
+        }
+    }
+
+    /// Stores a held batch (one that became usable here).
+    pub(super) fn store_held(&self, d: Digest) {
+        if let Some(batch) = self.pool.get(&d) {
+            self.store_batch(batch);
         }
     }
 

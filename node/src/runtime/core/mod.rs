@@ -483,7 +483,14 @@ impl Core {
                     }
                     Ok(SyncRequest::Batch(hash)) => {
                         if let Some(slot) = self.sync.admit(from, "batch") {
-                            let held = self.pool.get(&Digest(hash.0)).map(|b| b.bytes.to_vec());
+                            // Only batches usable here are served (or stored): one held for
+                            // its attestations may yet fail its signature check.
+                            let d = Digest(hash.0);
+                            let held = self
+                                .pool
+                                .get(&d)
+                                .filter(|_| self.pool.is_usable(&d))
+                                .map(|b| b.bytes.to_vec());
                             self.sync.batch(slot, hash, held, respond);
                         }
                     }
