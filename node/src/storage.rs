@@ -118,11 +118,7 @@ fn epoch_proof_key(height: Height) -> Vec<u8> {
 impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StorageError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(256 << 20)
-            .flush_every_ms(None)
-            .open()?;
+        let db = open_db(dir)?;
         let store = Store {
             state: db.open_tree("state")?,
             blocks: db.open_tree("blocks")?,
@@ -422,6 +418,32 @@ impl StateView for Store {
         match self.state.get(key) {
             Ok(value) => Ok(value.map(|v| Cow::Owned(v.to_vec()))),
             Err(e) => Err(StateError::unreadable(key, e)),
+        }
+    }
+}
+
+/// Opens the sled database. Sled takes an exclusive lock on the directory and releases it when
+/// the last of its threads lets go of a closed database, which can be a moment after the drop:
+/// a node reopened in the same process (a restart in tests, a store reopened after a check)
+/// waits for it, up to `LOCK_PATIENCE`; another process holding the directory is an error
+/// after that.
+fn open_db(dir: &Path) -> Result<sled::Db, StorageError> {
+    const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+    let started = std::time::Instant::now();
+    loop {
+        let opened = sled::Config::new()
+            .path(dir)
+            .cache_capacity(256 << 20)
+            .flush_every_ms(None)
+            .open();
+        match opened {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < LOCK_PATIENCE =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return Ok(other?),
         }
     }
 }

@@ -286,6 +286,11 @@ impl Core {
             }
         }
         if used {
+            if !batch.signatures_checked {
+                // Committed before it was usable here: the block's quorum vouches for it, and
+                // it is kept for peers that fetch it.
+                self.store_batch(&batch);
+            }
             self.pool.commit(&d);
             if batch.author == self.shared.me {
                 self.shared.own_batch_committed(batch.txs.len());
