@@ -214,8 +214,8 @@ pub struct Attestations {
 }
 
 impl Attestations {
-    /// Records a (verified) attestation; returns the attesters of the digest so far.
-    pub fn add(&mut self, digest: Digest, validator: AccountId) -> &[AccountId] {
+    /// Records a (verified) attestation.
+    pub fn add(&mut self, digest: Digest, validator: AccountId) {
         let attesters = self.by_digest.entry(digest).or_default();
         if !attesters.contains(&validator) {
             attesters.push(validator);
@@ -232,7 +232,6 @@ impl Attestations {
                 }
             }
         }
-        self.by_digest.get(&digest).map_or(&[], Vec::as_slice)
     }
 
     /// True if `validator` attested `digest`.

@@ -89,23 +89,8 @@ impl Core {
         let internal = self.internal.clone();
         let (max_bytes, max_txs) = (self.params.max_batch_bytes, self.params.max_batch_txs);
         tokio::spawn(async move {
-            let batch = verify_off_loop(
-                bytes,
-                &shared.chain_id,
-                max_bytes,
-                max_txs,
-                None,
-                Check::Signatures,
-            )
-            .await;
-            let _ = internal
-                .send(Internal::Verified {
-                    batch,
-                    origin: Origin::SelfCheck,
-                    expected: Some(d),
-                    order: None,
-                })
-                .await;
+            let limits = (max_bytes, max_txs);
+            fetch::check_and_deliver(&shared, &internal, bytes, limits, d, Origin::SelfCheck).await;
         });
     }
 

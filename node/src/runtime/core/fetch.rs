@@ -74,23 +74,8 @@ impl Core {
         tokio::spawn(async move {
             let hash = batches::to_hash(&digest);
             if let Ok(Some(bytes)) = shared.store.batch(&hash) {
-                let batch = verify_off_loop(
-                    bytes,
-                    &shared.chain_id,
-                    max_bytes,
-                    max_txs,
-                    None,
-                    Check::Signatures,
-                )
-                .await;
-                let _ = internal
-                    .send(Internal::Verified {
-                        batch,
-                        origin: Origin::Disk,
-                        expected: Some(digest),
-                        order: None,
-                    })
-                    .await;
+                let limits = (max_bytes, max_txs);
+                check_and_deliver(&shared, &internal, bytes, limits, digest, Origin::Disk).await;
                 return;
             }
             tokio::time::sleep(grace).await;
@@ -117,22 +102,9 @@ impl Core {
                     };
                     match codec::decode::<SyncResponse>(&bytes, MAX_FRAME) {
                         Ok(SyncResponse::Batch(Some(bytes))) => {
-                            let batch = verify_off_loop(
-                                bytes.into_vec(),
-                                &shared.chain_id,
-                                max_bytes,
-                                max_txs,
-                                None,
-                                Check::Signatures,
-                            )
-                            .await;
-                            let _ = internal
-                                .send(Internal::Verified {
-                                    batch,
-                                    origin: Origin::Peer(peer),
-                                    expected: Some(digest),
-                                    order: None,
-                                })
+                            let (bytes, limits) = (bytes.into_vec(), (max_bytes, max_txs));
+                            let origin = Origin::Peer(peer);
+                            check_and_deliver(&shared, &internal, bytes, limits, digest, origin)
                                 .await;
                             return;
                         }
@@ -325,4 +297,33 @@ impl Core {
     }
 
     // ---- certificates over executed headers ------------------------------------------------
+}
+
+/// Verifies every signature of a batch expected under `digest` (from disk, a peer, or held
+/// for its attestations) off the event loop, and hands the result to the driver.
+pub(super) async fn check_and_deliver(
+    shared: &NodeShared,
+    internal: &mpsc::Sender<Internal>,
+    bytes: Vec<u8>,
+    (max_bytes, max_txs): (usize, usize),
+    digest: Digest,
+    origin: Origin,
+) {
+    let batch = verify_off_loop(
+        bytes,
+        &shared.chain_id,
+        max_bytes,
+        max_txs,
+        None,
+        Check::Signatures,
+    )
+    .await;
+    let _ = internal
+        .send(Internal::Verified {
+            batch,
+            origin,
+            expected: Some(digest),
+            order: None,
+        })
+        .await;
 }
