@@ -20,11 +20,15 @@ pub(crate) struct BlockTree {
     /// committed the root): with the blocks from the root to it, the proof of the root's
     /// commit.
     commit_qc: Option<QuorumCert>,
+    /// Empty blocks in a row ending at the root, as committed through this tree (a tree built
+    /// at start or from a sync counts from its root: one if it is empty).
+    root_quiet_streak: u64,
 }
 
 impl BlockTree {
     pub(crate) fn new(root: Block, root_qc: QuorumCert) -> BlockTree {
         BlockTree {
+            root_quiet_streak: u64::from(root.payload.is_empty()),
             highest_qc: root_qc.clone(),
             root,
             root_qc,
@@ -110,6 +114,35 @@ impl BlockTree {
         }
         self.blocks.insert(block.id(), block);
         true
+    }
+
+    /// Empty blocks in a row ending at `id` (zero if it names a batch or is not held).
+    pub(crate) fn quiet_streak(&self, id: &Digest) -> u64 {
+        let mut streak = 0u64;
+        let mut cur = *id;
+        while let Some(b) = self.blocks.get(&cur) {
+            if !b.payload.is_empty() {
+                return streak;
+            }
+            streak = streak.saturating_add(1);
+            cur = b.parent;
+        }
+        if cur == self.root_id() {
+            streak = streak.saturating_add(self.root_quiet_streak);
+        }
+        streak
+    }
+
+    /// True if an uncommitted block from `id` down to the root names a batch.
+    pub(crate) fn has_uncommitted_payload(&self, id: &Digest) -> bool {
+        let mut cur = *id;
+        while let Some(b) = self.blocks.get(&cur) {
+            if !b.payload.is_empty() {
+                return true;
+            }
+            cur = b.parent;
+        }
+        false
     }
 
     /// Payload digests of the uncommitted blocks from `id` down to the root.
@@ -216,6 +249,11 @@ impl BlockTree {
             };
             let Some(block) = self.blocks.get(&id).cloned() else {
                 break;
+            };
+            self.root_quiet_streak = if block.payload.is_empty() {
+                self.root_quiet_streak.saturating_add(1)
+            } else {
+                0
             };
             self.root = block.clone();
             self.root_qc = qc.clone();

@@ -104,6 +104,8 @@ pub struct Consensus {
     verified: Verified,
     my_timeout: Option<Timeout>,
     payload_requested: Option<Round>,
+    /// The round whose idle wait a ready batch cut short.
+    idle_timer_shortened: Option<Round>,
     reconfiguration: Option<(Height, ValidatorSet)>,
     /// Leaders whose last round here ended without their proposal: their rounds get a short
     /// timer until they propose again (a local failure detector; safety does not depend on it).
@@ -175,6 +177,7 @@ impl Consensus {
             verified: Verified::default(),
             my_timeout: None,
             payload_requested: None,
+            idle_timer_shortened: None,
             reconfiguration: None,
             suspected: BTreeSet::new(),
             proposal_seen_this_round: false,
@@ -332,6 +335,7 @@ impl Consensus {
         match event {
             Event::Message { from, bytes } => self.on_message(from, &bytes, &mut out),
             Event::Timeout { round } => self.on_local_timeout(round, &mut out),
+            Event::PayloadReady => self.on_payload_ready(&mut out),
             Event::Payload {
                 round,
                 digests,
@@ -475,7 +479,47 @@ impl Consensus {
     /// rounds they would still certify, and with f validators silent every honest vote counts.
     /// A leader whose last round here ended without its proposal gets a quarter of it (a local
     /// failure detector; safety does not depend on it, and it backs off with the rest).
+    /// A quiet round adds its idle wait (`idle_wait_ms`), the longest an honest leader waits
+    /// for a batch before proposing, until a batch arrives (`Event::PayloadReady`).
     fn timeout_ms(&self) -> u64 {
+        self.failure_timeout_ms()
+            .saturating_add(self.idle_wait_ms(&self.tree.highest_qc().block))
+    }
+
+    /// The idle wait of a round extending `parent`: none if `parent` or an uncommitted block
+    /// below it carries payload (the block is needed to certify or commit it; votes go to
+    /// every validator, so a block's certificate commits its parent everywhere at once);
+    /// otherwise the heartbeat, doubled for each further empty block in a row, at most
+    /// `max_heartbeat_ms`. Every replica with the same highest QC computes the same wait.
+    fn idle_wait_ms(&self, parent: &Digest) -> u64 {
+        let streak = self.tree.quiet_streak(parent);
+        if streak == 0 || self.tree.has_uncommitted_payload(parent) {
+            return 0;
+        }
+        let doublings = streak.saturating_sub(1).min(16) as u32;
+        self.config
+            .heartbeat_ms
+            .saturating_mul(1u64 << doublings)
+            .min(self.config.max_heartbeat_ms.max(self.config.heartbeat_ms))
+    }
+
+    /// A batch is ready: a round whose timer allows for the idle wait gets the failure
+    /// timeout from now instead (once per round).
+    fn on_payload_ready(&mut self, out: &mut Vec<Action>) {
+        if self.idle_timer_shortened == Some(self.round) || self.my_timeout.is_some() {
+            return;
+        }
+        if self.idle_wait_ms(&self.tree.highest_qc().block) == 0 {
+            return;
+        }
+        self.idle_timer_shortened = Some(self.round);
+        out.push(Action::ShortenTimer {
+            round: self.round,
+            after_ms: self.failure_timeout_ms(),
+        });
+    }
+
+    fn failure_timeout_ms(&self) -> u64 {
         let failed = self
             .round
             .saturating_sub(self.tree.highest_qc().round)
@@ -518,6 +562,7 @@ impl Consensus {
         out.push(Action::RequestPayload {
             round: self.round,
             exclude: self.tree.uncommitted_payload(&parent),
+            wait_ms: self.idle_wait_ms(&parent),
         });
     }
 
@@ -852,7 +897,7 @@ impl Consensus {
         // still forms after losses), at the base interval, not the backed-off one.
         out.push(Action::SetTimer {
             round,
-            after_ms: self.timeout_ms().min(self.config.base_timeout_ms),
+            after_ms: self.failure_timeout_ms().min(self.config.base_timeout_ms),
         });
         if let Some(mut t) = timeout {
             t.entered_by = self

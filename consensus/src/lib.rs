@@ -92,6 +92,14 @@ pub struct Config {
     pub max_payload_digests: usize,
     /// Largest message decoded.
     pub max_message_bytes: usize,
+    /// The idle heartbeat: how long a leader waits for a batch, in a quiet round (no payload
+    /// in the block it extends or in an uncommitted block below), before it proposes an empty
+    /// block. The wait doubles with each further empty block in a row, up to
+    /// `max_heartbeat_ms`; a batch arriving ends it at once. Every replica adds the same wait
+    /// to the round's timer. Zero: no wait.
+    pub heartbeat_ms: u64,
+    /// The longest idle wait (see `heartbeat_ms`).
+    pub max_heartbeat_ms: u64,
 }
 
 impl Default for Config {
@@ -101,6 +109,8 @@ impl Default for Config {
             max_timeout_ms: 10_000,
             max_payload_digests: 64,
             max_message_bytes: 4 << 20,
+            heartbeat_ms: 0,
+            max_heartbeat_ms: 0,
         }
     }
 }
@@ -117,6 +127,10 @@ pub enum Event {
         /// The bytes.
         bytes: Vec<u8>,
     },
+    /// A batch this validator could order became available (usable here and not committed):
+    /// a quiet round's timer no longer allows for the idle wait, since an honest leader that
+    /// has the batch proposes at once (the heartbeat is not waited out for a failed leader).
+    PayloadReady,
     /// A timer set by `Action::SetTimer` expired.
     Timeout {
         /// Its round.
@@ -192,11 +206,27 @@ pub enum Action {
     PersistSafety(SafetyState),
     /// This replica leads `round`: answer with `Event::Payload`. `exclude` lists the digests
     /// already in the uncommitted ancestors being extended.
+    ///
+    /// With nothing to propose, the leader may wait up to `wait_ms` for a batch (a batch
+    /// arriving ends the wait) before it answers with an empty payload. `wait_ms` is zero
+    /// unless the round is quiet (no payload in the block being extended or an uncommitted
+    /// block below it: no payload waits for this block to be certified or committed); then it
+    /// is the idle heartbeat (see [`Config::heartbeat_ms`]).
     RequestPayload {
         /// Round.
         round: Round,
         /// Digests not to propose again.
         exclude: Vec<Digest>,
+        /// The longest the leader may wait for a batch.
+        wait_ms: u64,
+    },
+    /// Bring the timer of `round` forward to `after_ms` from now if it is set later (a timer
+    /// already due sooner stays).
+    ShortenTimer {
+        /// Round.
+        round: Round,
+        /// Delay.
+        after_ms: u64,
     },
     /// Check that every batch is held (fetch missing ones, from `author` first), then answer
     /// `Event::PayloadValidated`. The replica votes only after `valid = true`.

@@ -273,3 +273,144 @@ fn a_leader_that_got_the_certificate_before_the_block_proposes_when_the_block_ar
     assert!(asked(&actions), "{actions:?}");
     assert!(penalised(&actions).is_empty(), "{actions:?}");
 }
+
+// ---- the idle heartbeat ------------------------------------------------------------------
+
+const HEARTBEAT: u64 = 1000;
+const MAX_HEARTBEAT: u64 = 8000;
+
+/// Replica `i` with the idle heartbeat on, started.
+fn heartbeat_replica(f: &Fixture, i: usize) -> Consensus {
+    heartbeat_replica_and_start(f, i).0
+}
+
+/// Replica `i` with the idle heartbeat on, and the actions of its start.
+fn heartbeat_replica_and_start(f: &Fixture, i: usize) -> (Consensus, Vec<Action>) {
+    let config = crate::Config {
+        heartbeat_ms: HEARTBEAT,
+        max_heartbeat_ms: MAX_HEARTBEAT,
+        ..crate::Config::default()
+    };
+    let mut r = Consensus::new(
+        config,
+        f.keys[i].clone(),
+        f.set.clone(),
+        f.genesis.clone(),
+        None,
+    );
+    let started = r.start();
+    (r, started)
+}
+
+/// Feeds replica `r` the proposals of rounds 1..=n in a row, block k carrying a batch iff
+/// `with_payload(k)`; returns the actions of each proposal's step (the round it enters is the
+/// round of that proposal: its QC moves the replica on).
+fn feed_chain(
+    f: &Fixture,
+    r: &mut Consensus,
+    n: Round,
+    with_payload: impl Fn(Round) -> bool,
+) -> Vec<Vec<Action>> {
+    let mut justify = f.genesis.1.clone();
+    let mut steps = Vec::new();
+    for round in 1..=n {
+        let mut b = f.block(round, &justify, round * 10);
+        if !with_payload(round) {
+            b.payload.clear();
+            let key = &f.keys[usize::from(b.author)];
+            b = b.sign(key);
+        }
+        steps.push(r.handle(msg(b.author, Message::Proposal(b.clone()))));
+        justify = f.qc(&b);
+    }
+    steps
+}
+
+fn base() -> u64 {
+    crate::Config::default().base_timeout_ms
+}
+
+#[test]
+fn an_idle_network_stretches_its_rounds_by_a_doubling_heartbeat_up_to_the_cap() {
+    let f = Fixture::new();
+    let (mut r, started) = heartbeat_replica_and_start(&f, 0);
+    // Round 1 extends the empty genesis: one heartbeat.
+    assert_eq!(timer(&started), Some((1, base() + HEARTBEAT)));
+    let steps = feed_chain(&f, &mut r, 5, |_| false);
+    let timers: Vec<Option<(Round, u64)>> = steps.iter().map(|a| timer(a)).collect();
+    // Round k is entered on the QC of block k - 1; the empty blocks in a row ending there
+    // (counting the genesis) double the wait, up to the cap.
+    assert_eq!(
+        timers[1..],
+        [
+            Some((2, base() + 2 * HEARTBEAT)),
+            Some((3, base() + 4 * HEARTBEAT)),
+            Some((4, base() + MAX_HEARTBEAT)),
+            Some((5, base() + MAX_HEARTBEAT)),
+        ]
+    );
+}
+
+#[test]
+fn a_round_that_must_certify_payload_has_no_idle_wait() {
+    let f = Fixture::new();
+    let mut r = heartbeat_replica(&f, 0);
+    // Block 1 carries a batch; 2, 3 and 4 are empty.
+    let steps = feed_chain(&f, &mut r, 5, |k| k == 1);
+    let timers: Vec<Option<(Round, u64)>> = steps.iter().map(|a| timer(a)).collect();
+    assert_eq!(
+        timers[1..],
+        [
+            // On QC(b1): b1 commits only once its child is certified.
+            Some((2, base())),
+            // On QC(b2), which commits b1 at every replica (votes go to all): idle again.
+            Some((3, base() + HEARTBEAT)),
+            Some((4, base() + 2 * HEARTBEAT)),
+            Some((5, base() + 4 * HEARTBEAT)),
+        ]
+    );
+}
+
+#[test]
+fn the_leader_of_a_quiet_round_may_wait_for_a_batch_and_a_busy_one_may_not() {
+    let f = Fixture::new();
+    let wait_asked = |actions: &[Action]| {
+        actions.iter().find_map(|a| match a {
+            Action::RequestPayload { wait_ms, .. } => Some(*wait_ms),
+            _ => None,
+        })
+    };
+    let leader = usize::from(f.set.leader(4));
+    let mut quiet = heartbeat_replica(&f, leader);
+    let steps = feed_chain(&f, &mut quiet, 4, |_| false);
+    assert_eq!(wait_asked(&steps[3]), Some(MAX_HEARTBEAT));
+    let mut busy = heartbeat_replica(&f, leader);
+    let steps = feed_chain(&f, &mut busy, 4, |k| k == 3);
+    assert_eq!(wait_asked(&steps[3]), Some(0));
+}
+
+#[test]
+fn a_ready_batch_cuts_a_quiet_rounds_timer_to_the_failure_timeout_once() {
+    let f = Fixture::new();
+    let shortened = |actions: &[Action]| {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::ShortenTimer { round, after_ms } => Some((*round, *after_ms)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut quiet = heartbeat_replica(&f, 0);
+    feed_chain(&f, &mut quiet, 4, |_| false);
+    assert_eq!(quiet.round(), 4);
+    assert_eq!(
+        shortened(&quiet.handle(Event::PayloadReady)),
+        vec![(4, base())]
+    );
+    assert!(shortened(&quiet.handle(Event::PayloadReady)).is_empty());
+    // A round without an idle wait has nothing to cut.
+    let mut busy = heartbeat_replica(&f, 0);
+    feed_chain(&f, &mut busy, 4, |k| k == 3);
+    assert!(shortened(&busy.handle(Event::PayloadReady)).is_empty());
+}

@@ -164,14 +164,24 @@ pub struct ConsensusSection {
     pub base_timeout_ms: u64,
     /// Most batch digests one block names.
     pub max_batches_per_block: usize,
-    /// When a leader has no batch to propose, how long it waits for one before proposing an
-    /// empty block (bounds idle block production; the pipeline still commits).
-    #[serde(default = "default_empty_block_delay")]
-    pub empty_block_delay_ms: u64,
+    /// When nothing waits to be ordered (no batch to propose, none in the last two blocks), how
+    /// long a leader waits for a batch before proposing an empty block: the idle network's
+    /// heartbeat. It doubles with each further empty block in a row, up to
+    /// `max_heartbeat_ms`. A batch arriving ends the wait at once; every replica adds it to
+    /// the timer of such a round. (`empty_block_delay_ms` is its former name.)
+    #[serde(default = "default_heartbeat", alias = "empty_block_delay_ms")]
+    pub heartbeat_ms: u64,
+    /// The longest idle wait between empty blocks.
+    #[serde(default = "default_max_heartbeat")]
+    pub max_heartbeat_ms: u64,
 }
 
-fn default_empty_block_delay() -> u64 {
-    100
+fn default_heartbeat() -> u64 {
+    1000
+}
+
+fn default_max_heartbeat() -> u64 {
+    10_000
 }
 
 impl Default for ConsensusSection {
@@ -179,7 +189,8 @@ impl Default for ConsensusSection {
         ConsensusSection {
             base_timeout_ms: 1500,
             max_batches_per_block: 64,
-            empty_block_delay_ms: default_empty_block_delay(),
+            heartbeat_ms: default_heartbeat(),
+            max_heartbeat_ms: default_max_heartbeat(),
         }
     }
 }
@@ -297,6 +308,21 @@ impl Config {
         }
         if self.consensus.base_timeout_ms < 100 {
             return invalid("consensus.base_timeout_ms", "must be at least 100".into());
+        }
+        if self.consensus.max_heartbeat_ms > 60_000 {
+            return invalid(
+                "consensus.max_heartbeat_ms",
+                "must be at most 60000 (a minute without a block hides a failed network)".into(),
+            );
+        }
+        if self.consensus.heartbeat_ms > self.consensus.max_heartbeat_ms {
+            return invalid(
+                "consensus.heartbeat_ms",
+                format!(
+                    "must be at most consensus.max_heartbeat_ms ({})",
+                    self.consensus.max_heartbeat_ms
+                ),
+            );
         }
         if self.consensus.max_batches_per_block == 0 {
             return invalid(

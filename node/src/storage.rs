@@ -95,6 +95,9 @@ pub struct Store {
     dir: std::path::PathBuf,
     state: sled::Tree,
     blocks: sled::Tree,
+    /// Height → the quorum's certificate over that executed header, collected after the
+    /// block is stored (its own tree, so attaching it does not rewrite the block).
+    certs: sled::Tree,
     receipts: sled::Tree,
     txindex: sled::Tree,
     batches: sled::Tree,
@@ -122,6 +125,7 @@ impl Store {
         let store = Store {
             state: db.open_tree("state")?,
             blocks: db.open_tree("blocks")?,
+            certs: db.open_tree("certs")?,
             receipts: db.open_tree("receipts")?,
             txindex: db.open_tree("txindex")?,
             batches: db.open_tree("batches")?,
@@ -265,12 +269,20 @@ impl Store {
         Ok(())
     }
 
-    /// A committed block.
+    /// A committed block, with its certificate once collected.
     pub fn block(&self, height: Height) -> Result<Option<StoredBlock>, StorageError> {
-        self.blocks
-            .get(height.to_be_bytes())?
-            .map(|b| decode("block", &b))
-            .transpose()
+        let Some(bytes) = self.blocks.get(height.to_be_bytes())? else {
+            return Ok(None);
+        };
+        let mut block: StoredBlock = decode("block", &bytes)?;
+        if block.certificate.is_none() {
+            block.certificate = self
+                .certs
+                .get(height.to_be_bytes())?
+                .map(|c| decode("certificate", &c))
+                .transpose()?;
+        }
+        Ok(Some(block))
     }
 
     /// Height of the committed block with this consensus id.
@@ -287,10 +299,9 @@ impl Store {
         height: Height,
         certificate: &CommitCertificate,
     ) -> Result<(), StorageError> {
-        if let Some(mut block) = self.block(height)? {
-            block.certificate = Some(certificate.clone());
-            self.blocks
-                .insert(height.to_be_bytes(), codec::encode(&block))?;
+        if self.blocks.contains_key(height.to_be_bytes())? {
+            self.certs
+                .insert(height.to_be_bytes(), codec::encode(certificate))?;
         }
         Ok(())
     }

@@ -108,9 +108,10 @@ impl Cluster {
                 verify_all_signatures: false,
                 consensus: tally_consensus::Config {
                     base_timeout_ms: 1500,
+                    heartbeat_ms: 50,
+                    max_heartbeat_ms: 50,
                     ..tally_consensus::Config::default()
                 },
-                empty_block_delay: Duration::from_millis(50),
             };
             adjust(&mut o);
             options.push(o);

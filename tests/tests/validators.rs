@@ -111,10 +111,43 @@ async fn killing_the_leader_does_not_stall_the_network() {
     c.shutdown().await;
 }
 
+/// With nothing to order, a leader waits out the heartbeat before an empty block; a payment
+/// arriving ends the wait, and the blocks that certify and commit it follow at once (they do
+/// not wait for the heartbeat), so it is final everywhere well before the next beat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_network_beats_slowly_and_a_payment_wakes_it_at_once() {
+    const HEARTBEAT: Duration = Duration::from_secs(6);
+    let c = Cluster::start_with(4, |o| {
+        o.consensus.heartbeat_ms = HEARTBEAT.as_millis() as u64;
+        o.consensus.max_heartbeat_ms = HEARTBEAT.as_millis() as u64;
+    })
+    .await;
+    c.wait_height(2, LONG).await;
+    let idle_from = c.height(0);
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    let beats = c.height(0) - idle_from;
+    // Two or three heartbeats (a 50 ms wait made about 260 blocks here).
+    assert!(beats <= 4, "{beats} blocks in 13 s of idling");
+    let tx = c.transfer(4, 5, 0, 1_000);
+    let submitted = std::time::Instant::now();
+    assert_eq!(c.submit(1, &tx).await.0, 202);
+    for i in 0..4 {
+        let fin = c.wait_final(i, &tx.hash(), LONG).await;
+        assert_eq!(fin.status, "committed");
+    }
+    let took = submitted.elapsed();
+    assert!(
+        took < HEARTBEAT * 3 / 4,
+        "final on every validator after {took:?}: a block of the commit pipeline waited for \
+         the heartbeat"
+    );
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_validator_that_missed_a_thousand_blocks_syncs_them() {
     let mut c = Cluster::start_with(4, |o| {
-        o.empty_block_delay = Duration::ZERO;
+        o.consensus.heartbeat_ms = 0;
         o.consensus.base_timeout_ms = 400;
     })
     .await;

@@ -24,7 +24,7 @@ use self::adversary::{forge, forge_sync, Behaviour};
 use crate::consensus::Rule;
 use crate::types::{hash_parts, vote_digest, Block, Digest, EpochProof, Message, QuorumCert, Vote};
 use crate::verified::Verified;
-use crate::{Action, Config, Consensus, Event, SafetyState, ValidatorIndex, ValidatorSet};
+use crate::{Action, Config, Consensus, Event, Round, SafetyState, ValidatorIndex, ValidatorSet};
 use ed25519_dalek::{Signer, SigningKey};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -153,6 +153,8 @@ struct Node {
     /// Proofs of the epochs it saw end, by the height of their last block.
     epoch_proofs: BTreeMap<u64, EpochProof>,
     timer_generation: u64,
+    /// When the armed timer fires (simulated ms).
+    timer_at: u64,
     commits_at_heal: Option<u64>,
 }
 
@@ -233,6 +235,7 @@ pub fn run(cfg: &SimConfig) -> SimReport {
                 committed: Vec::new(),
                 epoch_proofs: BTreeMap::new(),
                 timer_generation: 0,
+                timer_at: 0,
                 commits_at_heal: None,
             });
         }
@@ -273,6 +276,10 @@ impl Sim {
             max_timeout_ms: 4000,
             max_payload_digests: 8,
             max_message_bytes: 1 << 20,
+            // Every simulated leader always has a batch to propose, so no round is quiet after
+            // the first: the heartbeat would only lengthen the first timer.
+            heartbeat_ms: 0,
+            max_heartbeat_ms: 0,
         }
     }
 
@@ -626,16 +633,24 @@ impl Sim {
         self.perform(i, actions);
     }
 
+    fn set_timer(&mut self, i: usize, round: Round, after_ms: u64) {
+        self.nodes[i].timer_generation += 1;
+        let generation = self.nodes[i].timer_generation;
+        let at = self.now + after_ms;
+        self.nodes[i].timer_at = at;
+        self.schedule(at, i, Delivery::Timer { round, generation });
+    }
+
     fn perform(&mut self, i: usize, actions: Vec<Action>) {
         for a in actions {
             match a {
                 Action::Send { to, bytes } => self.outgoing(i, Some(to as usize), bytes),
                 Action::Broadcast { bytes } => self.outgoing(i, None, bytes),
-                Action::SetTimer { round, after_ms } => {
-                    self.nodes[i].timer_generation += 1;
-                    let generation = self.nodes[i].timer_generation;
-                    let at = self.now + after_ms;
-                    self.schedule(at, i, Delivery::Timer { round, generation });
+                Action::SetTimer { round, after_ms } => self.set_timer(i, round, after_ms),
+                Action::ShortenTimer { round, after_ms } => {
+                    if self.now + after_ms < self.nodes[i].timer_at {
+                        self.set_timer(i, round, after_ms);
+                    }
                 }
                 Action::PersistSafety(s) => self.nodes[i].safety = Some(s),
                 Action::RequestPayload { round, .. } => {

@@ -82,8 +82,6 @@ pub struct NodeOptions {
     pub verify_all_signatures: bool,
     /// Consensus parameters.
     pub consensus: tally_consensus::Config,
-    /// Idle leader's wait before an empty block.
-    pub empty_block_delay: Duration,
 }
 
 /// A start-up failure.
@@ -174,9 +172,10 @@ impl NodeOptions {
             consensus: tally_consensus::Config {
                 base_timeout_ms: config.consensus.base_timeout_ms,
                 max_payload_digests: config.consensus.max_batches_per_block,
+                heartbeat_ms: config.consensus.heartbeat_ms,
+                max_heartbeat_ms: config.consensus.max_heartbeat_ms,
                 ..tally_consensus::Config::default()
             },
-            empty_block_delay: Duration::from_millis(config.consensus.empty_block_delay_ms),
         })
     }
 }
@@ -410,7 +409,6 @@ impl RunningNode {
             consensus,
             core::CoreParams {
                 key: options.key.clone(),
-                empty_block_delay: options.empty_block_delay,
                 max_batch_bytes: gossip_limit,
                 max_batch_txs: options.batch_max_txs.max(1),
                 verify_all_signatures: options.verify_all_signatures,

@@ -9,6 +9,7 @@ use crate::tools::loadgen::{Load, LoadConfig, LoadStats};
 use crate::tools::testnet::{Testnet, TestnetSpec};
 use anyhow::Context;
 use clap::Args;
+use ed25519_dalek::SigningKey;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -16,6 +17,8 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tally_ledger::primitives::{AccountId, AssetCode};
+use tally_ledger::tx::SignedTransaction;
 
 /// Flags shared by `tally devnet` and `tally bench`.
 #[derive(Debug, Clone, Args)]
@@ -67,6 +70,10 @@ pub struct DevnetArgs {
     /// that `tally devnet` runs next to the load.
     #[arg(long)]
     pub no_scenarios: bool,
+    /// `tally bench` only: run the network with no load for this long (e.g. `60s`) and report
+    /// blocks per second and the bytes each validator writes and keeps, instead of a load run.
+    #[arg(long, value_parser = parse_duration)]
+    pub idle: Option<Duration>,
 }
 
 /// `30s`, `500ms`, `2m`, `1h` or plain seconds.
@@ -282,7 +289,9 @@ fn summary(
     stats: &LoadStats,
     elapsed: Duration,
     finalized_in_window: u64,
+    ceiling: Option<f64>,
 ) -> serde_json::Value {
+    let committed_tps = (finalized_in_window as f64 / elapsed.as_secs_f64()).round();
     let refused = stats.refused.lock().map(|m| m.clone()).unwrap_or_default();
     let rejected = stats.rejected.lock().map(|m| m.clone()).unwrap_or_default();
     let heights: Vec<u64> = devnet.nodes.iter().map(|n| n.shared().height()).collect();
@@ -302,7 +311,9 @@ fn summary(
         "committed": stats.finalized(),
         "applied": stats.applied.load(Ordering::Relaxed),
         "rejected": rejected,
-        "committed_tps": (finalized_in_window as f64 / elapsed.as_secs_f64()).round(),
+        "committed_tps": committed_tps,
+        "signature_ceiling_per_s": ceiling.map(f64::round),
+        "ceiling_ratio": ceiling.map(|c| (committed_tps / c * 1000.0).round() / 1000.0),
         "latency_ms": {
             "p50": stats.percentile(0.50),
             "p95": stats.percentile(0.95),
@@ -347,7 +358,12 @@ pub fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
 }
 
 /// `tally bench`: the same network and load, the summary as one JSON object on stdout.
+/// With `--idle`, the network runs without load and the summary reports what it costs.
 pub fn bench(mut args: DevnetArgs) -> anyhow::Result<()> {
+    if let Some(idle) = args.idle {
+        init_logging(&args.log_format, &args.log_filter)?;
+        return runtime()?.block_on(run_idle(args, idle));
+    }
     anyhow::ensure!(
         args.rate > 0,
         "--rate: a benchmark measures a load of payments per second, so it must be above 0 \
@@ -360,8 +376,147 @@ pub fn bench(mut args: DevnetArgs) -> anyhow::Result<()> {
     runtime()?.block_on(run(args, true))
 }
 
+/// Bytes under `dir`, recursively (a validator's data directory as the disk sees it).
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Bytes this process has caused to be written to storage (`write_bytes` of
+/// `/proc/self/io`); `None` where the kernel does not say.
+fn process_write_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `tally bench --idle`: blocks per second and disk cost of a network with nothing to order.
+/// Measured after a warm-up (the first blocks, sled's first segments), over `idle`.
+async fn run_idle(args: DevnetArgs, idle: Duration) -> anyhow::Result<()> {
+    let devnet = Devnet::start(&args).await?;
+    devnet.wait_height(1, Duration::from_secs(60)).await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let heartbeat_ms = Config::load(&devnet.dir.join("validator-0").join("node.toml"))
+        .map(|c| c.consensus.heartbeat_ms)
+        .ok();
+    let dirs: Vec<PathBuf> = (0..devnet.nodes.len())
+        .map(|i| devnet.dir.join(format!("validator-{i}")))
+        .collect();
+    let heights_before: Vec<u64> = devnet.nodes.iter().map(|n| n.shared().height()).collect();
+    let bytes_before: Vec<u64> = dirs.iter().map(|d| dir_bytes(d)).collect();
+    let written_before = process_write_bytes();
+    let started = Instant::now();
+    tokio::select! {
+        _ = tokio::time::sleep(idle) => {}
+        _ = shutdown_signal() => {}
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let heights: Vec<u64> = devnet.nodes.iter().map(|n| n.shared().height()).collect();
+    let growth: Vec<i64> = dirs
+        .iter()
+        .zip(&bytes_before)
+        .map(|(d, b)| dir_bytes(d) as i64 - *b as i64)
+        .collect();
+    let per_hour = |bytes: f64| (bytes * 3600.0 / elapsed).round();
+    let blocks = heights
+        .iter()
+        .zip(&heights_before)
+        .map(|(a, b)| a.saturating_sub(*b))
+        .max()
+        .unwrap_or(0);
+    let written = written_before
+        .zip(process_write_bytes())
+        .map(|(b, a)| a.saturating_sub(b) / devnet.nodes.len().max(1) as u64);
+    let s = serde_json::json!({
+        "mode": "idle",
+        "validators": args.validators,
+        "duration_s": elapsed,
+        "heartbeat_ms": heartbeat_ms,
+        "blocks": blocks,
+        "blocks_per_s": blocks as f64 / elapsed,
+        "heights": heights,
+        "data_dir_growth_bytes": growth,
+        "data_dir_growth_bytes_per_hour": growth.iter().map(|g| per_hour(*g as f64)).collect::<Vec<_>>(),
+        "written_bytes_per_validator": written,
+        "written_bytes_per_validator_per_hour": written.map(|w| per_hour(w as f64)),
+        "view_changes": devnet.sum_metric(|m| m.consensus_view_changes.get()),
+        "timeouts": devnet.sum_metric(|m| m.consensus_timeouts.get()),
+        "state_roots_agree": devnet.state_roots_agree(),
+    });
+    crate::outln!("{s}");
+    devnet.shutdown().await;
+    Ok(())
+}
+
+/// Transfers verified per second on this machine by the validators' own verifier
+/// (`tx::verify_batch`: ed25519 batch verification in chunks on the rayon pool), every core
+/// busy, before the network starts: the most a network that verified each signature once
+/// could commit here. `tally bench` reports committed tx/s as a share of it, so that runs
+/// compare across machines.
+fn signature_ceiling(chain_id: &str) -> f64 {
+    use rayon::prelude::*;
+    use tally_ledger::tx::{Payload, Transaction, Transfer};
+    const SAMPLE: usize = 8192;
+    let keys: Vec<SigningKey> = (1..=64u8)
+        .map(|i| SigningKey::from_bytes(&[i; 32]))
+        .collect();
+    let ids: Vec<AccountId> = keys
+        .iter()
+        .map(|k| AccountId(k.verifying_key().to_bytes()))
+        .collect();
+    let Some(usd) = AssetCode::new("USD") else {
+        return 0.0;
+    };
+    let txs: Vec<SignedTransaction> = (0..SAMPLE)
+        .into_par_iter()
+        .map(|k| {
+            let from = k % keys.len();
+            Transaction {
+                chain_id: chain_id.to_owned(),
+                sender: ids[from],
+                sequence: k as u64,
+                expiry_height: 1_000_000,
+                payload: Payload::Transfer(Transfer {
+                    to: ids[(from + 1) % ids.len()],
+                    asset: usd.clone(),
+                    amount: 1 + k as u64 % 9_999,
+                    memo: None,
+                    travel: None,
+                }),
+            }
+            .sign(&keys[from])
+        })
+        .collect();
+    let started = Instant::now();
+    let mut verified = 0usize;
+    while started.elapsed() < Duration::from_secs(2) {
+        let out = tally_ledger::tx::verify_batch(txs.clone(), chain_id);
+        verified += out.iter().filter(|r| r.is_ok()).count();
+    }
+    verified as f64 / started.elapsed().as_secs_f64()
+}
+
 async fn run(args: DevnetArgs, quiet: bool) -> anyhow::Result<()> {
     let devnet = Devnet::start(&args).await?;
+    // Measured before the load starts (the validators idle), so it has the machine to itself.
+    let ceiling = if quiet && args.rate > 0 {
+        let chain_id = devnet.testnet.genesis.chain_id.clone();
+        tokio::task::spawn_blocking(move || signature_ceiling(&chain_id))
+            .await
+            .ok()
+    } else {
+        None
+    };
     if !quiet {
         crate::outln!(
             "devnet: {} validators in {}; validator-0 API at {}",
@@ -445,7 +600,14 @@ async fn run(args: DevnetArgs, quiet: bool) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let stats: Arc<LoadStats> = load.finish().await;
-        let s = summary(&args, &devnet, &stats, elapsed, finalized_in_window);
+        let s = summary(
+            &args,
+            &devnet,
+            &stats,
+            elapsed,
+            finalized_in_window,
+            ceiling,
+        );
         if quiet {
             crate::outln!("{s}");
         } else {

@@ -346,6 +346,12 @@ max_inflight_txs = 1000
 base_timeout_ms = 1500
 # Most transaction batches named by one block.
 max_batches_per_block = 64
+# When nothing waits to be ordered, a leader waits this long for a batch before proposing an
+# empty block (the idle heartbeat); a batch arriving ends the wait at once. The wait doubles
+# with each further empty block, up to max_heartbeat_ms (keep it well under the 30 s window of
+# the TallyNoBlockFinalized alert).
+heartbeat_ms = 1000
+max_heartbeat_ms = 10000
 
 [logging]
 # "pretty" for people, "json" for log pipelines.

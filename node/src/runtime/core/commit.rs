@@ -13,7 +13,7 @@ impl Core {
         };
         let digests = self.pool.payload(&exclude, self.params.max_payload);
         let now = Instant::now();
-        if digests.is_empty() && exclude.is_empty() && !deadline_passed && now < deadline {
+        if digests.is_empty() && !deadline_passed && now < deadline {
             self.payload_request = Some((round, exclude, deadline));
             return;
         }

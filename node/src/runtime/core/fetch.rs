@@ -293,6 +293,11 @@ impl Core {
             self.local
                 .push_back(Event::PayloadValidated { block, valid: true });
         }
+        if !self.pool.is_committed(&d) {
+            // A quiet round's timer stops allowing for the idle wait: a leader that has it
+            // proposes now.
+            self.local.push_back(Event::PayloadReady);
+        }
         self.answer_payload(false);
     }
 

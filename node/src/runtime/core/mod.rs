@@ -47,7 +47,6 @@ const MAX_CLOCK_SKEW_MS: u64 = 10_000;
 /// Static parameters of the driver.
 pub(crate) struct CoreParams {
     pub key: SigningKey,
-    pub empty_block_delay: Duration,
     pub max_batch_bytes: usize,
     pub max_batch_txs: usize,
     /// Check every signature of every peer batch, as if this validator were every author's
@@ -301,8 +300,23 @@ impl Core {
                         return Err(());
                     }
                 }
-                Action::RequestPayload { round, exclude } => {
-                    let deadline = Instant::now() + self.params.empty_block_delay;
+                Action::ShortenTimer { round, after_ms } => {
+                    let at = Instant::now() + Duration::from_millis(after_ms);
+                    if let Some((r, due)) = &mut self.timer {
+                        if *r == round && at < *due {
+                            *due = at;
+                        }
+                    }
+                }
+                Action::RequestPayload {
+                    round,
+                    exclude,
+                    wait_ms,
+                } => {
+                    // In a quiet round, wait up to the idle heartbeat for a batch (one arriving
+                    // ends the wait); otherwise propose at once, empty if need be: the
+                    // pipeline needs the block to certify or commit what is below.
+                    let deadline = Instant::now() + Duration::from_millis(wait_ms);
                     self.payload_request = Some((round, exclude, deadline));
                     self.answer_payload(false);
                 }
