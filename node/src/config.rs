@@ -181,7 +181,7 @@ fn default_heartbeat() -> u64 {
 }
 
 fn default_max_heartbeat() -> u64 {
-    10_000
+    15_000
 }
 
 impl Default for ConsensusSection {

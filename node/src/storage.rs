@@ -25,6 +25,8 @@ const MAX_RECORD_BYTES: usize = 256 << 20;
 const COMMITTED_HEIGHT: &[u8] = b"committed_height";
 const GENESIS_HASH: &[u8] = b"genesis_hash";
 const SAFETY: &[u8] = b"safety";
+/// The consensus safety state's file in the data directory.
+const SAFETY_FILE: &str = "consensus-safety";
 /// Evidence records kept per kind (proposal, vote, timeout) and validator.
 pub const MAX_EVIDENCE_PER_KIND: usize = 1_000;
 
@@ -34,6 +36,9 @@ pub enum StorageError {
     /// sled reported an I/O or corruption error.
     #[error("storage: {0}")]
     Sled(#[from] sled::Error),
+    /// A file beside the database (the consensus safety state) could not be read or written.
+    #[error("storage file: {0}")]
+    File(#[from] std::io::Error),
     /// A stored record does not decode.
     #[error("stored record {what} does not decode: {source}")]
     Corrupt {
@@ -333,10 +338,22 @@ impl Store {
         Ok(self.batches.get(digest.0)?.map(|v| v.to_vec()))
     }
 
-    /// Durably stores the consensus safety state: returns only after fsync.
+    /// Durably stores the consensus safety state: returns only after fsync. What the store
+    /// holds is flushed first, so the batches and blocks a vote relies on are durable before
+    /// it. The state itself is one small file replaced atomically (written beside it, fsync'd,
+    /// renamed over it, the directory fsync'd), not a sled record: rewritten at every vote, in
+    /// sled it left a copy in the log each round (most of an idle network's disk growth).
     pub fn put_safety_state(&self, bytes: &[u8]) -> Result<(), StorageError> {
-        self.meta.insert(SAFETY, bytes)?;
         self.db.flush()?;
+        let path = self.dir.join(SAFETY_FILE);
+        let temporary = self.dir.join(format!("{SAFETY_FILE}.new"));
+        {
+            let mut file = std::fs::File::create(&temporary)?;
+            std::io::Write::write_all(&mut file, bytes)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&temporary, &path)?;
+        std::fs::File::open(&self.dir)?.sync_all()?;
         Ok(())
     }
 
@@ -354,7 +371,14 @@ impl Store {
 
     /// The last persisted consensus safety state.
     pub fn safety_state(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.meta.get(SAFETY)?.map(|v| v.to_vec()))
+        match std::fs::read(self.dir.join(SAFETY_FILE)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            // A data directory from before the file kept the state in the meta tree.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(self.meta.get(SAFETY)?.map(|v| v.to_vec()))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Records equivocation evidence (encoded) under `kind/validator/round`, keeping at most
@@ -531,6 +555,33 @@ mod tests {
             })
         );
         assert_eq!(store.state_value(b"acct/x").unwrap(), Some(vec![7]));
+    }
+
+    #[test]
+    fn the_safety_state_is_the_last_one_written_after_a_reopen_and_an_older_store_keeps_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(store.safety_state().unwrap(), None);
+            // A store written before the file held the state in the meta tree.
+            store.meta.insert(SAFETY, b"older".as_slice()).unwrap();
+            store.db.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.safety_state().unwrap().as_deref(),
+            Some(b"older".as_slice())
+        );
+        store.put_safety_state(b"first").unwrap();
+        store.put_safety_state(b"second").unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.safety_state().unwrap().as_deref(),
+            Some(b"second".as_slice())
+        );
+        // Nothing half-written is left beside it.
+        assert!(!dir.path().join(format!("{SAFETY_FILE}.new")).exists());
     }
 
     #[test]

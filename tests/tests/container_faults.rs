@@ -104,6 +104,10 @@ impl Stack {
             chain_id: "tally-containers".into(),
             accounts: ACCOUNTS,
             host_template: Some("validator-{i}".into()),
+            // These tests count blocks while the network idles between faults: a 100 ms
+            // heartbeat keeps the block rate they were written for (the idle backoff has its
+            // own test in validators.rs).
+            heartbeat_ms: (100, 100),
             ..TestnetSpec::default()
         })
         .expect("testnet");

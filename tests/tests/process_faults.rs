@@ -51,6 +51,10 @@ impl Net {
             p2p_base_port: p2p_base,
             genesis_time_ms: 0,
             host_template: None,
+            // These tests count blocks while the network idles between phases: a 100 ms
+            // heartbeat keeps the block rate they were written for (the idle backoff has its
+            // own test in validators.rs).
+            heartbeat_ms: (100, 100),
         })
         .expect("testnet");
         testnet.write(dir).expect("write testnet");

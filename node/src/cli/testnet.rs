@@ -76,6 +76,7 @@ pub fn run(cmd: TestnetCommand) -> anyhow::Result<()> {
         p2p_base_port,
         genesis_time_ms: now,
         host_template,
+        ..TestnetSpec::default()
     })?;
     net.write(&out)?;
     crate::outln!(

@@ -543,7 +543,9 @@ impl<'a> Scenarios<'a> {
             l.per_transaction = Some(1_500 * UNIT);
         }
         let status: StatusView = self.get("/v1/status").await?;
-        let effective = status.height + 60;
+        // Far enough ahead for the votes to land first; near enough that an idle network,
+        // whose heartbeat blocks come at most 10 s apart, reaches it within the wait below.
+        let effective = status.height + 20;
         let propose = Payload::Propose {
             action: GovAction::SetRules(rules),
             effective_height: effective,
@@ -582,8 +584,8 @@ impl<'a> Scenarios<'a> {
             if s.height >= effective {
                 break;
             }
-            if started.elapsed() > Duration::from_secs(120) {
-                bail!("height {effective} not reached");
+            if started.elapsed() > Duration::from_secs(300) {
+                bail!("height {effective} not reached within 300 s");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -31,6 +31,9 @@ pub struct TestnetSpec {
     /// [`CONTAINER_DATA_DIR`] and its directory holds its own copy of the genesis (it is
     /// mounted alone). `None`: every validator on 127.0.0.1 at base port + i.
     pub host_template: Option<String>,
+    /// `consensus.heartbeat_ms` and `consensus.max_heartbeat_ms` written into every
+    /// validator's config.
+    pub heartbeat_ms: (u64, u64),
 }
 
 /// Where a validator's data goes in the container image (a volume).
@@ -46,6 +49,7 @@ impl Default for TestnetSpec {
             p2p_base_port: 7700,
             genesis_time_ms: 0,
             host_template: None,
+            heartbeat_ms: (1000, 15_000),
         }
     }
 }
@@ -350,8 +354,8 @@ max_batches_per_block = 64
 # empty block (the idle heartbeat); a batch arriving ends the wait at once. The wait doubles
 # with each further empty block, up to max_heartbeat_ms (keep it well under the 30 s window of
 # the TallyNoBlockFinalized alert).
-heartbeat_ms = 1000
-max_heartbeat_ms = 10000
+heartbeat_ms = {heartbeat}
+max_heartbeat_ms = {max_heartbeat}
 
 [logging]
 # "pretty" for people, "json" for log pipelines.
@@ -361,6 +365,8 @@ filter = "info"
 "#,
             name = v.name,
             bootstrap = bootstrap.join(", "),
+            heartbeat = self.spec.heartbeat_ms.0,
+            max_heartbeat = self.spec.heartbeat_ms.1,
         )
     }
 
