@@ -133,16 +133,11 @@ impl BlockTree {
         streak
     }
 
-    /// True if an uncommitted block from `id` down to the root names a batch.
-    pub(crate) fn has_uncommitted_payload(&self, id: &Digest) -> bool {
-        let mut cur = *id;
-        while let Some(b) = self.blocks.get(&cur) {
-            if !b.payload.is_empty() {
-                return true;
-            }
-            cur = b.parent;
-        }
-        false
+    /// Whether a round extending `id` is quiet: `id` names no batch and it is the root or its
+    /// parent is (nothing below it waits to commit). `None` if the block is not held.
+    pub(crate) fn quiet(&self, id: &Digest) -> Option<bool> {
+        let b = self.get(id)?;
+        Some(b.payload.is_empty() && (*id == self.root_id() || b.parent == self.root_id()))
     }
 
     /// Payload digests of the uncommitted blocks from `id` down to the root.

@@ -479,28 +479,48 @@ impl Consensus {
     /// rounds they would still certify, and with f validators silent every honest vote counts.
     /// A leader whose last round here ended without its proposal gets a quarter of it (a local
     /// failure detector; safety does not depend on it, and it backs off with the rest).
-    /// A quiet round adds its idle wait (`idle_wait_ms`), the longest an honest leader waits
-    /// for a batch before proposing, until a batch arrives (`Event::PayloadReady`).
+    /// A round that may be quiet adds the longest idle wait (`idle_allowance_ms`) until a batch
+    /// is ready here (`Event::PayloadReady`).
     fn timeout_ms(&self) -> u64 {
         self.failure_timeout_ms()
-            .saturating_add(self.idle_wait_ms(&self.tree.highest_qc().block))
+            .saturating_add(self.idle_allowance_ms())
     }
 
-    /// The idle wait of a round extending `parent`: none if `parent` or an uncommitted block
-    /// below it carries payload (the block is needed to certify or commit it; votes go to
-    /// every validator, so a block's certificate commits its parent everywhere at once);
-    /// otherwise the heartbeat, doubled for each further empty block in a row, at most
-    /// `max_heartbeat_ms`. Every replica with the same highest QC computes the same wait.
-    fn idle_wait_ms(&self, parent: &Digest) -> u64 {
-        let streak = self.tree.quiet_streak(parent);
-        if streak == 0 || self.tree.has_uncommitted_payload(parent) {
+    /// The longest idle wait (zero when the heartbeat is off).
+    fn max_idle_wait_ms(&self) -> u64 {
+        if self.config.heartbeat_ms == 0 {
             return 0;
         }
-        let doublings = streak.saturating_sub(1).min(16) as u32;
+        self.config.max_heartbeat_ms.max(self.config.heartbeat_ms)
+    }
+
+    /// What a replica's timer allows for the leader's idle wait: the longest wait unless the
+    /// replica knows the round is not quiet. The wait an honest leader takes depends on how
+    /// many empty blocks it has seen in a row, which a replica that restarted or synced counts
+    /// from its own root; the timer must not be shorter than any honest leader's wait, or the
+    /// replica gives up a round the others would certify.
+    fn idle_allowance_ms(&self) -> u64 {
+        match self.tree.quiet(&self.tree.highest_qc().block) {
+            Some(false) => 0,
+            _ => self.max_idle_wait_ms(),
+        }
+    }
+
+    /// The idle wait of this leader's round, extending `parent`. None unless the round is
+    /// quiet: `parent` names no batch and everything below it is committed (a block's
+    /// certificate commits its parent at every replica at once, since votes go to all), and
+    /// the round was not entered by a timeout certificate (after a failed round the leader
+    /// proposes at once, so the chain commits again without waiting). Then the heartbeat,
+    /// doubled for each further empty block in a row, at most `max_heartbeat_ms`.
+    fn idle_wait_ms(&self, parent: &Digest) -> u64 {
+        if self.entered_by.is_some() || self.tree.quiet(parent) != Some(true) {
+            return 0;
+        }
+        let doublings = self.tree.quiet_streak(parent).saturating_sub(1).min(16) as u32;
         self.config
             .heartbeat_ms
             .saturating_mul(1u64 << doublings)
-            .min(self.config.max_heartbeat_ms.max(self.config.heartbeat_ms))
+            .min(self.max_idle_wait_ms())
     }
 
     /// A batch is ready: a round whose timer allows for the idle wait gets the failure
@@ -509,7 +529,7 @@ impl Consensus {
         if self.idle_timer_shortened == Some(self.round) || self.my_timeout.is_some() {
             return;
         }
-        if self.idle_wait_ms(&self.tree.highest_qc().block) == 0 {
+        if self.idle_allowance_ms() == 0 {
             return;
         }
         self.idle_timer_shortened = Some(self.round);
@@ -1286,6 +1306,7 @@ impl Consensus {
         self.answered_laggers.clear();
         self.pending_proposal = None;
         self.payload_requested = None;
+        self.idle_timer_shortened = None;
         // An answer still on its way was asked for in the old epoch: not awaited any more.
         self.sync_peer = None;
         let first = self.tree.root_qc().round.saturating_add(1);

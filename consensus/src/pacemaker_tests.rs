@@ -6,7 +6,9 @@
 
 use crate::byzantine_tests::{msg, penalised, Fixture};
 use crate::types::timeout_digest;
-use crate::{Action, Certificates, Consensus, Event, Message, QuorumCert, Round, TimeoutCert};
+use crate::{
+    Action, Block, Certificates, Consensus, Event, Message, QuorumCert, Round, TimeoutCert,
+};
 use ed25519_dalek::Signer;
 
 impl Fixture {
@@ -302,6 +304,17 @@ fn heartbeat_replica_and_start(f: &Fixture, i: usize) -> (Consensus, Vec<Action>
     (r, started)
 }
 
+/// Block `round` on `justify`, carrying a batch or not, signed by its leader.
+fn chain_block(f: &Fixture, round: Round, justify: &QuorumCert, with_payload: bool) -> Block {
+    let mut b = f.block(round, justify, round * 10);
+    if !with_payload {
+        b.payload.clear();
+        let key = &f.keys[usize::from(b.author)];
+        b = b.sign(key);
+    }
+    b
+}
+
 /// Feeds replica `r` the proposals of rounds 1..=n in a row, block k carrying a batch iff
 /// `with_payload(k)`; returns the actions of each proposal's step (the round it enters is the
 /// round of that proposal: its QC moves the replica on).
@@ -314,12 +327,7 @@ fn feed_chain(
     let mut justify = f.genesis.1.clone();
     let mut steps = Vec::new();
     for round in 1..=n {
-        let mut b = f.block(round, &justify, round * 10);
-        if !with_payload(round) {
-            b.payload.clear();
-            let key = &f.keys[usize::from(b.author)];
-            b = b.sign(key);
-        }
+        let b = chain_block(f, round, &justify, with_payload(round));
         steps.push(r.handle(msg(b.author, Message::Proposal(b.clone()))));
         justify = f.qc(&b);
     }
@@ -330,29 +338,39 @@ fn base() -> u64 {
     crate::Config::default().base_timeout_ms
 }
 
+fn wait_asked(actions: &[Action]) -> Option<u64> {
+    actions.iter().find_map(|a| match a {
+        Action::RequestPayload { wait_ms, .. } => Some(*wait_ms),
+        _ => None,
+    })
+}
+
 #[test]
-fn an_idle_network_stretches_its_rounds_by_a_doubling_heartbeat_up_to_the_cap() {
+fn an_idle_leader_waits_a_heartbeat_that_doubles_with_each_empty_block_up_to_the_cap() {
     let f = Fixture::new();
-    let (mut r, started) = heartbeat_replica_and_start(&f, 0);
-    // Round 1 extends the empty genesis: one heartbeat.
-    assert_eq!(timer(&started), Some((1, base() + HEARTBEAT)));
-    let steps = feed_chain(&f, &mut r, 5, |_| false);
-    let timers: Vec<Option<(Round, u64)>> = steps.iter().map(|a| timer(a)).collect();
-    // Round k is entered on the QC of block k - 1; the empty blocks in a row ending there
-    // (counting the genesis) double the wait, up to the cap.
+    // Round k is entered on the QC of block k - 1; its leader counts the empty blocks in a
+    // row ending there (the genesis included) and waits 1, 2, 4, 8 s, then the cap.
+    let mut waits = Vec::new();
+    for round in 1..=5u64 {
+        let (mut r, started) = heartbeat_replica_and_start(&f, usize::from(f.set.leader(round)));
+        // Block `round`'s proposal carries QC(round - 1): its step enters the round.
+        let steps = feed_chain(&f, &mut r, round, |_| false);
+        let entered = if round == 1 {
+            &started
+        } else {
+            &steps[steps.len() - 1]
+        };
+        waits.push(wait_asked(entered));
+    }
     assert_eq!(
-        timers[1..],
-        [
-            Some((2, base() + 2 * HEARTBEAT)),
-            Some((3, base() + 4 * HEARTBEAT)),
-            Some((4, base() + MAX_HEARTBEAT)),
-            Some((5, base() + MAX_HEARTBEAT)),
-        ]
+        waits,
+        [1000, 2000, 4000, 8000, 8000].map(Some).to_vec(),
+        "{waits:?}"
     );
 }
 
 #[test]
-fn a_round_that_must_certify_payload_has_no_idle_wait() {
+fn every_replica_allows_the_longest_idle_wait_in_a_quiet_round_and_none_in_a_busy_one() {
     let f = Fixture::new();
     let mut r = heartbeat_replica(&f, 0);
     // Block 1 carries a batch; 2, 3 and 4 are empty.
@@ -363,23 +381,53 @@ fn a_round_that_must_certify_payload_has_no_idle_wait() {
         [
             // On QC(b1): b1 commits only once its child is certified.
             Some((2, base())),
-            // On QC(b2), which commits b1 at every replica (votes go to all): idle again.
-            Some((3, base() + HEARTBEAT)),
-            Some((4, base() + 2 * HEARTBEAT)),
-            Some((5, base() + 4 * HEARTBEAT)),
+            // On QC(b2), which commits b1 at every replica (votes go to all): quiet. The
+            // allowance is the cap whatever this replica counted: a leader that counted more
+            // empty blocks waits longer, and must not be timed out.
+            Some((3, base() + MAX_HEARTBEAT)),
+            Some((4, base() + MAX_HEARTBEAT)),
+            Some((5, base() + MAX_HEARTBEAT)),
         ]
     );
+}
+
+/// A replica that formed the QC from votes before the block arrived cannot tell whether the
+/// round is quiet: it allows for the wait rather than time out an honest leader.
+#[test]
+fn a_replica_without_the_certified_block_allows_for_the_idle_wait() {
+    let f = Fixture::new();
+    let mut r = heartbeat_replica(&f, 0);
+    let b1 = chain_block(&f, 1, &f.genesis.1, true);
+    let mut actions = Vec::new();
+    for voter in 1..4u16 {
+        let vote = f.vote(voter, 1, b1.height, b1.id());
+        actions.extend(r.handle(msg(voter, Message::Vote(vote))));
+    }
+    assert_eq!(r.round(), 2);
+    assert_eq!(timer(&actions), Some((2, base() + MAX_HEARTBEAT)));
+}
+
+/// After a failed round the chain must commit again: the leader of the round entered by the
+/// timeout certificate proposes at once, and so does the next (its parent's parent is not
+/// committed yet).
+#[test]
+fn after_a_timeout_certificate_the_leaders_do_not_wait() {
+    let f = Fixture::new();
+    let leader = usize::from(f.set.leader(2));
+    let mut r = heartbeat_replica(&f, leader);
+    r.handle(Event::Timeout { round: 1 });
+    let mut entered = Vec::new();
+    for by in (0..4u16).filter(|v| usize::from(*v) != leader).take(2) {
+        let t = f.timeout(by, 1, f.genesis.1.clone());
+        entered = r.handle(msg(by, Message::Timeout(t)));
+    }
+    assert_eq!(r.round(), 2);
+    assert_eq!(wait_asked(&entered), Some(0), "{entered:?}");
 }
 
 #[test]
 fn the_leader_of_a_quiet_round_may_wait_for_a_batch_and_a_busy_one_may_not() {
     let f = Fixture::new();
-    let wait_asked = |actions: &[Action]| {
-        actions.iter().find_map(|a| match a {
-            Action::RequestPayload { wait_ms, .. } => Some(*wait_ms),
-            _ => None,
-        })
-    };
     let leader = usize::from(f.set.leader(4));
     let mut quiet = heartbeat_replica(&f, leader);
     let steps = feed_chain(&f, &mut quiet, 4, |_| false);
@@ -409,7 +457,7 @@ fn a_ready_batch_cuts_a_quiet_rounds_timer_to_the_failure_timeout_once() {
         vec![(4, base())]
     );
     assert!(shortened(&quiet.handle(Event::PayloadReady)).is_empty());
-    // A round without an idle wait has nothing to cut.
+    // A round without an idle allowance has nothing to cut.
     let mut busy = heartbeat_replica(&f, 0);
     feed_chain(&f, &mut busy, 4, |k| k == 3);
     assert!(shortened(&busy.handle(Event::PayloadReady)).is_empty());

@@ -1,9 +1,12 @@
 //! Durable storage on sled.
 //!
-//! One sled tree per kind of record: `state` (the ledger key space), `blocks` (header and commit
-//! certificate by height), `receipts` (a block's receipts by height), `txindex` (tx hash →
-//! height and position), `batches` (transaction batches by digest), `meta` (committed height,
-//! genesis hash) and `safety` (the consensus safety state). Committing a block is one sled
+//! One sled tree per kind of record: `state` (the ledger key space), `blocks` (header and
+//! consensus record by height), `certs` (the quorum's certificate over a header, by height),
+//! `block_ids` (consensus block id → height), `receipts` (a block's receipts by height),
+//! `txindex` (tx hash → height and position), `batches` (transaction batches by digest) and
+//! `meta` (committed height, genesis hash, epoch proofs, evidence). The consensus safety state
+//! is the file `consensus-safety` beside the database, replaced atomically at every vote.
+//! Committing a block is one sled
 //! transaction over the state, block, receipt and meta trees, then the block's tx-index entries
 //! (one atomic batch, outside the transaction: they are most of a block's keys and derive from
 //! its receipts), then one flush (fsync). After a crash at any moment, reopening gives exactly
@@ -354,6 +357,9 @@ impl Store {
         }
         std::fs::rename(&temporary, &path)?;
         std::fs::File::open(&self.dir)?.sync_all()?;
+        // A data directory from before the file kept the state in the meta tree: the file now
+        // supersedes it, and a stale copy must never be read back.
+        self.meta.remove(SAFETY)?;
         Ok(())
     }
 
@@ -558,7 +564,7 @@ mod tests {
     }
 
     #[test]
-    fn the_safety_state_is_the_last_one_written_after_a_reopen_and_an_older_store_keeps_its_own() {
+    fn the_safety_state_is_the_last_one_written_after_a_reopen_and_replaces_an_older_stores_copy() {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
@@ -580,8 +586,10 @@ mod tests {
             store.safety_state().unwrap().as_deref(),
             Some(b"second".as_slice())
         );
-        // Nothing half-written is left beside it.
+        // Nothing half-written is left beside it, and the older copy is gone: losing the file
+        // later cannot bring back a state from before the last vote.
         assert!(!dir.path().join(format!("{SAFETY_FILE}.new")).exists());
+        assert_eq!(store.meta.get(SAFETY).unwrap(), None);
     }
 
     #[test]

@@ -337,6 +337,13 @@ impl BatchPool {
     /// Up to `max` usable, uncommitted digests, oldest first, leaving out `exclude`; within the
     /// result, each author's batches are in the order the author made them, so that one
     /// account's transactions keep their sequence order.
+    /// True if a held batch is usable (it could be proposed, unless a block already names it).
+    pub fn has_usable(&self) -> bool {
+        self.order
+            .iter()
+            .any(|d| self.held.contains_key(d) && self.is_usable(d))
+    }
+
     pub fn payload(&mut self, exclude: &[Digest], max: usize) -> Vec<Digest> {
         while let Some(front) = self.order.front() {
             if self.held.contains_key(front) {

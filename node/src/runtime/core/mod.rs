@@ -289,6 +289,11 @@ impl Core {
                 }
                 Action::SetTimer { round, after_ms } => {
                     self.timer = Some((round, Instant::now() + Duration::from_millis(after_ms)));
+                    // A batch that became usable before this round began still ends its
+                    // idle allowance (consensus ignores this outside quiet rounds).
+                    if self.pool.has_usable() {
+                        self.local.push_back(Event::PayloadReady);
+                    }
                 }
                 Action::PersistSafety(state) => {
                     let bytes = codec::encode(&state);
