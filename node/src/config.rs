@@ -164,11 +164,12 @@ pub struct ConsensusSection {
     pub base_timeout_ms: u64,
     /// Most batch digests one block names.
     pub max_batches_per_block: usize,
-    /// When nothing waits to be ordered (no batch to propose, none in the last two blocks), how
-    /// long a leader waits for a batch before proposing an empty block: the idle network's
-    /// heartbeat. It doubles with each further empty block in a row, up to
-    /// `max_heartbeat_ms`. A batch arriving ends the wait at once; every replica adds it to
-    /// the timer of such a round. (`empty_block_delay_ms` is its former name.)
+    /// When nothing waits to be ordered (no batch to propose, none in the block extended, and
+    /// everything below it committed), how long a leader waits for a batch before proposing an
+    /// empty block: the idle network's heartbeat. It doubles with each further empty block in
+    /// a row, up to `max_heartbeat_ms`. A batch arriving ends the wait at once; every replica
+    /// allows `max_heartbeat_ms` in the timer of such a round. (`empty_block_delay_ms` is its
+    /// former name.)
     #[serde(default = "default_heartbeat", alias = "empty_block_delay_ms")]
     pub heartbeat_ms: u64,
     /// The longest idle wait between empty blocks.

@@ -6,12 +6,11 @@
 //! `txindex` (tx hash → height and position), `batches` (transaction batches by digest) and
 //! `meta` (committed height, genesis hash, epoch proofs, evidence). The consensus safety state
 //! is the file `consensus-safety` beside the database, replaced atomically at every vote.
-//! Committing a block is one sled
-//! transaction over the state, block, receipt and meta trees, then the block's tx-index entries
-//! (one atomic batch, outside the transaction: they are most of a block's keys and derive from
-//! its receipts), then one flush (fsync). After a crash at any moment, reopening gives exactly
-//! the last committed block's state; the index of that block is written again on open, so an
-//! index batch that missed the flush is restored.
+//! Committing a block is one sled transaction over the state, block, receipt and meta trees,
+//! then the block's tx-index entries (one atomic batch, outside the transaction: they are most
+//! of a block's keys and derive from its receipts), then one flush (fsync). After a crash at any
+//! moment, reopening gives exactly the last committed block's state; the index of that block is
+//! written again on open, so an index batch that missed the flush is restored.
 
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};

@@ -144,6 +144,43 @@ async fn an_idle_network_beats_slowly_and_a_payment_wakes_it_at_once() {
     c.shutdown().await;
 }
 
+/// With a validator down in an idle network its rounds are long: every replica allows for the
+/// longest idle wait. A payment arriving in such a round is not held for it: the ready batch
+/// cuts each replica's timer to the failure timeout, the round is given up, and the next leader
+/// proposes the payment at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_payment_in_a_failed_leaders_idle_round_waits_a_failure_timeout_not_the_heartbeat() {
+    const MAX_HEARTBEAT: Duration = Duration::from_secs(12);
+    let mut c = Cluster::start_with(4, |o| {
+        o.consensus.heartbeat_ms = 1000;
+        o.consensus.max_heartbeat_ms = MAX_HEARTBEAT.as_millis() as u64;
+    })
+    .await;
+    c.wait_height(2, LONG).await;
+    c.kill(3).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while c.leader(0) != 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "validator 0 never entered a round led by validator 3"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let tx = c.transfer(4, 5, 0, 1_000);
+    let submitted = std::time::Instant::now();
+    assert_eq!(c.submit(0, &tx).await.0, 202);
+    for i in 0..3 {
+        let fin = c.wait_final(i, &tx.hash(), LONG).await;
+        assert_eq!(fin.status, "committed");
+    }
+    let took = submitted.elapsed();
+    assert!(
+        took < MAX_HEARTBEAT / 2,
+        "final on the three after {took:?}: the failed leader's round ran its idle allowance"
+    );
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_validator_that_missed_a_thousand_blocks_syncs_them() {
     let mut c = Cluster::start_with(4, |o| {

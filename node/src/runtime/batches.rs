@@ -334,9 +334,6 @@ impl BatchPool {
         self.held.remove(d)
     }
 
-    /// Up to `max` usable, uncommitted digests, oldest first, leaving out `exclude`; within the
-    /// result, each author's batches are in the order the author made them, so that one
-    /// account's transactions keep their sequence order.
     /// True if a held batch is usable (it could be proposed, unless a block already names it).
     pub fn has_usable(&self) -> bool {
         self.order
@@ -344,6 +341,9 @@ impl BatchPool {
             .any(|d| self.held.contains_key(d) && self.is_usable(d))
     }
 
+    /// Up to `max` usable, uncommitted digests, oldest first, leaving out `exclude`; within the
+    /// result, each author's batches are in the order the author made them, so that one
+    /// account's transactions keep their sequence order.
     pub fn payload(&mut self, exclude: &[Digest], max: usize) -> Vec<Digest> {
         while let Some(front) = self.order.front() {
             if self.held.contains_key(front) {
