@@ -40,8 +40,18 @@ impl Fixture {
     }
 
     pub(crate) fn replica(&self, i: usize, safety: Option<SafetyState>) -> Consensus {
+        self.replica_with(Config::default(), i, safety)
+    }
+
+    /// Replica `i` with `config`.
+    pub(crate) fn replica_with(
+        &self,
+        config: Config,
+        i: usize,
+        safety: Option<SafetyState>,
+    ) -> Consensus {
         Consensus::new(
-            Config::default(),
+            config,
             self.keys[i].clone(),
             self.set.clone(),
             self.genesis.clone(),

@@ -293,13 +293,7 @@ fn heartbeat_replica_and_start(f: &Fixture, i: usize) -> (Consensus, Vec<Action>
         max_heartbeat_ms: MAX_HEARTBEAT,
         ..crate::Config::default()
     };
-    let mut r = Consensus::new(
-        config,
-        f.keys[i].clone(),
-        f.set.clone(),
-        f.genesis.clone(),
-        None,
-    );
+    let mut r = f.replica_with(config, i, None);
     let started = r.start();
     (r, started)
 }

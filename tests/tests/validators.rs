@@ -111,6 +111,19 @@ async fn killing_the_leader_does_not_stall_the_network() {
     c.shutdown().await;
 }
 
+/// Submits a payment (account 4 to 5, its first) to validator `to` and returns how long until
+/// it is committed on every validator of `among`.
+async fn time_to_commit(c: &Cluster, to: usize, among: std::ops::Range<usize>) -> Duration {
+    let tx = c.transfer(4, 5, 0, 1_000);
+    let submitted = std::time::Instant::now();
+    assert_eq!(c.submit(to, &tx).await.0, 202);
+    for i in among {
+        let fin = c.wait_final(i, &tx.hash(), LONG).await;
+        assert_eq!(fin.status, "committed");
+    }
+    submitted.elapsed()
+}
+
 /// With nothing to order, a leader waits out the heartbeat before an empty block; a payment
 /// arriving ends the wait, and the blocks that certify and commit it follow at once (they do
 /// not wait for the heartbeat), so it is final everywhere well before the next beat.
@@ -128,14 +141,7 @@ async fn an_idle_network_beats_slowly_and_a_payment_wakes_it_at_once() {
     let beats = c.height(0) - idle_from;
     // Two or three heartbeats (a 50 ms wait made about 260 blocks here).
     assert!(beats <= 4, "{beats} blocks in 13 s of idling");
-    let tx = c.transfer(4, 5, 0, 1_000);
-    let submitted = std::time::Instant::now();
-    assert_eq!(c.submit(1, &tx).await.0, 202);
-    for i in 0..4 {
-        let fin = c.wait_final(i, &tx.hash(), LONG).await;
-        assert_eq!(fin.status, "committed");
-    }
-    let took = submitted.elapsed();
+    let took = time_to_commit(&c, 1, 0..4).await;
     assert!(
         took < HEARTBEAT * 3 / 4,
         "final on every validator after {took:?}: a block of the commit pipeline waited for \
@@ -166,14 +172,7 @@ async fn a_payment_in_a_failed_leaders_idle_round_waits_a_failure_timeout_not_th
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let tx = c.transfer(4, 5, 0, 1_000);
-    let submitted = std::time::Instant::now();
-    assert_eq!(c.submit(0, &tx).await.0, 202);
-    for i in 0..3 {
-        let fin = c.wait_final(i, &tx.hash(), LONG).await;
-        assert_eq!(fin.status, "committed");
-    }
-    let took = submitted.elapsed();
+    let took = time_to_commit(&c, 0, 0..3).await;
     assert!(
         took < MAX_HEARTBEAT / 2,
         "final on the three after {took:?}: the failed leader's round ran its idle allowance"
