@@ -14,6 +14,7 @@ use std::{
 
 use futures::{future::BoxFuture, stream::FuturesUnordered, FutureExt, StreamExt};
 use libp2p::{
+    core::{upgrade, Transport},
     gossipsub::{self, IdentTopic, MessageAcceptance, TopicHash},
     identify, noise,
     request_response::{self, InboundFailure, OutboundFailure, OutboundRequestId, ResponseChannel},
@@ -38,10 +39,12 @@ use crate::{
     gate::MembershipGate,
     handle::{lock, Acceptance, Command, NetworkEvent, NetworkHandle, Responder, Shared},
     identity::{keypair_from_secret, peer_id_from_public_key},
-    metrics::{NetworkMetrics, IN, OUT},
+    metrics::{close_cause, NetworkMetrics, IN, OUT},
     queue::{Budget, Charge, NetworkEvents, Refused},
     redial::Redialer,
 };
+
+type BoxedError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Metric kind labels of the request-response protocols.
 const DIRECT: &str = "direct";
@@ -85,17 +88,20 @@ impl Network {
         let behaviour = TallyBehaviour::new(&key, &config, gate)?;
         let max_streams = config.max_streams_per_connection;
 
+        let dead_link_after = config.dead_link_after;
         let mut swarm = SwarmBuilder::with_existing_identity(key)
             .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                move || {
-                    let mut c = yamux::Config::default();
-                    c.set_max_num_streams(max_streams);
-                    c
-                },
-            )
+            .with_other_transport(|key| -> std::result::Result<_, BoxedError> {
+                let mut muxer = yamux::Config::default();
+                muxer.set_max_num_streams(max_streams);
+                Ok(
+                    tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                        .map(move |stream, _| drop_when_unacknowledged(stream, dead_link_after))
+                        .upgrade(upgrade::Version::V1Lazy)
+                        .authenticate(noise::Config::new(key)?)
+                        .multiplex(muxer),
+                )
+            })
             .map_err(|e| NetworkError::Build(e.to_string()))?
             // `/dns4/<name>/tcp/<port>` addresses are resolved at every dial (containers and
             // Kubernetes pods change address when they restart; their names do not).
@@ -107,6 +113,7 @@ impl Network {
                 c.with_idle_connection_timeout(Duration::from_secs(3600))
                     .with_max_negotiating_inbound_streams(32)
             })
+            .with_connection_timeout(config.dial_timeout)
             .build();
         for addr in &config.listen_addrs {
             swarm
@@ -166,6 +173,25 @@ impl Network {
         };
         Ok((handle, NetworkEvents { rx: events_rx }))
     }
+}
+
+/// Sets `TCP_USER_TIMEOUT` on a new connection: once data sent on it has gone unacknowledged
+/// for `after` (a partition, a peer whose host vanished), the kernel drops the connection and
+/// the swarm reports it closed, so the peer is redialled at once. Without it the kernel backs
+/// off its retransmissions for minutes and, after a partition heals, what is queued waits for
+/// the next one. Pings keep data in flight on a silent link. Where the option cannot be set
+/// (not Linux), the connection is kept as it is.
+fn drop_when_unacknowledged(
+    stream: tcp::tokio::TcpStream,
+    after: Duration,
+) -> tcp::tokio::TcpStream {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(e) = socket2::SockRef::from(&stream.0).set_tcp_user_timeout(Some(after)) {
+        tracing::warn!(error = %e, "cannot set TCP_USER_TIMEOUT; a dead link is noticed late");
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = after;
+    stream
 }
 
 struct Actor {
@@ -478,11 +504,20 @@ impl Actor {
                 endpoint,
                 ..
             } => {
+                let reason = close_cause(
+                    cause
+                        .as_ref()
+                        .map(|e| e as &(dyn std::error::Error + 'static)),
+                );
+                if self.is_member(&peer_id) {
+                    self.metrics.closed.with_label_values(&[reason]).inc();
+                }
                 tracing::debug!(
                     peer = %peer_id,
                     remote = %endpoint.get_remote_address(),
                     dialer = endpoint.is_dialer(),
                     cause = ?cause,
+                    reason,
                     "connection closed"
                 );
                 if num_established > 0 {

@@ -89,7 +89,11 @@ impl TallyBehaviour {
             direct,
             sync,
             identify,
-            ping: ping::Behaviour::new(ping::Config::new()),
+            ping: ping::Behaviour::new(
+                ping::Config::new()
+                    .with_interval(config.ping_interval)
+                    .with_timeout(config.dead_link_after),
+            ),
         })
     }
 }

@@ -60,8 +60,21 @@ pub struct NetworkConfig {
     pub max_connections: u32,
     /// First redial delay after a disconnect or failed dial; doubles on each failure.
     pub redial_initial: Duration,
-    /// Upper bound of the redial delay.
+    /// Upper bound of the redial delay. Kept short: a member is worth a dial every few seconds,
+    /// and after a partition heals the links come back within about this long.
     pub redial_max: Duration,
+    /// How long a dial (TCP connect, noise handshake, yamux) may take before it fails and is
+    /// retried: a dial across a partition otherwise waits on the kernel's SYN backoff (1, 3,
+    /// 7 s ...) long after the partition heals.
+    pub dial_timeout: Duration,
+    /// How often each connection is pinged. A ping keeps unacknowledged data on a link that
+    /// has gone silent, so `dead_link_after` applies to it even when nothing else is sent.
+    pub ping_interval: Duration,
+    /// How long data sent on a connection may stay unacknowledged by the peer's kernel (or
+    /// unsent behind a closed window) before the connection is dropped (`TCP_USER_TIMEOUT`)
+    /// and the peer redialled. Without it the kernel backs off its retransmissions across a
+    /// partition (to minutes), and after the heal messages wait for the next one.
+    pub dead_link_after: Duration,
     /// How long a direct message or sync request waits for its answer.
     pub request_timeout: Duration,
     /// Gossipsub heartbeat (mesh maintenance, gossip emission, score decay).
@@ -108,7 +121,10 @@ impl NetworkConfig {
             max_connections_per_peer: 2,
             max_connections: 128,
             redial_initial: Duration::from_millis(500),
-            redial_max: Duration::from_secs(30),
+            redial_max: Duration::from_secs(5),
+            dial_timeout: Duration::from_secs(3),
+            ping_interval: Duration::from_secs(1),
+            dead_link_after: Duration::from_secs(3),
             request_timeout: Duration::from_secs(10),
             heartbeat: Duration::from_millis(500),
             event_queue: 16_384,
@@ -132,6 +148,14 @@ impl NetworkConfig {
         }
         if self.redial_initial.is_zero() || self.redial_max < self.redial_initial {
             return Err("redial_initial / redial_max: need 0 < initial <= max".into());
+        }
+        if self.dial_timeout.is_zero() || self.ping_interval.is_zero() {
+            return Err("dial_timeout / ping_interval: must be positive".into());
+        }
+        if self.dead_link_after < Duration::from_secs(1)
+            || self.dead_link_after < self.ping_interval
+        {
+            return Err("dead_link_after: must be at least 1 s and at least ping_interval".into());
         }
         if self.heartbeat.is_zero() {
             return Err("heartbeat: must be positive".into());

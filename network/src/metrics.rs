@@ -9,6 +9,9 @@ pub(crate) const IN: &str = "in";
 /// Direction label values.
 pub(crate) const OUT: &str = "out";
 
+/// `cause` label values of `tally_network_connections_closed_total`.
+pub(crate) const CLOSE_CAUSES: [&str; 4] = ["timed_out", "reset", "local", "other"];
+
 /// The network's metrics.
 #[derive(Clone)]
 pub(crate) struct NetworkMetrics {
@@ -24,6 +27,8 @@ pub(crate) struct NetworkMetrics {
     pub rejected: IntCounterVec,
     /// `tally_network_peer_bans_total`
     pub bans: IntCounter,
+    /// `tally_network_connections_closed_total{cause}`
+    pub closed: IntCounterVec,
 }
 
 impl NetworkMetrics {
@@ -61,6 +66,19 @@ impl NetworkMetrics {
             "tally_network_peer_bans_total",
             "Members disconnected and banned for a while for misbehaviour",
         )?;
+        let closed = IntCounterVec::new(
+            Opts::new(
+                "tally_network_connections_closed_total",
+                "Connections to members closed, by cause: timed_out (the peer stopped acknowledging, \
+                 e.g. a partition), reset (the peer's process or host went away), local (closed \
+                 here: a ban, a removal, shutdown), other",
+            ),
+            &["cause"],
+        )?;
+        registry.register(Box::new(closed.clone()))?;
+        for cause in CLOSE_CAUSES {
+            closed.with_label_values(&[cause]);
+        }
         registry.register(Box::new(bans.clone()))?;
         registry.register(Box::new(connected_peers.clone()))?;
         registry.register(Box::new(refused_connections.clone()))?;
@@ -89,6 +107,7 @@ impl NetworkMetrics {
             bytes,
             rejected,
             bans,
+            closed,
         })
     }
 
@@ -103,5 +122,53 @@ impl NetworkMetrics {
     /// Counts one rejected or dropped inbound message.
     pub(crate) fn reject(&self, reason: &str) {
         self.rejected.with_label_values(&[reason]).inc();
+    }
+}
+
+/// The `cause` label of a closed connection: the first I/O error in the error's chain decides
+/// (the muxer and the encryption layer wrap the socket's error).
+pub(crate) fn close_cause(error: Option<&(dyn std::error::Error + 'static)>) -> &'static str {
+    use std::io::ErrorKind;
+    let Some(error) = error else {
+        return "local";
+    };
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                ErrorKind::TimedOut => return "timed_out",
+                ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+                | ErrorKind::UnexpectedEof => return "reset",
+                _ => {}
+            }
+            if let Some(inner) = io.get_ref() {
+                next = Some(inner);
+                continue;
+            }
+        }
+        next = e.source();
+    }
+    "other"
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Error, ErrorKind};
+
+    use super::close_cause;
+
+    #[test]
+    fn a_close_is_named_by_the_socket_error_however_deeply_it_is_wrapped() {
+        let timed_out = Error::new(ErrorKind::TimedOut, "connection timed out");
+        assert_eq!(close_cause(Some(&timed_out)), "timed_out");
+        // What yamux and noise do with the socket's error: wrap it as the source of another.
+        let wrapped = Error::other(Error::new(ErrorKind::TimedOut, "connection timed out"));
+        assert_eq!(close_cause(Some(&wrapped)), "timed_out");
+        let reset = Error::other(Error::new(ErrorKind::ConnectionReset, "reset by peer"));
+        assert_eq!(close_cause(Some(&reset)), "reset");
+        assert_eq!(close_cause(Some(&Error::other("protocol error"))), "other");
+        assert_eq!(close_cause(None), "local");
     }
 }
