@@ -5,6 +5,7 @@
 use crate::storage::{StorageError, Store};
 use std::path::Path;
 use tally_ledger::block::BlockHeader;
+use tally_ledger::compliance::DueProposal;
 use tally_ledger::genesis::Genesis;
 use tally_ledger::primitives::{AccountId, Hash, Height, TimestampMs};
 use tally_ledger::tx::VerifiedTransaction;
@@ -113,12 +114,13 @@ impl Chain {
         &self.store
     }
 
-    /// Executes the next block and commits it durably (one atomic batch, one fsync).
+    /// Executes the next block and commits it durably (one atomic batch, one fsync). Returns
+    /// its header, its receipts and the governance proposals that came due at its start.
     pub fn commit(
         &mut self,
         proposal: &BlockProposal,
         txs: &[VerifiedTransaction],
-    ) -> Result<(BlockHeader, Vec<Receipt>), ChainError> {
+    ) -> Result<(BlockHeader, Vec<Receipt>, Vec<DueProposal>), ChainError> {
         let height = self.height() + 1;
         let parent_time = self
             .last
@@ -156,6 +158,6 @@ impl Chain {
         self.last_write_seconds = writing.elapsed().as_secs_f64();
         self.rules_version = out.rules_version;
         self.last = Some(header.clone());
-        Ok((header, out.receipts))
+        Ok((header, out.receipts, out.governance))
     }
 }

@@ -6,17 +6,18 @@
 use ed25519_dalek::SigningKey;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
-use tally_ledger::compliance::governance::VALIDATORS_KEY;
+use tally_ledger::compliance::governance::{proposal_key, VALIDATORS_KEY};
 use tally_ledger::compliance::registry::role_key;
 use tally_ledger::compliance::{
-    FreezeOp, GovAction, IdentityOp, Params, Party, Role, RoleEntry, TravelRuleData, ValidatorEpoch,
+    FreezeOp, GovAction, IdentityOp, Limit, Params, Party, Proposal, ProposalStatus, Role,
+    RoleEntry, TravelRuleData, ValidatorEpoch,
 };
 use tally_ledger::genesis::{
     Genesis, GenesisAccount, GenesisAsset, GenesisIdentity, GenesisValidator,
 };
 use tally_ledger::primitives::{AccountId, AssetCode, Hash, Jurisdiction};
 use tally_ledger::tx::{Payload, Transaction, Transfer, VerifiedTransaction};
-use tally_ledger::{execute_block, BlockContext, Outcome, Receipt, State};
+use tally_ledger::{execute_block, BlockContext, Event, Outcome, Receipt, State};
 use tally_node::keys::account_id;
 use tally_node::tools::testnet_compliance::{demo_rules, UNIT};
 
@@ -48,10 +49,13 @@ fn jur(c: &str) -> Jurisdiction {
 
 // Keys.
 const KYC: u8 = 1;
+/// The highest tier the KYC providers may vouch for (tier 5 has no limits in the demo rules).
+const KYC_MAX_TIER: u8 = 5;
 const REG_EU: u8 = 2;
 const REG_SG: u8 = 3;
 const ISSUER_USD: u8 = 4;
 const ISSUER_SGD: u8 = 5;
+const KYC_2: u8 = 6; // a second KYC provider
 const MEMBERS: [u8; 4] = [10, 11, 12, 13];
 // Accounts: (key, identity, jurisdiction, tier).
 const RETAIL_DE: u8 = 20; // tier 1
@@ -79,6 +83,18 @@ const PEOPLE: &[(u8, &str, u8)] = &[
     (RETAIL_DE_2, "DE", 1),
 ];
 
+/// The genesis validators (id 98 joins in a test).
+const VALIDATORS: [u8; 4] = [95, 96, 97, 99];
+
+fn validator(k: u8) -> GenesisValidator {
+    GenesisValidator {
+        name: format!("v{k}"),
+        public_key: id(k),
+        p2p_addr: format!("/ip4/127.0.0.1/tcp/{k}"),
+        api_addr: format!("127.0.0.1:{k}"),
+    }
+}
+
 fn ident(k: u8) -> String {
     format!("person-{k}")
 }
@@ -89,9 +105,11 @@ fn genesis() -> Genesis {
         key: id(k),
         roles: roles.iter().copied().collect(),
         jurisdictions: js.iter().map(|c| jur(c)).collect(),
+        max_tier: roles.contains(&Role::KycProvider).then_some(KYC_MAX_TIER),
     };
     let mut roles = vec![
         role(KYC, &[Role::KycProvider], &[]),
+        role(KYC_2, &[Role::KycProvider], &[]),
         role(REG_EU, &[Role::Regulator], &["DE", "FR"]),
         role(REG_SG, &[Role::Regulator], &["SG"]),
         role(ISSUER_USD, &[Role::Issuer], &[]),
@@ -139,12 +157,7 @@ fn genesis() -> Genesis {
     Genesis {
         chain_id: CHAIN.into(),
         genesis_time_ms: T0 - 1,
-        validators: vec![GenesisValidator {
-            name: "v".into(),
-            public_key: id(99),
-            p2p_addr: "/ip4/127.0.0.1/tcp/1".into(),
-            api_addr: "127.0.0.1:1".into(),
-        }],
+        validators: VALIDATORS.iter().map(|k| validator(*k)).collect(),
         members: vec![],
         assets: vec![
             GenesisAsset {
@@ -573,6 +586,81 @@ fn thirty_day_limit_and_velocity_windows() {
             .code,
         "ok"
     );
+}
+
+#[test]
+fn daily_velocity_counts_transfers_over_the_rolling_24_hours() {
+    // Tier 1: 20 transfers an hour and 100 a day: 20 in each of five hours (62 minutes apart,
+    // so the hourly window has let the last 20 go) is the day's 100.
+    let mut l = Ledger::new();
+    let slot = |h: u64| T0 + h * (HOUR_MS + 120_000);
+    for h in 0..5 {
+        for i in 0..20 {
+            let r = l.pay(slot(h) + i, RETAIL_DE, PAYER_DE, usd(), 1);
+            assert_eq!(r.code, "ok", "hour {h}, transfer {i}: {}", r.reason);
+        }
+    }
+    let r = l.pay(slot(5), RETAIL_DE, PAYER_DE, usd(), 1);
+    assert_eq!(decision(&r).1, "velocity.daily", "{}", r.reason);
+    // 24 hours after the first hour's transfers they still count; once that hour's bucket
+    // has left, there is room again.
+    let r = l.pay(T0 + DAY_MS, RETAIL_DE, PAYER_DE, usd(), 1);
+    assert_eq!(decision(&r).1, "velocity.daily", "{}", r.reason);
+    let r = l.pay(T0 + DAY_MS + HOUR_MS, RETAIL_DE, PAYER_DE, usd(), 1);
+    assert_eq!(r.code, "ok", "{}", r.reason);
+}
+
+#[test]
+fn every_threshold_admits_its_exact_value_and_refuses_one_unit_more() {
+    let mut l = Ledger::new();
+    // Per transaction (tier 1: 1,000 USD), with travel data (the threshold is also 1,000).
+    let pay = |l: &mut Ledger, from: u8, to: u8, amount: u64, travel: bool| {
+        l.run(T0, from, transfer(from, to, usd(), amount, travel))
+    };
+    let r = pay(&mut l, RETAIL_DE, PAYER_DE, 1_000 * UNIT + 1, true);
+    assert_eq!(decision(&r).1, "limit.per_transaction", "{}", r.reason);
+    assert_eq!(
+        pay(&mut l, RETAIL_DE, PAYER_DE, 1_000 * UNIT, true).code,
+        "ok"
+    );
+    // The travel rule applies from its threshold up: one minor unit below needs no data.
+    let r = pay(&mut l, PAYER_DE, PAYEE_GB, 1_000 * UNIT, false);
+    assert_eq!(decision(&r).1, "travel_rule.missing", "{}", r.reason);
+    assert_eq!(
+        pay(&mut l, PAYER_DE, PAYEE_GB, 1_000 * UNIT - 1, false).code,
+        "ok"
+    );
+    // An identity may pay at its expiry time, not one millisecond later.
+    let expires = T0 + 365 * DAY_MS;
+    let r = l.pay(expires, PAYER_DE, PAYEE_GB, usd(), 5);
+    assert_eq!(r.code, "ok", "{}", r.reason);
+    let r = l.pay(expires + 1, PAYER_DE, PAYEE_GB, usd(), 5);
+    assert_eq!(decision(&r).1, "identity.expired", "{}", r.reason);
+}
+
+#[test]
+fn an_asset_without_a_rate_and_a_tier_without_limits_are_refused_by_default() {
+    let mut g = genesis();
+    g.rules.rates.remove(&sgd());
+    let mut l = Ledger {
+        state: g.initial_state().unwrap(),
+        height: 0,
+        seqs: BTreeMap::new(),
+    };
+    let r = l.pay(T0, PAYER_DE, RETAIL_DE, sgd(), 5);
+    assert_eq!(decision(&r).1, "rates.missing", "{}", r.reason);
+    assert!(r.reason.contains("SGD"), "{}", r.reason);
+    assert_eq!(l.pay(T0, PAYER_DE, RETAIL_DE, usd(), 5).code, "ok");
+    // Tier 5 has no limits entry: deny by default, naming the jurisdiction and tier.
+    let update = Payload::Identity(IdentityOp::Update {
+        id: ident(PAYER_DE),
+        tier: 5,
+        expires_ms: T0 + 30 * DAY_MS,
+        commitment: Hash([7; 32]),
+    });
+    assert_eq!(l.run(T0, KYC, update).code, "ok");
+    let r = l.pay(T0, PAYER_DE, RETAIL_DE, usd(), 5);
+    assert_eq!(decision(&r).1, "limit.undefined", "{}", r.reason);
 }
 
 #[test]
@@ -1011,15 +1099,12 @@ fn sanctions_lists_change_by_governance() {
 #[test]
 fn a_validator_set_change_applies_at_its_epoch_boundary_and_nowhere_else() {
     let mut l = Ledger::new();
-    let next = GenesisValidator {
-        name: "v2".into(),
-        public_key: id(98),
-        p2p_addr: "/ip4/127.0.0.1/tcp/2".into(),
-        api_addr: "127.0.0.1:2".into(),
-    };
+    // Validator 99 hands over to 98; 95, 96 and 97 stay.
+    let next_set: Vec<GenesisValidator> = [95, 96, 97, 98].map(validator).to_vec();
+    let next = validator(98);
     let change = |h| Payload::Propose {
         action: GovAction::SetValidators {
-            validators: vec![next.clone()],
+            validators: next_set.clone(),
         },
         effective_height: h,
     };
@@ -1068,17 +1153,179 @@ fn a_validator_set_change_applies_at_its_epoch_boundary_and_nowhere_else() {
         l.block(T0, Vec::new());
     }
     assert_eq!(epoch(&l).epoch, 0, "nothing changes before the boundary");
-    assert_eq!(epoch(&l).validators[0].public_key, id(99));
+    assert_eq!(epoch(&l).validators[3].public_key, id(99));
     l.block(T0, Vec::new()); // height 20: the boundary
     let e = epoch(&l);
     assert_eq!((e.epoch, e.first_height), (1, 21));
-    assert_eq!(e.validators, vec![next]);
+    assert_eq!(e.validators, next_set);
+    assert_eq!(e.validators[3], next);
     let role = |k: u8| -> Option<RoleEntry> {
         let bytes = l.state.get_raw(&role_key(&id(k)))?;
         Some(tally_ledger::codec::decode(bytes, 1 << 20).unwrap())
     };
     assert!(role(98).is_some_and(|r| r.has(Role::Validator)));
     assert!(!role(99).is_some_and(|r| r.has(Role::Validator)));
+}
+
+/// Members 0..3 pass `action` (three blocks: the proposal and two votes), due two blocks
+/// later, and the ledger runs up to it.
+fn govern(l: &mut Ledger, action: GovAction) {
+    let due = l.height + 5;
+    let r = l.run(
+        T0,
+        MEMBERS[0],
+        Payload::Propose {
+            action,
+            effective_height: due,
+        },
+    );
+    assert_eq!(r.code, "ok", "{}", r.reason);
+    let Some(Event::ProposalCreated { proposal, .. }) = r.events.first().cloned() else {
+        panic!("no proposal in {r:?}");
+    };
+    for m in &MEMBERS[1..3] {
+        let vote = Payload::Vote {
+            proposal,
+            approve: true,
+        };
+        assert_eq!(l.run(T0, *m, vote).code, "ok");
+    }
+    while l.height < due {
+        l.block(T0, Vec::new());
+    }
+}
+
+#[test]
+fn kyc_providers_vouch_only_up_to_their_tier_and_only_while_in_office() {
+    let mut l = Ledger::new();
+    let register = |id: &str, tier| {
+        Payload::Identity(IdentityOp::Register {
+            id: id.into(),
+            jurisdiction: jur("DE"),
+            tier,
+            expires_ms: T0 + 30 * DAY_MS,
+            commitment: Hash([7; 32]),
+        })
+    };
+    // Above its maximum tier: refused when registering and when updating.
+    let r = l.run(T0, KYC, register("new-person", KYC_MAX_TIER + 1));
+    assert_eq!(r.code, "unauthorized", "{}", r.reason);
+    assert!(r.reason.contains("above 5"), "{}", r.reason);
+    let update = Payload::Identity(IdentityOp::Update {
+        id: ident(PAYER_DE),
+        tier: KYC_MAX_TIER + 1,
+        expires_ms: T0 + 30 * DAY_MS,
+        commitment: Hash([7; 32]),
+    });
+    assert_eq!(l.run(T0, KYC, update).code, "unauthorized");
+    assert_eq!(
+        l.run(T0, KYC, register("new-person", KYC_MAX_TIER)).code,
+        "ok"
+    );
+    // Another provider cannot take over an identity whose provider is in office.
+    let r = l.run(T0, KYC_2, register(&ident(RETAIL_DE), 1));
+    assert_eq!(r.code, "identity_exists", "{}", r.reason);
+
+    // Governance lowers the provider's maximum to tier 1: its tier-2 identities stop, as
+    // senders and as receivers; its tier-1 identities go on.
+    let provider = |max_tier: Option<u8>, roles: &[Role]| RoleEntry {
+        name: "key-1".into(),
+        key: id(KYC),
+        roles: roles.iter().copied().collect(),
+        jurisdictions: Default::default(),
+        max_tier,
+    };
+    govern(
+        &mut l,
+        GovAction::SetRole(provider(Some(1), &[Role::KycProvider])),
+    );
+    let r = l.pay(T0, PAYER_DE, RETAIL_DE, usd(), 5);
+    assert_eq!(
+        decision(&r),
+        (
+            "compliance_rejected".into(),
+            "identity.tier_not_allowed".into()
+        ),
+        "{}",
+        r.reason
+    );
+    assert!(r.reason.contains("tier 2, above the 1"), "{}", r.reason);
+    let r = l.pay(T0, RETAIL_DE, PAYER_DE, usd(), 5);
+    assert_eq!(decision(&r).1, "identity.tier_not_allowed", "{}", r.reason);
+    assert_eq!(l.pay(T0, RETAIL_DE, RETAIL_DE_2, usd(), 5).code, "ok");
+
+    // Out of office: every identity it vouched for stops, until another provider registers
+    // it again; its bound account then pays as before.
+    govern(&mut l, GovAction::RemoveRole { key: id(KYC) });
+    let r = l.pay(T0, RETAIL_DE, RETAIL_DE_2, usd(), 5);
+    assert_eq!(decision(&r).1, "identity.provider_removed", "{}", r.reason);
+    assert!(r.reason.contains("must register it again"), "{}", r.reason);
+    let r = l.run(T0, KYC, register("another", 1));
+    assert_eq!(
+        r.code, "unauthorized",
+        "a former provider registers nothing"
+    );
+    for k in [RETAIL_DE, RETAIL_DE_2] {
+        assert_eq!(l.run(T0, KYC_2, register(&ident(k), 1)).code, "ok");
+    }
+    assert_eq!(l.pay(T0, RETAIL_DE, RETAIL_DE_2, usd(), 5).code, "ok");
+}
+
+#[test]
+fn a_validator_set_change_never_depends_on_more_new_keys_than_the_old_ones_can_outvote() {
+    let mut l = Ledger::new();
+    let propose = |set: &[u8], h| Payload::Propose {
+        action: GovAction::SetValidators {
+            validators: set.iter().map(|k| validator(*k)).collect(),
+        },
+        effective_height: h,
+    };
+    // Two of four replaced: the two that stay are not a quorum (3) of the new set, which
+    // would halt if the newcomers were not running at the boundary.
+    let r = l.run(T0, MEMBERS[0], propose(&[95, 96, 98, 94], 20));
+    assert_eq!(r.code, "invalid_proposal", "{}", r.reason);
+    assert!(
+        r.reason
+            .contains("2 of the 4 validators are in the current set")
+            && r.reason.contains("replace at most 1 at a time"),
+        "{}",
+        r.reason
+    );
+    // Two added to four: 4 of 6 stay, and a quorum of 6 is 5.
+    let r = l.run(T0, MEMBERS[0], propose(&[95, 96, 97, 99, 98, 94], 20));
+    assert_eq!(r.code, "invalid_proposal", "{}", r.reason);
+    // One added (4 of 5 stay, quorum 4), one removed (3 of 3 stay): both fine.
+    assert_eq!(
+        l.run(T0, MEMBERS[0], propose(&[95, 96, 97, 99, 98], 20))
+            .code,
+        "ok"
+    );
+    assert_eq!(l.run(T0, MEMBERS[0], propose(&[95, 96, 97], 20)).code, "ok");
+    // Both pass; the first applies at the boundary, the second finds the set it was checked
+    // against gone and is superseded (one change per boundary).
+    for proposal in [1, 2] {
+        for m in &MEMBERS[1..3] {
+            let vote = Payload::Vote {
+                proposal,
+                approve: true,
+            };
+            assert_eq!(l.run(T0, *m, vote).code, "ok");
+        }
+    }
+    while l.height < 20 {
+        l.block(T0, Vec::new());
+    }
+    let e: ValidatorEpoch =
+        tally_ledger::codec::decode(l.state.get_raw(VALIDATORS_KEY).unwrap(), 1 << 20).unwrap();
+    assert_eq!(e.validators.len(), 5, "the first change applied");
+    let status = |id: u64| -> ProposalStatus {
+        let bytes = l.state.get_raw(&proposal_key(id)).unwrap();
+        tally_ledger::codec::decode::<Proposal>(bytes, 1 << 20)
+            .unwrap()
+            .status
+    };
+    assert_eq!(status(1), ProposalStatus::Applied);
+    assert_eq!(status(2), ProposalStatus::Superseded);
 }
 
 #[test]
@@ -1200,5 +1447,127 @@ fn regulator_of(k: u8) -> u8 {
     match k {
         PAYEE_GB => REG_SG,
         _ => REG_EU,
+    }
+}
+
+/// Optional cap: `None` a third of the time.
+fn cap(max: u64) -> impl Strategy<Value = Option<u64>> {
+    prop::option::weighted(0.67, 1..=max)
+}
+
+/// Random limits for DE tiers 1 and 2 (amounts in major reference units).
+fn de_limits() -> impl Strategy<Value = Vec<Limit>> {
+    let limit = |tier: u8| {
+        (cap(50), cap(200), cap(500), cap(10), cap(30)).prop_map(move |(tx, day, month, h, d)| {
+            Limit {
+                jurisdiction: jur("DE"),
+                tier,
+                per_transaction: tx.map(|v| v * UNIT),
+                per_day: day.map(|v| v * UNIT),
+                per_30_days: month.map(|v| v * UNIT),
+                transfers_per_hour: h.map(|v| v as u32),
+                transfers_per_day: d.map(|v| v as u32),
+            }
+        })
+    };
+    (limit(1), limit(2)).prop_map(|(a, b)| vec![a, b])
+}
+
+/// One step of a payment stream: time passes, then someone in DE pays someone in DE.
+#[derive(Debug, Clone)]
+struct Paid {
+    advance_ms: u64,
+    from: u8,
+    to: u8,
+    in_sgd: bool,
+    major: u64,
+}
+
+fn paid() -> impl Strategy<Value = Paid> {
+    let people = [RETAIL_DE, RETAIL_DE_2, PAYER_DE];
+    (
+        prop::sample::select(vec![
+            0,
+            1_000,
+            60_000,
+            10 * 60_000,
+            HOUR_MS - 1,
+            HOUR_MS,
+            5 * HOUR_MS,
+            DAY_MS - 1,
+            DAY_MS,
+            3 * DAY_MS,
+            10 * DAY_MS,
+        ]),
+        prop::sample::select(people.to_vec()),
+        prop::sample::select(people.to_vec()),
+        any::<bool>(),
+        1..=60u64,
+    )
+        .prop_map(|(advance_ms, from, to, in_sgd, major)| Paid {
+            advance_ms,
+            from,
+            to,
+            in_sgd,
+            major,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Whatever the limits and the payments, no identity ever sends more than a cap allows
+    /// within any span of the cap's window: amounts (in reference units, SGD converted at a
+    /// random rate) over 24 hours and 30 days, counts over an hour and a day, and no single
+    /// payment above the per-transaction cap.
+    #[test]
+    fn no_identity_exceeds_any_cap_within_any_window(
+        limits in de_limits(),
+        (numerator, denominator) in (1..=300u64, 1..=300u64),
+        stream in prop::collection::vec(paid(), 1..80),
+    ) {
+        let mut g = genesis();
+        g.rules.limits.retain(|l| l.jurisdiction != jur("DE") || l.tier > 2);
+        g.rules.limits.extend(limits.iter().cloned());
+        let rate = tally_ledger::compliance::Rate { numerator, denominator };
+        g.rules.rates.insert(sgd(), rate);
+        let mut l = Ledger {
+            state: g.initial_state().unwrap(),
+            height: 0,
+            seqs: BTreeMap::new(),
+        };
+        let tier = |k: u8| -> u8 { if k == PAYER_DE { 2 } else { 1 } };
+        // (time, reference amount) of every applied payment, per sender.
+        let mut sent: BTreeMap<u8, Vec<(u64, u64)>> = BTreeMap::new();
+        let mut now = T0;
+        for p in stream {
+            now += p.advance_ms;
+            let (asset, amount) = if p.in_sgd { (sgd(), p.major * UNIT) } else { (usd(), p.major * UNIT) };
+            let reference = if p.in_sgd { rate.to_reference(amount) } else { amount };
+            let r = l.run(now, p.from, transfer(p.from, p.to, asset, amount, false));
+            if r.outcome != Outcome::Applied {
+                continue;
+            }
+            let history = sent.entry(p.from).or_default();
+            history.push((now, reference));
+            let limit = &limits[usize::from(tier(p.from) - 1)];
+            let within = |w: u64| history.iter().filter(move |(t, _)| now - t < w);
+            let total = |w: u64| within(w).map(|(_, a)| a).sum::<u64>();
+            if let Some(c) = limit.per_transaction {
+                prop_assert!(reference <= c, "one payment of {reference} over {c}");
+            }
+            if let Some(c) = limit.per_day {
+                prop_assert!(total(DAY_MS) <= c, "{} in 24 h over {c}", total(DAY_MS));
+            }
+            if let Some(c) = limit.per_30_days {
+                prop_assert!(total(30 * DAY_MS) <= c, "{} in 30 days over {c}", total(30 * DAY_MS));
+            }
+            if let Some(c) = limit.transfers_per_hour {
+                prop_assert!(within(HOUR_MS).count() <= c as usize, "{} transfers in an hour over {c}", within(HOUR_MS).count());
+            }
+            if let Some(c) = limit.transfers_per_day {
+                prop_assert!(within(DAY_MS).count() <= c as usize, "{} transfers in a day over {c}", within(DAY_MS).count());
+            }
+        }
     }
 }

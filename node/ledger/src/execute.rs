@@ -32,6 +32,8 @@ pub struct BlockOutput {
     pub rules_version: u64,
     /// Every state key the block changed.
     pub writes: WriteSet,
+    /// The governance proposals that came due at the block's start, applied or superseded.
+    pub governance: Vec<governance::DueProposal>,
 }
 
 /// Executes `txs` against `state` without changing it; apply `writes` to commit.
@@ -43,16 +45,16 @@ pub fn execute_block(
     let mut overlay = Overlay::new(state);
     // Governance changes scheduled for this height apply before its transactions; the rule
     // set is then read once for the whole block.
-    governance::begin_block(&mut overlay, ctx.height)?;
-    let rules =
-        Rules::new(
-            overlay
-                .get::<RuleSet>(RULES_KEY)?
-                .ok_or_else(|| StateError::Corrupt {
-                    key: String::from_utf8_lossy(RULES_KEY).into_owned(),
-                    source: crate::codec::CodecError::Malformed("the rule set is missing".into()),
-                })?,
-        );
+    let due = governance::begin_block(&mut overlay, ctx.height)?;
+    let rules = Rules::new(
+        overlay
+            .get::<RuleSet>(RULES_KEY)?
+            .ok_or_else(|| StateError::Corrupt {
+                key: String::from_utf8_lossy(RULES_KEY).into_owned(),
+                source: crate::codec::CodecError::Malformed("the rule set is missing".into()),
+            })?,
+        governance::kyc_providers(&overlay)?,
+    );
     let mut receipts = Vec::with_capacity(txs.len());
     for tx in txs {
         let receipt = match execute_tx(&mut overlay, ctx, &rules, tx)? {
@@ -73,6 +75,7 @@ pub fn execute_block(
         receipt_root: receipt_root(&receipts),
         receipts,
         writes: overlay.into_writes(),
+        governance: due,
     })
 }
 

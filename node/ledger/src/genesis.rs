@@ -6,7 +6,7 @@ use crate::compliance::governance::{
     Params, ValidatorEpoch, MEMBERS_KEY, PARAMS_KEY, VALIDATORS_KEY,
 };
 use crate::compliance::registry::{
-    check_identity_id, identity_key, role_key, sanction_key, RULES_KEY,
+    check_identity_id, identity_key, role_key, sanction_key, PROVIDERS_KEY, RULES_KEY,
 };
 use crate::compliance::{Identity, Role, RoleEntry, RuleSet, Tier};
 use crate::primitives::{
@@ -232,6 +232,7 @@ impl Genesis {
                     key: v.public_key,
                     roles: BTreeSet::new(),
                     jurisdictions: BTreeSet::new(),
+                    max_tier: None,
                 })
                 .roles
                 .insert(Role::Validator);
@@ -240,12 +241,19 @@ impl Genesis {
         for (i, g) in self.identities.iter().enumerate() {
             check_identity_id(&g.id)
                 .map_err(|m| GenesisError::Invalid(format!("identities[{i}].id: {m}")))?;
-            if !roles
+            let Some(max_tier) = roles
                 .get(&g.provider)
-                .is_some_and(|r| r.has(Role::KycProvider))
-            {
+                .filter(|r| r.has(Role::KycProvider))
+                .and_then(|r| r.max_tier)
+            else {
                 return invalid(format!(
                     "identities[{i}].provider: not a key with the kyc_provider role"
+                ));
+            };
+            if g.tier > max_tier {
+                return invalid(format!(
+                    "identities[{i}].tier: {} is above its provider's max_tier {max_tier}",
+                    g.tier
                 ));
             }
             let identity = Identity {
@@ -297,6 +305,12 @@ impl Genesis {
             .map(|r| r.key)
             .collect();
         extra.push((MEMBERS_KEY.to_vec(), codec::encode(&members)));
+        let providers: BTreeMap<AccountId, Tier> = roles
+            .values()
+            .filter(|r| r.has(Role::KycProvider))
+            .filter_map(|r| Some((r.key, r.max_tier?)))
+            .collect();
+        extra.push((PROVIDERS_KEY.to_vec(), codec::encode(&providers)));
         extra.push((RULES_KEY.to_vec(), codec::encode(&rules)));
         extra.push((PARAMS_KEY.to_vec(), codec::encode(&self.params)));
         extra.push((

@@ -73,7 +73,7 @@ pub(crate) fn run(
             record: codec::encode(&(&job.block, &job.qc)),
             record_id: job.block.id().0,
         };
-        let (header, receipts) = match chain.commit(&proposal, &txs) {
+        let (header, receipts, due) = match chain.commit(&proposal, &txs) {
             Ok(r) => r,
             Err(e) => {
                 shared.fail(format!("committing block {}: {e}", job.block.height));
@@ -116,13 +116,22 @@ pub(crate) fn run(
             .inc_by(receipts.len() as u64 - applied);
         shared.finish_inflight(&txs);
         log_block(&header, &receipts, applied, started);
+        for p in &due {
+            tracing::info!(
+                height = header.height,
+                proposal = p.id,
+                action = p.kind,
+                status = ?p.status,
+                "governance proposal came due"
+            );
+        }
         let version = chain.rules_version();
         if version != rules_in_force {
             tracing::info!(
                 height = header.height,
                 version,
                 previous = rules_in_force,
-                "compliance rule set changed by governance (set_rules or update_sanctions)"
+                "compliance rule set changed by governance"
             );
             rules_in_force = version;
         }

@@ -24,8 +24,10 @@ pub struct ScenarioResult {
     pub expected: String,
     /// What the receipt said, as `code` or `code/rule`.
     pub got: String,
-    /// Rule-set version named by the receipt's flag, if any.
-    pub rule_version: Option<u64>,
+    /// The rule-set version the receipt says it was checked against.
+    pub rules_version: u64,
+    /// The rule-set version its rule's flag names, if a rule decided.
+    pub flag_version: Option<u64>,
     /// The transaction.
     pub hash: Hash,
     /// Its block.
@@ -51,6 +53,10 @@ pub struct Scenarios<'a> {
 
 fn usd() -> AssetCode {
     AssetCode::new("USD").unwrap_or_else(|| unreachable!("valid literal"))
+}
+
+fn gbp() -> AssetCode {
+    AssetCode::new("GBP").unwrap_or_else(|| unreachable!("GBP is a valid asset code"))
 }
 
 fn sgd() -> AssetCode {
@@ -160,7 +166,8 @@ impl<'a> Scenarios<'a> {
             name: name.to_owned(),
             expected: expected.to_owned(),
             got,
-            rule_version: flag.map(|f| f.rule_version),
+            rules_version: receipt.rules_version,
+            flag_version: flag.map(|f| f.rule_version),
             hash,
             height: status.height.unwrap_or(0),
         });
@@ -325,6 +332,37 @@ impl<'a> Scenarios<'a> {
         )
         .await?;
         self.velocity().await?;
+        self.daily_count().await?;
+        self.pay(
+            "30-day limit (tier 4, 150 a month): first 100",
+            "scenario-monthly-de",
+            "scenario-payer-de",
+            usd(),
+            100,
+            false,
+            "ok",
+        )
+        .await?;
+        self.pay(
+            "30-day limit: 60 more",
+            "scenario-monthly-de",
+            "scenario-payer-de",
+            usd(),
+            60,
+            false,
+            &r("limit.30_days"),
+        )
+        .await?;
+        self.pay(
+            "an asset without a reference rate (GBP)",
+            "scenario-payer-de",
+            "scenario-payee-gb",
+            gbp(),
+            5,
+            false,
+            &r("rates.missing"),
+        )
+        .await?;
         self.pay(
             "travel rule without data",
             "scenario-payer-de",
@@ -424,29 +462,29 @@ impl<'a> Scenarios<'a> {
         Ok(())
     }
 
-    /// The KYC provider registers a DE identity at tier 4, for which the rule set has no limits,
+    /// The KYC provider registers a DE identity at tier 5, for which the rule set has no limits,
     /// and binds the unbound scenario account to it: its payments are refused by default.
     async fn undefined_limit(&mut self) -> anyhow::Result<()> {
         let status: StatusView = self.get("/v1/status").await?;
         let block: crate::api::BlockView =
             self.get(&format!("/v1/blocks/{}", status.height)).await?;
         let register = Payload::Identity(IdentityOp::Register {
-            id: "scenario-tier4-de".into(),
+            id: "scenario-tier5-de".into(),
             jurisdiction: tally_ledger::primitives::Jurisdiction::new("DE")
                 .context("jurisdiction")?,
-            tier: 4,
+            tier: 5,
             expires_ms: block.header.timestamp_ms + 30 * 86_400_000,
             commitment: Hash([4; 32]),
         });
         self.step(
-            "KYC provider registers a tier-4 identity",
+            "KYC provider registers a tier-5 identity",
             "kyc",
             register,
             "ok",
         )
         .await?;
         let bind = Payload::Identity(IdentityOp::Bind {
-            id: "scenario-tier4-de".into(),
+            id: "scenario-tier5-de".into(),
             account: self.account("scenario-unbound")?,
         });
         self.step("KYC provider binds an account to it", "kyc", bind, "ok")
@@ -492,6 +530,32 @@ impl<'a> Scenarios<'a> {
             1,
             false,
             "compliance_rejected/velocity.hourly",
+        )
+        .await
+    }
+
+    /// Tier 4 allows 5 transfers per rolling day (and has no hourly count): the 6th is refused.
+    async fn daily_count(&mut self) -> anyhow::Result<()> {
+        for n in 1..=5 {
+            self.pay(
+                &format!("daily count (tier 4, 5 a day): transfer {n}"),
+                "scenario-daily-count-de",
+                "scenario-payer-de",
+                usd(),
+                1,
+                false,
+                "ok",
+            )
+            .await?;
+        }
+        self.pay(
+            "daily count: 6th transfer in a day",
+            "scenario-daily-count-de",
+            "scenario-payer-de",
+            usd(),
+            1,
+            false,
+            "compliance_rejected/velocity.daily",
         )
         .await
     }

@@ -178,6 +178,7 @@ impl Testnet {
             })
             .collect();
         accounts.extend(demo.accounts);
+        assets.extend(demo.assets);
         if let Some(t) = &spec.host_template {
             let host = t.replace("{i}", "0");
             let valid = t.contains("{i}")

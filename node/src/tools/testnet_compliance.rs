@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use tally_ledger::compliance::{
     Corridor, Limit, Rate, Role, RoleEntry, RuleSet, Structuring, TravelRule,
 };
-use tally_ledger::genesis::{GenesisAccount, GenesisIdentity};
+use tally_ledger::genesis::{GenesisAccount, GenesisAsset, GenesisIdentity};
 use tally_ledger::primitives::{AccountId, AssetCode, Hash, Jurisdiction, TimestampMs};
 
 /// Minor units per major unit of the demo assets (6 decimals).
@@ -17,6 +17,13 @@ pub const UNIT: u64 = 1_000_000;
 
 /// Jurisdictions of the demo load accounts, assigned round-robin.
 pub const LOAD_JURISDICTIONS: &[&str] = &["DE", "FR", "GB", "SG"];
+
+/// A demo asset listed without a reference rate: payments in it are refused (`rates.missing`)
+/// until governance sets one.
+pub const UNRATED_ASSET: &str = "GBP";
+
+/// The highest tier the demo KYC provider may vouch for.
+pub const DEMO_KYC_MAX_TIER: u8 = 5;
 
 /// Demo identities are valid for two years from genesis.
 const TWO_YEARS_MS: u64 = 2 * 365 * 86_400_000;
@@ -30,7 +37,8 @@ fn asset(code: &str) -> AssetCode {
     AssetCode::new(code).unwrap_or_else(|| panic!("demo asset {code}"))
 }
 
-/// The demo rule set: USD reference; EUR and SGD rates; three tiers in five jurisdictions;
+/// The demo rule set: USD reference; EUR and SGD rates (GBP, listed later, has none yet);
+/// four tiers in five jurisdictions (tier 5 has no limits: identities there cannot pay);
 /// corridors among DE, FR, GB and SG plus US with DE and GB; KP and IR sanctioned; the travel
 /// rule and structuring detection at 1,000 USD.
 pub fn demo_rules() -> RuleSet {
@@ -65,6 +73,17 @@ pub fn demo_rules() -> RuleSet {
             per_30_days: Some(100_000 * UNIT),
             transfers_per_hour: Some(200),
             transfers_per_day: Some(2_000),
+        });
+        // Tier 4: basic KYC (a phone and a document): small sums, few payments a day, a low
+        // monthly total, no daily amount cap of its own.
+        limits.push(Limit {
+            jurisdiction: j(code),
+            tier: 4,
+            per_transaction: Some(100 * UNIT),
+            per_day: None,
+            per_30_days: Some(150 * UNIT),
+            transfers_per_hour: None,
+            transfers_per_day: Some(5),
         });
         // Tier 3: institutions and liquidity providers, monitored but not capped.
         limits.push(Limit {
@@ -126,6 +145,8 @@ const SCENARIOS: &[ScenarioSpec] = &[
     spec("retail-de", "DE", 1),
     spec("velocity-de", "DE", 1),
     spec("daily-de", "DE", 1),
+    spec("daily-count-de", "DE", 4),
+    spec("monthly-de", "DE", 4),
     spec("payer-de", "DE", 2),
     spec("payee-gb", "GB", 2),
     spec("payer-sg", "SG", 2),
@@ -174,6 +195,9 @@ pub struct DemoCompliance {
     pub accounts: Vec<GenesisAccount>,
     /// Sanctioned identities.
     pub sanctioned: BTreeMap<String, String>,
+    /// Assets of the demo beyond the ones the caller issues: GBP, listed without a reference
+    /// rate (its issuer is the named key `issuer-GBP`).
+    pub assets: Vec<GenesisAsset>,
 }
 
 /// Salted commitment for demo identities (the "personal data" is the id itself here).
@@ -204,6 +228,7 @@ impl DemoCompliance {
                 key: keys::account_id(&k),
                 roles: r.iter().copied().collect(),
                 jurisdictions: js.iter().map(|c| j(c)).collect(),
+                max_tier: None,
             });
             named.insert(name, k);
         };
@@ -231,6 +256,24 @@ impl DemoCompliance {
             &[Role::LiquidityProvider],
             &[],
         );
+        // GBP is listed, held by the scenario accounts, but has no reference rate yet.
+        let gbp_issuer = key(format!("issuer-{UNRATED_ASSET}"));
+        let assets = vec![GenesisAsset {
+            code: asset(UNRATED_ASSET),
+            decimals: 6,
+            issuer: keys::account_id(&gbp_issuer),
+        }];
+        add_role(
+            &mut named,
+            format!("issuer-{UNRATED_ASSET}"),
+            gbp_issuer,
+            &[Role::Issuer],
+            &[],
+        );
+        // The demo scenarios register a tier-5 identity (one the rules give no limits).
+        for r in roles.iter_mut().filter(|r| r.has(Role::KycProvider)) {
+            r.max_tier = Some(DEMO_KYC_MAX_TIER);
+        }
         let provider = keys::account_id(&named["kyc"]);
         let expires_ms = genesis_time_ms.saturating_add(TWO_YEARS_MS);
         let mut identities = Vec::new();
@@ -257,6 +300,7 @@ impl DemoCompliance {
                 key: keys::account_id(k),
                 roles: [Role::Issuer].into(),
                 jurisdictions: BTreeSet::new(),
+                max_tier: None,
             });
             ident(
                 format!("issuer-{code}"),
@@ -298,6 +342,7 @@ impl DemoCompliance {
                 balances: [
                     (asset("USD"), 100_000 * UNIT),
                     (asset("SGD"), 100_000 * UNIT),
+                    (asset(UNRATED_ASSET), 1_000 * UNIT),
                 ]
                 .into(),
             });
@@ -309,6 +354,7 @@ impl DemoCompliance {
             identities,
             accounts,
             sanctioned,
+            assets,
         }
     }
 }
@@ -333,6 +379,7 @@ impl SimpleCompliance {
             key: provider,
             roles: [Role::KycProvider].into(),
             jurisdictions: BTreeSet::new(),
+            max_tier: Some(3),
         }];
         let identities = accounts
             .iter()

@@ -12,7 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     writeln!(out, "start {}", chain.height())?;
     loop {
         let (proposal, txs) = crash_workload::block(chain.height() + 1);
-        let (header, _) = chain.commit(&proposal, &txs)?;
+        let (header, ..) = chain.commit(&proposal, &txs)?;
         writeln!(out, "committed {}", header.height)?;
         out.flush()?;
     }

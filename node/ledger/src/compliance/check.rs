@@ -89,8 +89,9 @@ fn refuse(rules: &Rules, rule_id: &str, reason: String) -> Rejection {
 }
 
 /// Loads the identity an account is bound to and checks it may take part in a payment of
-/// `asset` at `now`: bound, not sanctioned, not revoked, not expired, not frozen (by a
-/// regulator, or by the issuer for this asset).
+/// `asset` at `now`: bound, not sanctioned, not revoked, vouched for by a KYC provider in
+/// office within its maximum tier, not expired, not frozen (by a regulator, or by the issuer
+/// for this asset).
 pub fn check_party(
     o: &Overlay<'_>,
     rules: &Rules,
@@ -139,6 +140,30 @@ pub fn check_party(
             "identity.revoked",
             format!("{who} was revoked by its KYC provider"),
         )));
+    }
+    match rules.provider_max_tier(&identity.provider) {
+        None => {
+            return Ok(Err(refuse(
+                rules,
+                "identity.provider_removed",
+                format!(
+                    "{who} was registered by {}, which is no longer a KYC provider; another \
+                     provider must register it again",
+                    identity.provider
+                ),
+            )))
+        }
+        Some(max) if identity.tier > max => {
+            return Ok(Err(refuse(
+                rules,
+                "identity.tier_not_allowed",
+                format!(
+                    "{who} is at tier {}, above the {max} its KYC provider may vouch for",
+                    identity.tier
+                ),
+            )))
+        }
+        Some(_) => {}
     }
     if now > identity.expires_ms {
         return Ok(Err(refuse(

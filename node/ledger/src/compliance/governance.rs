@@ -2,12 +2,12 @@
 //! than two thirds of the members and takes effect at the start of the block at the height it
 //! names. Everything here runs inside deterministic execution.
 
-use super::registry::{role_key, sanction_key, Role, RoleEntry, RULES_KEY};
-use super::rules::{RuleSet, SanctionsUpdate};
+use super::registry::{role_key, sanction_key, Role, RoleEntry, PROVIDERS_KEY, RULES_KEY};
+use super::rules::{RuleSet, SanctionsUpdate, Tier};
 use crate::primitives::{AccountId, Height};
 use crate::{Event, Overlay, RejectCode, Rejection, StateError};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One validator of a set: in genesis and in `set_validators` proposals.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +55,31 @@ pub enum GovAction {
     },
 }
 
+impl GovAction {
+    /// The action's name as proposals spell it (`set_rules`, `update_sanctions`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GovAction::SetRules(_) => "set_rules",
+            GovAction::UpdateSanctions(_) => "update_sanctions",
+            GovAction::SetRole(_) => "set_role",
+            GovAction::RemoveRole { .. } => "remove_role",
+            GovAction::SetValidators { .. } => "set_validators",
+            GovAction::SetParameter { .. } => "set_parameter",
+        }
+    }
+}
+
+/// A proposal that came due at a block: what it was and whether it took effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueProposal {
+    /// Its id.
+    pub id: u64,
+    /// Its action's name ([`GovAction::kind`]).
+    pub kind: &'static str,
+    /// `Applied` or `Superseded`.
+    pub status: ProposalStatus,
+}
+
 /// Where a proposal stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -69,9 +94,11 @@ pub enum ProposalStatus {
     Expired,
     /// It took effect.
     Applied,
-    /// It passed, but by its height the rule set it was drafted against had changed (another
-    /// `set_rules` or an `update_sanctions` applied first), so it did not take effect: it would
-    /// have undone that change. Draft it again against the version in force.
+    /// It passed, but by its height its premise no longer held, so it did not take effect: the
+    /// rule set it was drafted against had changed (another `set_rules` or an
+    /// `update_sanctions` applied first; it would have undone that change), or a validator-set
+    /// change found another applied at the same boundary or no longer kept a quorum of
+    /// validators already running. Draft it again against the state in force.
     Superseded,
 }
 
@@ -252,7 +279,12 @@ fn members(o: &Overlay<'_>) -> Result<BTreeSet<AccountId>, StateError> {
     Ok(o.get(MEMBERS_KEY)?.unwrap_or_default())
 }
 
-/// Writes a registry entry and keeps the member set in step.
+/// The KYC providers and the highest tier each may register.
+pub fn kyc_providers(o: &Overlay<'_>) -> Result<BTreeMap<AccountId, Tier>, StateError> {
+    Ok(o.get(PROVIDERS_KEY)?.unwrap_or_default())
+}
+
+/// Writes a registry entry and keeps the member set and the provider table in step.
 pub fn put_role(o: &mut Overlay<'_>, entry: &RoleEntry) -> Result<(), StateError> {
     let mut m = members(o)?;
     if entry.has(Role::Member) {
@@ -261,6 +293,12 @@ pub fn put_role(o: &mut Overlay<'_>, entry: &RoleEntry) -> Result<(), StateError
         m.remove(&entry.key);
     }
     o.put(MEMBERS_KEY.to_vec(), &m);
+    let mut providers = kyc_providers(o)?;
+    match (entry.has(Role::KycProvider), entry.max_tier) {
+        (true, Some(tier)) => providers.insert(entry.key, tier),
+        _ => providers.remove(&entry.key),
+    };
+    o.put(PROVIDERS_KEY.to_vec(), &providers);
     o.put(role_key(&entry.key), entry);
     Ok(())
 }
@@ -269,6 +307,9 @@ fn remove_role(o: &mut Overlay<'_>, key: &AccountId) -> Result<(), StateError> {
     let mut m = members(o)?;
     m.remove(key);
     o.put(MEMBERS_KEY.to_vec(), &m);
+    let mut providers = kyc_providers(o)?;
+    providers.remove(key);
+    o.put(PROVIDERS_KEY.to_vec(), &providers);
     o.delete(role_key(key));
     Ok(())
 }
@@ -303,7 +344,7 @@ pub fn propose(
         )));
     }
     let p = params(o)?;
-    if let GovAction::SetValidators { .. } = action {
+    if let GovAction::SetValidators { validators } = action {
         if effective_height % p.epoch_blocks != 0 {
             return Ok(Err(reject(
                 RejectCode::InvalidProposal,
@@ -312,6 +353,9 @@ pub fn propose(
                     p.epoch_blocks
                 ),
             )));
+        }
+        if let Err(m) = keeps_a_quorum(&validator_epoch(o)?.validators, validators) {
+            return Ok(Err(reject(RejectCode::InvalidProposal, m)));
         }
     }
     if let GovAction::SetRules(proposed) = action {
@@ -445,14 +489,15 @@ fn tally(
 }
 
 /// Applies the proposals that take effect at `height`, in the order they passed, before the
-/// block's transactions. Returns the ids applied or superseded.
-pub fn begin_block(o: &mut Overlay<'_>, height: Height) -> Result<Vec<u64>, StateError> {
+/// block's transactions. Returns each, applied or superseded.
+pub fn begin_block(o: &mut Overlay<'_>, height: Height) -> Result<Vec<DueProposal>, StateError> {
     let key = schedule_key(height);
     let Some(ids) = o.get::<Vec<u64>>(&key)? else {
         return Ok(Vec::new());
     };
-    for id in &ids {
-        let Some(mut proposal) = o.get::<Proposal>(&proposal_key(*id))? else {
+    let mut due = Vec::with_capacity(ids.len());
+    for id in ids {
+        let Some(mut proposal) = o.get::<Proposal>(&proposal_key(id))? else {
             continue;
         };
         proposal.status = if apply(o, &proposal.action, height)? {
@@ -460,11 +505,16 @@ pub fn begin_block(o: &mut Overlay<'_>, height: Height) -> Result<Vec<u64>, Stat
         } else {
             ProposalStatus::Superseded
         };
-        o.put(proposal_key(*id), &proposal);
+        due.push(DueProposal {
+            id,
+            kind: proposal.action.kind(),
+            status: proposal.status,
+        });
+        o.put(proposal_key(id), &proposal);
     }
     o.delete(key);
     o.commit_tx();
-    Ok(ids)
+    Ok(due)
 }
 
 fn bump_rules(o: &mut Overlay<'_>, mut rules: RuleSet) -> Result<(), StateError> {
@@ -474,7 +524,45 @@ fn bump_rules(o: &mut Overlay<'_>, mut rules: RuleSet) -> Result<(), StateError>
     Ok(())
 }
 
-/// Applies one passed action; false if it is a rule-set change whose base version moved.
+/// The validator set in force (or starting at the next height). Genesis writes epoch 0; a
+/// state without it counts as epoch 0 with no validators.
+fn validator_epoch(o: &Overlay<'_>) -> Result<ValidatorEpoch, StateError> {
+    Ok(o.get(VALIDATORS_KEY)?.unwrap_or_else(|| ValidatorEpoch {
+        epoch: 0,
+        first_height: 1,
+        validators: Vec::new(),
+    }))
+}
+
+/// A new validator set must not depend on keys that have never run: the validators of the
+/// current set that stay in `next` must make a quorum of `next` on their own, so the chain
+/// goes on even if every incoming validator is offline at the boundary. Larger replacements
+/// are made over several epochs. (From no set at all, as in a bare test state, anything goes.)
+pub fn keeps_a_quorum(
+    current: &[GenesisValidator],
+    next: &[GenesisValidator],
+) -> Result<(), String> {
+    if current.is_empty() {
+        return Ok(());
+    }
+    let staying = next
+        .iter()
+        .filter(|v| current.iter().any(|c| c.public_key == v.public_key))
+        .count();
+    let needed = crate::block::quorum(next.len());
+    if staying < needed {
+        return Err(format!(
+            "validators: {staying} of the {} validators are in the current set, and a quorum of the new set ({needed}) must be; replace at most {} at a time, one epoch after another",
+            next.len(),
+            next.len() - needed
+        ));
+    }
+    Ok(())
+}
+
+/// Applies one passed action; false if it is a change whose premise no longer holds (a
+/// rule-set change whose base version moved, a validator-set change that would no longer keep
+/// a quorum of running validators).
 fn apply(o: &mut Overlay<'_>, action: &GovAction, height: Height) -> Result<bool, StateError> {
     match action {
         GovAction::SetRules(rules) => {
@@ -511,13 +599,15 @@ fn apply(o: &mut Overlay<'_>, action: &GovAction, height: Height) -> Result<bool
         GovAction::SetRole(entry) => put_role(o, entry)?,
         GovAction::RemoveRole { key } => remove_role(o, key)?,
         GovAction::SetValidators { validators } => {
-            // Genesis writes epoch 0; a state without it counts as epoch 0.
-            let current: ValidatorEpoch =
-                o.get(VALIDATORS_KEY)?.unwrap_or_else(|| ValidatorEpoch {
-                    epoch: 0,
-                    first_height: 1,
-                    validators: Vec::new(),
-                });
+            let current = validator_epoch(o)?;
+            // One change per boundary: after another applied here, the set running now is no
+            // longer known to check this one against. And the set may have changed since the
+            // proposal was checked: the validators that stay must still make a quorum.
+            if current.first_height == height + 1
+                || keeps_a_quorum(&current.validators, validators).is_err()
+            {
+                return Ok(false);
+            }
             for v in &current.validators {
                 if let Some(mut entry) = role_entry(o, &v.public_key)? {
                     entry.roles.remove(&Role::Validator);
@@ -530,6 +620,7 @@ fn apply(o: &mut Overlay<'_>, action: &GovAction, height: Height) -> Result<bool
                     key: v.public_key,
                     roles: BTreeSet::new(),
                     jurisdictions: BTreeSet::new(),
+                    max_tier: None,
                 });
                 entry.roles.insert(Role::Validator);
                 put_role(o, &entry)?;

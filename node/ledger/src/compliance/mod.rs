@@ -11,7 +11,7 @@ pub mod rules;
 pub mod window;
 
 pub use check::{check_party, check_transfer, Party, Payment, TravelRuleData};
-pub use governance::{GovAction, Params, Proposal, ProposalStatus, ValidatorEpoch};
+pub use governance::{DueProposal, GovAction, Params, Proposal, ProposalStatus, ValidatorEpoch};
 pub use ops::{freeze_op, identity_op, FreezeOp, IdentityOp};
 pub use registry::{Freeze, Identity, Role, RoleEntry, Usage};
 pub use rules::{
@@ -25,6 +25,8 @@ pub const RULE_IDS: &[(&str, &str)] = &[
     ("sanctions.identity", "reject"),
     ("sanctions.jurisdiction", "reject"),
     ("identity.revoked", "reject"),
+    ("identity.provider_removed", "reject"),
+    ("identity.tier_not_allowed", "reject"),
     ("identity.expired", "reject"),
     ("identity.frozen", "reject"),
     ("asset.frozen", "reject"),

@@ -2,7 +2,7 @@
 //! regulators freeze identities of their jurisdictions; issuers freeze identities for their
 //! asset.
 
-use super::governance::{params, role_entry};
+use super::governance::{self, params, role_entry};
 use super::registry::{
     asset_freeze_key, check_identity_id, identity_key, Freeze, Identity, Role, MAX_TEXT,
 };
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum IdentityOp {
-    /// Registers a new identity.
+    /// Registers a new identity, or one whose KYC provider has left office.
     Register {
         /// The provider's id for it.
         id: IdentityId,
@@ -146,12 +146,25 @@ pub fn identity_op(
     now: TimestampMs,
     op: &IdentityOp,
 ) -> Outcome {
-    if !role_entry(o, sender)?.is_some_and(|e| e.has(Role::KycProvider)) {
+    let Some(max_tier) = role_entry(o, sender)?
+        .filter(|e| e.has(Role::KycProvider))
+        .and_then(|e| e.max_tier)
+    else {
         return refuse(
             RejectCode::Unauthorized,
             format!("{sender} is not a registered KYC provider"),
         );
-    }
+    };
+    let check_tier = |tier: Tier| {
+        (tier > max_tier).then(|| {
+            Rejection::new(
+                RejectCode::Unauthorized,
+                format!(
+                    "tier {tier} is above {max_tier}, the highest this KYC provider may vouch for"
+                ),
+            )
+        })
+    };
     let max_expiry = now.saturating_add(
         params(o)?
             .identity_max_validity_days
@@ -186,13 +199,25 @@ pub fn identity_op(
             expires_ms,
             commitment,
         } => {
-            if o.get::<Identity>(&identity_key(id))?.is_some() {
-                return refuse(
-                    RejectCode::IdentityExists,
-                    format!("identity {id} is already registered"),
-                );
+            // An identity whose provider has left office may be registered again by another
+            // (a new KYC of the same customer): its bound accounts, usage and any regulator's
+            // freeze stay; a revocation is permanent.
+            let previous = o.get::<Identity>(&identity_key(id))?;
+            if let Some(p) = &previous {
+                if governance::kyc_providers(o)?.contains_key(&p.provider) {
+                    return refuse(
+                        RejectCode::IdentityExists,
+                        format!("identity {id} is already registered"),
+                    );
+                }
+                if p.revoked {
+                    return refuse(
+                        RejectCode::InvalidRequest,
+                        format!("identity {id} is revoked"),
+                    );
+                }
             }
-            if let Some(r) = check_expiry(*expires_ms) {
+            if let Some(r) = check_tier(*tier).or_else(|| check_expiry(*expires_ms)) {
                 return Ok(Err(r));
             }
             let identity = Identity {
@@ -203,7 +228,7 @@ pub fn identity_op(
                 expires_ms: *expires_ms,
                 commitment: *commitment,
                 revoked: false,
-                frozen: None,
+                frozen: previous.and_then(|p| p.frozen),
             };
             o.put(identity_key(id), &identity);
             Ok(Ok(vec![Event::IdentityRegistered { id: id.clone() }]))
@@ -224,7 +249,7 @@ pub fn identity_op(
                     format!("identity {id} is revoked"),
                 );
             }
-            if let Some(r) = check_expiry(*expires_ms) {
+            if let Some(r) = check_tier(*tier).or_else(|| check_expiry(*expires_ms)) {
                 return Ok(Err(r));
             }
             identity.tier = *tier;

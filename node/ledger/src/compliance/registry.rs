@@ -59,6 +59,11 @@ pub struct RoleEntry {
     /// For a regulator: the jurisdictions it covers.
     #[serde(default)]
     pub jurisdictions: BTreeSet<Jurisdiction>,
+    /// For a KYC provider (required): the highest tier it may register or raise an identity
+    /// to. Set by governance with the role; lowering it makes its identities above the new
+    /// maximum unusable until it lowers their tier.
+    #[serde(default)]
+    pub max_tier: Option<Tier>,
 }
 
 impl RoleEntry {
@@ -75,7 +80,13 @@ impl RoleEntry {
         if !self.jurisdictions.is_empty() && !self.has(Role::Regulator) {
             return Err("role.jurisdictions: only regulators cover jurisdictions".into());
         }
-        Ok(())
+        match (self.has(Role::KycProvider), self.max_tier) {
+            (true, None) => {
+                Err("role.max_tier: a KYC provider needs the highest tier it may register".into())
+            }
+            (false, Some(_)) => Err("role.max_tier: only KYC providers have a maximum tier".into()),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -163,3 +174,8 @@ pub fn asset_freeze_key(asset: &AssetCode, id: &str) -> Vec<u8> {
 
 /// The current rule set.
 pub const RULES_KEY: &[u8] = b"rules/current";
+
+/// The KYC providers and the highest tier each may register (`BTreeMap<AccountId, Tier>`),
+/// kept in step with the role entries. Roles change only between blocks (genesis,
+/// governance at a block's start), so execution reads it once per block.
+pub const PROVIDERS_KEY: &[u8] = b"gov/kyc_providers";

@@ -1,6 +1,6 @@
 //! The consortium's rule set: plain data, versioned, changed only by governance.
 
-use crate::primitives::{Amount, AssetCode, IdentityId, Jurisdiction};
+use crate::primitives::{AccountId, Amount, AssetCode, IdentityId, Jurisdiction};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -181,18 +181,21 @@ impl RuleSet {
     }
 }
 
-/// The rule set indexed for per-transfer lookups.
+/// What a block's payments are checked against: the rule set indexed for per-transfer
+/// lookups, and the KYC providers in office with the highest tier each may vouch for.
 #[derive(Debug, Clone)]
 pub struct Rules {
     /// The rule set as stored.
     pub set: RuleSet,
     limits: BTreeMap<(Jurisdiction, Tier), Limit>,
     corridors: BTreeSet<Corridor>,
+    providers: BTreeMap<AccountId, Tier>,
 }
 
 impl Rules {
-    /// Indexes a rule set.
-    pub fn new(set: RuleSet) -> Rules {
+    /// Indexes a rule set; `providers` are the KYC providers in office and their maximum
+    /// tiers (an identity whose provider is not among them cannot take part in payments).
+    pub fn new(set: RuleSet, providers: BTreeMap<AccountId, Tier>) -> Rules {
         Rules {
             limits: set
                 .limits
@@ -200,8 +203,14 @@ impl Rules {
                 .map(|l| ((l.jurisdiction, l.tier), l.clone()))
                 .collect(),
             corridors: set.corridors.iter().copied().collect(),
+            providers,
             set,
         }
+    }
+
+    /// The highest tier `provider` may vouch for, or `None` if it is not a KYC provider.
+    pub fn provider_max_tier(&self, provider: &AccountId) -> Option<Tier> {
+        self.providers.get(provider).copied()
     }
 
     /// Limits of one jurisdiction and tier.
