@@ -154,9 +154,47 @@ impl ValidatorSet {
 
     /// Checks `sig` by validator `i` over `msg`.
     pub(crate) fn verify(&self, i: ValidatorIndex, msg: &Digest, sig: &Signature) -> bool {
-        self.verifying
-            .get(usize::from(i))
-            .is_some_and(|k| k.verify_strict(&msg.0, sig).is_ok())
+        let (Some(k), Some(key)) = (self.verifying.get(usize::from(i)), self.key(i)) else {
+            return false;
+        };
+        let check = || k.verify_strict(&msg.0, sig).is_ok();
+        MEMO.with(|memo| match memo.borrow_mut().as_mut() {
+            None => check(),
+            Some(seen) => {
+                let mut id = [0u8; 128];
+                id[..32].copy_from_slice(&key);
+                id[32..64].copy_from_slice(&msg.0);
+                id[64..].copy_from_slice(&sig.to_bytes());
+                *seen.entry(id).or_insert_with(check)
+            }
+        })
+    }
+}
+
+thread_local! {
+    /// Outcomes of signature checks on this thread, kept while a [`VerificationMemo`] lives.
+    static MEMO: std::cell::RefCell<Option<std::collections::HashMap<[u8; 128], bool>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// While it lives, signature checks on this thread are remembered (key, message and signature
+/// → outcome) and not repeated. A check is a pure function of those three, so nothing but the
+/// time changes; the simulator, where every replica checks every signature it is shown (each
+/// certificate again and again), spends most of its time there otherwise. A node never starts
+/// one: it checks each signature once by design (`verified_once`).
+pub(crate) struct VerificationMemo(());
+
+impl VerificationMemo {
+    /// Starts remembering on this thread, with nothing remembered yet.
+    pub(crate) fn start() -> VerificationMemo {
+        MEMO.with(|memo| *memo.borrow_mut() = Some(std::collections::HashMap::new()));
+        VerificationMemo(())
+    }
+}
+
+impl Drop for VerificationMemo {
+    fn drop(&mut self) {
+        MEMO.with(|memo| *memo.borrow_mut() = None);
     }
 }
 
@@ -547,6 +585,28 @@ impl Evidence {
             Message::Vote(_) => "vote",
             Message::Timeout(_) => "timeout",
             Message::Certificates(_) => "certificates",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The simulator's memo remembers outcomes, never turns one into the other: a forged
+    /// signature stays refused, a good one accepted, on first sight and after.
+    #[test]
+    fn a_remembered_check_gives_the_outcome_of_the_check() {
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let set = ValidatorSet::new(0, vec![key.verifying_key().to_bytes()]).expect("set");
+        let msg = vote_digest(0, 1, 1, &Digest([1; 32]));
+        let good = key.sign(&msg.0);
+        let other = vote_digest(0, 2, 1, &Digest([1; 32]));
+        let _memo = VerificationMemo::start();
+        for _ in 0..2 {
+            assert!(set.verify(0, &msg, &good));
+            assert!(!set.verify(0, &other, &good), "a signature over another message");
+            assert!(!set.verify(1, &msg, &good), "an index outside the set");
         }
     }
 }

@@ -186,6 +186,7 @@ struct Sim {
 
 /// Runs one simulation.
 pub fn run(cfg: &SimConfig) -> SimReport {
+    let _memo = crate::types::VerificationMemo::start();
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let keys: Vec<SigningKey> = (0..cfg.validators)
         .map(|i| {
