@@ -605,7 +605,10 @@ mod tests {
         let _memo = VerificationMemo::start();
         for _ in 0..2 {
             assert!(set.verify(0, &msg, &good));
-            assert!(!set.verify(0, &other, &good), "a signature over another message");
+            assert!(
+                !set.verify(0, &other, &good),
+                "a signature over another message"
+            );
             assert!(!set.verify(1, &msg, &good), "an index outside the set");
         }
     }

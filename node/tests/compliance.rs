@@ -1329,6 +1329,37 @@ fn a_validator_set_change_never_depends_on_more_new_keys_than_the_old_ones_can_o
 }
 
 #[test]
+fn votes_count_to_the_last_block_of_the_voting_window_and_not_after() {
+    let mut g = genesis();
+    g.params.proposal_voting_blocks = 3;
+    let mut l = Ledger {
+        state: g.initial_state().unwrap(),
+        height: 0,
+        seqs: BTreeMap::new(),
+    };
+    let propose = Payload::Propose {
+        action: GovAction::SetParameter {
+            name: "identity_max_validity_days".into(),
+            value: 400,
+        },
+        effective_height: 100,
+    };
+    assert_eq!(l.run(T0, MEMBERS[0], propose).code, "ok"); // height 1: voting to height 4
+    l.block(T0, Vec::new());
+    l.block(T0, Vec::new());
+    let vote = |approve| Payload::Vote {
+        proposal: 1,
+        approve,
+    };
+    let r = l.run(T0, MEMBERS[1], vote(true)); // height 4, the window's last block
+    assert_eq!((r.code.as_str(), l.height), ("ok", 4), "{}", r.reason);
+    let r = l.run(T0, MEMBERS[2], vote(true)); // height 5
+    assert_eq!(r.code, "proposal_closed", "{}", r.reason);
+    assert!(r.reason.contains("closed after height 4"), "{}", r.reason);
+    assert!(r.events.is_empty());
+}
+
+#[test]
 fn proposals_that_cannot_pass_are_rejected() {
     let mut l = Ledger::new();
     let propose = Payload::Propose {
