@@ -628,8 +628,11 @@ fn print_progress(devnet: &Devnet, stats: Option<&LoadStats>, last: &mut (Instan
         let tps = (fin - last.1.min(fin)) as f64 / dt;
         *last = (Instant::now(), fin);
         let refused: u64 = s.refused.lock().map(|m| m.values().sum()).unwrap_or(0);
+        let recent = s.take_recent();
         line.push_str(&format!(
-            " | final {fin:>8} | {tps:>7.0} tx/s | p50 {} ms p99 {} ms | refused {refused}",
+            " | final {fin:>8} | {tps:>7.0} tx/s | p50 {} ms p99 {} ms (run {} / {}) | refused {refused}",
+            recent.percentile(0.5).map_or("-".into(), |v| v.to_string()),
+            recent.percentile(0.99).map_or("-".into(), |v| v.to_string()),
             s.percentile(0.5).map_or("-".into(), |v| v.to_string()),
             s.percentile(0.99).map_or("-".into(), |v| v.to_string()),
         ));

@@ -267,9 +267,12 @@ fn print_progress(stats: &LoadStats, last: &mut (Instant, u64)) {
     let tps = (fin - last.1.min(fin)) as f64 / dt;
     *last = (Instant::now(), fin);
     let refused: u64 = stats.refused.lock().map(|m| m.values().sum()).unwrap_or(0);
+    let recent = stats.take_recent();
     crate::outln!(
-        "height {:>6} | final {fin:>8} | {tps:>7.0} tx/s | p50 {} ms p99 {} ms | refused {refused}",
+        "height {:>6} | final {fin:>8} | {tps:>7.0} tx/s | p50 {} ms p99 {} ms (run {} / {}) | refused {refused}",
         stats.height.load(Ordering::Relaxed),
+        recent.percentile(0.5).map_or("-".into(), |v| v.to_string()),
+        recent.percentile(0.99).map_or("-".into(), |v| v.to_string()),
         stats.percentile(0.5).map_or("-".into(), |v| v.to_string()),
         stats.percentile(0.99).map_or("-".into(), |v| v.to_string()),
     );

@@ -72,8 +72,10 @@ pub struct LoadStats {
     pub applied: AtomicU64,
     /// Final transactions rejected by execution, by code.
     pub rejected: Mutex<BTreeMap<String, u64>>,
-    /// Submit-to-final latencies in milliseconds.
-    pub latencies_ms: Mutex<Vec<u32>>,
+    /// Submit-to-final latencies over the whole run.
+    pub latencies: Mutex<Latencies>,
+    /// Submit-to-final latencies since the progress display last took them.
+    pub recent: Mutex<Latencies>,
     /// Highest block followed.
     pub height: AtomicU64,
     sent_at: Mutex<HashMap<Hash, Instant>>,
@@ -98,25 +100,71 @@ impl LoadStats {
 
     /// Latency percentile in milliseconds over every final transaction so far.
     pub fn percentile(&self, p: f64) -> Option<u32> {
-        let mut v = self
-            .latencies_ms
+        self.latencies
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_unstable();
-        let idx = ((v.len() as f64 - 1.0) * p).round() as usize;
-        v.get(idx).copied()
+            .percentile(p)
     }
 
-    /// Latencies observed after index `from` (for windows of the run).
-    pub fn latency_count(&self) -> usize {
-        self.latencies_ms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+    /// The latencies since the last call (or the start), and a fresh window.
+    pub fn take_recent(&self) -> Latencies {
+        std::mem::take(&mut *self.recent.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Longest latency counted to the millisecond; longer ones count as this.
+const LATENCY_CAP_MS: usize = 120_000;
+
+/// Latencies counted per millisecond: exact percentiles, constant memory and O(1) recording
+/// however long the run (a list of every latency, sorted for each progress line, grew and
+/// slowed the very run it measured).
+pub struct Latencies {
+    counts: Vec<u64>,
+    total: u64,
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Latencies {
+            counts: vec![0; LATENCY_CAP_MS + 1],
+            total: 0,
+        }
+    }
+}
+
+impl Latencies {
+    /// Counts one latency (at most `LATENCY_CAP_MS`).
+    pub fn record(&mut self, ms: u32) {
+        let i = (ms as usize).min(LATENCY_CAP_MS);
+        self.counts[i] += 1;
+        self.total += 1;
+    }
+
+    /// Number of latencies counted.
+    pub fn len(&self) -> u64 {
+        self.total
+    }
+
+    /// Whether none was counted.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// The latency at quantile `p` (0..=1): the element at `round((n - 1) × p)` of the sorted
+    /// latencies, in milliseconds.
+    pub fn percentile(&self, p: f64) -> Option<u32> {
+        if self.total == 0 {
+            return None;
+        }
+        let rank = ((self.total - 1) as f64 * p.clamp(0.0, 1.0)).round() as u64;
+        let mut seen = 0u64;
+        for (ms, &n) in self.counts.iter().enumerate() {
+            seen += n;
+            if seen > rank {
+                return u32::try_from(ms).ok();
+            }
+        }
+        None
     }
 }
 
@@ -443,11 +491,12 @@ async fn follow_blocks(
                     }
                 }
             }
-            stats
-                .latencies_ms
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend(lat);
+            for set in [&stats.latencies, &stats.recent] {
+                let mut set = set.lock().unwrap_or_else(|e| e.into_inner());
+                for &ms in &lat {
+                    set.record(ms);
+                }
+            }
             stats.height.store(next, Ordering::Relaxed);
             next += 1;
         }
@@ -516,5 +565,30 @@ pub async fn config_for(
         expiry_height: height + 1_000_000,
         max_per_request: 1000,
         accounts_len: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Latencies;
+
+    #[test]
+    fn percentiles_match_the_sorted_list_they_replace() {
+        let mut h = Latencies::default();
+        assert_eq!(h.percentile(0.5), None);
+        // A spread with repeats, a long tail and one past the cap.
+        let mut all: Vec<u32> = (0..5_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 20) % 900)
+            .chain([3_000, 3_000, 45_000, 500_000])
+            .collect();
+        for &ms in &all {
+            h.record(ms);
+        }
+        all.sort_unstable();
+        for p in [0.0, 0.01, 0.5, 0.95, 0.99, 0.999, 1.0] {
+            let naive = all[((all.len() as f64 - 1.0) * p).round() as usize].min(120_000);
+            assert_eq!(h.percentile(p), Some(naive), "p = {p}");
+        }
+        assert_eq!(h.len(), all.len() as u64);
     }
 }

@@ -24,8 +24,19 @@ impl Core {
         entry.own = Some(header_hash);
         entry.votes.push(vote);
         self.try_certify(height);
+        self.trim_header_votes(height);
+    }
+
+    /// Forgets header votes more than `VOTE_WINDOW` below `height`.
+    fn trim_header_votes(&mut self, height: Height) {
         let keep_from = height.saturating_sub(VOTE_WINDOW);
-        self.header_votes = self.header_votes.split_off(&keep_from);
+        if self
+            .header_votes
+            .first_key_value()
+            .is_some_and(|(h, _)| *h < keep_from)
+        {
+            self.header_votes = self.header_votes.split_off(&keep_from);
+        }
     }
 
     /// The validators that sign the header at `height`.
@@ -57,6 +68,9 @@ impl Core {
         }
         entry.votes.push(vote);
         self.try_certify(height);
+        // A node that signs no headers (not a validator of the epoch) trims here, or its
+        // store of others' votes would grow with the chain.
+        self.trim_header_votes(self.executed);
     }
 
     pub(super) fn try_certify(&mut self, height: Height) {
