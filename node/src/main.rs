@@ -1,5 +1,9 @@
 use clap::Parser;
 
+/// mimalloc instead of the system allocator (docs/benchmarks.md, "Allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = tally_node::cli::Cli::parse();
     match tally_node::cli::run(cli) {
