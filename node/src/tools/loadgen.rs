@@ -54,6 +54,11 @@ pub struct LoadConfig {
     pub accounts_len: usize,
 }
 
+/// Most payments signed before a timed run starts (about 150 MB of signed transactions): a
+/// benchmark's whole run fits (18,000/s for 30 s is 540,000), and a long run signs the rest as
+/// they fall due instead of holding hours of them in memory.
+const PRESIGN_MAX: u64 = 600_000;
+
 /// In-order senders per validator.
 const SENDERS_PER_VALIDATOR: usize = 1;
 
@@ -246,7 +251,7 @@ impl Load {
         let mut accounts = std::mem::take(&mut config.accounts);
         let presigned = match config.duration {
             Some(d) => {
-                let total = (config.rate as f64 * d.as_secs_f64()).ceil() as u64;
+                let total = ((config.rate as f64 * d.as_secs_f64()).ceil() as u64).min(PRESIGN_MAX);
                 let cfg = config.clone();
                 let (txs, back) = tokio::task::spawn_blocking(move || {
                     let txs = sign_payments(&cfg, &mut accounts, 0, total);
@@ -293,8 +298,8 @@ impl Load {
         tasks.push(tokio::spawn(async move {
             let started = Instant::now();
             let mut released = 0u64;
-            let mut presigned = presigned.map(VecDeque::from);
-            let mut next_signed = 0u64;
+            let mut next_signed = presigned.as_ref().map_or(0, |p| p.len() as u64);
+            let mut presigned = presigned.map(VecDeque::from).unwrap_or_default();
             let mut tick = tokio::time::interval(Duration::from_millis(5));
             loop {
                 tick.tick().await;
@@ -310,26 +315,25 @@ impl Load {
                     continue;
                 }
                 let count = due - released;
-                let batch: Vec<(usize, SignedTransaction)> = match presigned.as_mut() {
-                    Some(q) => {
-                        let take = (count as usize).min(q.len());
-                        q.drain(..take).collect()
-                    }
-                    None => {
-                        let cfg = config.clone();
-                        let mut acc = std::mem::take(&mut accounts);
-                        let start = next_signed;
-                        let (txs, back) = tokio::task::spawn_blocking(move || {
-                            let txs = sign_payments(&cfg, &mut acc, start, count);
-                            (txs, acc)
-                        })
-                        .await
-                        .unwrap_or_default();
-                        accounts = back;
-                        next_signed += count;
-                        txs
-                    }
-                };
+                let take = (count as usize).min(presigned.len());
+                let mut batch: Vec<(usize, SignedTransaction)> = presigned.drain(..take).collect();
+                // Past the pre-signed ones (a run longer than `PRESIGN_MAX` allows, or one
+                // without a duration), sign as they fall due.
+                let rest = count - take as u64;
+                if rest > 0 {
+                    let cfg = config.clone();
+                    let mut acc = std::mem::take(&mut accounts);
+                    let start = next_signed;
+                    let (txs, back) = tokio::task::spawn_blocking(move || {
+                        let txs = sign_payments(&cfg, &mut acc, start, rest);
+                        (txs, acc)
+                    })
+                    .await
+                    .unwrap_or_default();
+                    accounts = back;
+                    next_signed += rest;
+                    batch.extend(txs);
+                }
                 released += count;
                 for (i, tx) in batch {
                     let _ = senders[i % n_targets].send(tx);
