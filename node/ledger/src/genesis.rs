@@ -243,8 +243,7 @@ impl Genesis {
                 .map_err(|m| GenesisError::Invalid(format!("identities[{i}].id: {m}")))?;
             let Some(max_tier) = roles
                 .get(&g.provider)
-                .filter(|r| r.has(Role::KycProvider))
-                .and_then(|r| r.max_tier)
+                .and_then(RoleEntry::provider_max_tier)
             else {
                 return invalid(format!(
                     "identities[{i}].provider: not a key with the kyc_provider role"
@@ -307,8 +306,7 @@ impl Genesis {
         extra.push((MEMBERS_KEY.to_vec(), codec::encode(&members)));
         let providers: BTreeMap<AccountId, Tier> = roles
             .values()
-            .filter(|r| r.has(Role::KycProvider))
-            .filter_map(|r| Some((r.key, r.max_tier?)))
+            .filter_map(|r| Some((r.key, r.provider_max_tier()?)))
             .collect();
         extra.push((PROVIDERS_KEY.to_vec(), codec::encode(&providers)));
         extra.push((RULES_KEY.to_vec(), codec::encode(&rules)));

@@ -54,8 +54,7 @@ pub struct LoadConfig {
     pub accounts_len: usize,
 }
 
-/// Most payments signed before a timed run starts (about 150 MB of signed transactions): a
-/// benchmark's whole run fits (18,000/s for 30 s is 540,000), and a long run signs the rest as
+/// Most payments signed before a timed run starts: a benchmark's whole run fits (18,000/s for 30 s is 540,000), and a long run signs the rest as
 /// they fall due instead of holding hours of them in memory.
 const PRESIGN_MAX: u64 = 600_000;
 

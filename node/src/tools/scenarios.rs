@@ -7,7 +7,7 @@
 use crate::api::{AccountView, RulesView, StatusView, Submitted, TxStatus};
 use crate::keys;
 use crate::tools::testnet::Testnet;
-use crate::tools::testnet_compliance::{demo_rules, UNIT};
+use crate::tools::testnet_compliance::{demo_rules, UNIT, UNRATED_ASSET};
 use anyhow::{bail, Context};
 use ed25519_dalek::SigningKey;
 use std::time::{Duration, Instant};
@@ -55,8 +55,8 @@ fn usd() -> AssetCode {
     AssetCode::new("USD").unwrap_or_else(|| unreachable!("valid literal"))
 }
 
-fn gbp() -> AssetCode {
-    AssetCode::new("GBP").unwrap_or_else(|| unreachable!("GBP is a valid asset code"))
+fn unrated() -> AssetCode {
+    AssetCode::new(UNRATED_ASSET).unwrap_or_else(|| unreachable!("valid literal"))
 }
 
 fn sgd() -> AssetCode {
@@ -357,7 +357,7 @@ impl<'a> Scenarios<'a> {
             "an asset without a reference rate (GBP)",
             "scenario-payer-de",
             "scenario-payee-gb",
-            gbp(),
+            unrated(),
             5,
             false,
             &r("rates.missing"),

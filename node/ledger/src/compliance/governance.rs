@@ -294,9 +294,9 @@ pub fn put_role(o: &mut Overlay<'_>, entry: &RoleEntry) -> Result<(), StateError
     }
     o.put(MEMBERS_KEY.to_vec(), &m);
     let mut providers = kyc_providers(o)?;
-    match (entry.has(Role::KycProvider), entry.max_tier) {
-        (true, Some(tier)) => providers.insert(entry.key, tier),
-        _ => providers.remove(&entry.key),
+    match entry.provider_max_tier() {
+        Some(tier) => providers.insert(entry.key, tier),
+        None => providers.remove(&entry.key),
     };
     o.put(PROVIDERS_KEY.to_vec(), &providers);
     o.put(role_key(&entry.key), entry);
@@ -545,9 +545,10 @@ pub fn keeps_a_quorum(
     if current.is_empty() {
         return Ok(());
     }
+    let running: BTreeSet<&AccountId> = current.iter().map(|c| &c.public_key).collect();
     let staying = next
         .iter()
-        .filter(|v| current.iter().any(|c| c.public_key == v.public_key))
+        .filter(|v| running.contains(&v.public_key))
         .count();
     let needed = crate::block::quorum(next.len());
     if staying < needed {

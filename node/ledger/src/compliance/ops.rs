@@ -146,10 +146,7 @@ pub fn identity_op(
     now: TimestampMs,
     op: &IdentityOp,
 ) -> Outcome {
-    let Some(max_tier) = role_entry(o, sender)?
-        .filter(|e| e.has(Role::KycProvider))
-        .and_then(|e| e.max_tier)
-    else {
+    let Some(max_tier) = role_entry(o, sender)?.and_then(|e| e.provider_max_tier()) else {
         return refuse(
             RejectCode::Unauthorized,
             format!("{sender} is not a registered KYC provider"),

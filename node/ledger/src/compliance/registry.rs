@@ -72,6 +72,11 @@ impl RoleEntry {
         self.roles.contains(&role)
     }
 
+    /// For a KYC provider in office, the highest tier it may vouch for; `None` otherwise.
+    pub fn provider_max_tier(&self) -> Option<Tier> {
+        self.max_tier.filter(|_| self.has(Role::KycProvider))
+    }
+
     /// Checks text fields; the error names the field.
     pub fn validate(&self) -> Result<(), String> {
         if self.name.is_empty() || self.name.len() > MAX_TEXT {
