@@ -162,6 +162,11 @@ impl Default for BatchingSection {
 pub struct ConsensusSection {
     /// Round timeout before the first view change; doubles on consecutive timeouts.
     pub base_timeout_ms: u64,
+    /// The cap of the doubling: the longest message delay the network is expected to recover
+    /// from, and what each Byzantine leader can cost after a long outage (docs/consensus.md,
+    /// "Liveness after a heal").
+    #[serde(default = "default_max_timeout")]
+    pub max_timeout_ms: u64,
     /// Most batch digests one block names.
     pub max_batches_per_block: usize,
     /// When nothing waits to be ordered (no batch to propose, none in the block extended, and
@@ -177,6 +182,10 @@ pub struct ConsensusSection {
     pub max_heartbeat_ms: u64,
 }
 
+fn default_max_timeout() -> u64 {
+    10_000
+}
+
 fn default_heartbeat() -> u64 {
     1000
 }
@@ -189,6 +198,7 @@ impl Default for ConsensusSection {
     fn default() -> Self {
         ConsensusSection {
             base_timeout_ms: 1500,
+            max_timeout_ms: default_max_timeout(),
             max_batches_per_block: 64,
             heartbeat_ms: default_heartbeat(),
             max_heartbeat_ms: default_max_heartbeat(),
@@ -310,6 +320,14 @@ impl Config {
         if self.consensus.base_timeout_ms < 100 {
             return invalid("consensus.base_timeout_ms", "must be at least 100".into());
         }
+        if self.consensus.max_timeout_ms < self.consensus.base_timeout_ms
+            || self.consensus.max_timeout_ms > 120_000
+        {
+            return invalid(
+                "consensus.max_timeout_ms",
+                "must be at least consensus.base_timeout_ms and at most 120000".into(),
+            );
+        }
         if self.consensus.max_heartbeat_ms > 60_000 {
             return invalid(
                 "consensus.max_heartbeat_ms",
@@ -409,5 +427,9 @@ listen = "127.0.0.1:8700"
             "{GOOD}\n[logging]\nformat = \"xml\"\nfilter = \"info\"\n"
         ));
         assert!(e.contains("logging.format"), "{e}");
+        let e = error_of(&format!(
+            "{GOOD}\n[consensus]\nbase_timeout_ms = 2000\nmax_batches_per_block = 64\nmax_timeout_ms = 1000\n"
+        ));
+        assert!(e.contains("consensus.max_timeout_ms"), "{e}");
     }
 }

@@ -36,6 +36,30 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 /// node's clock tolerance plays this part in production).
 const CLOCK_TOLERANCE_MS: u64 = 500;
 
+/// The simulated replicas' round timer: the base, and the cap of its doubling.
+const BASE_TIMEOUT_MS: u64 = 1_000;
+const MAX_TIMEOUT_MS: u64 = 4_000;
+
+/// How long after the heal every honest validator must have committed
+/// `min_commits_after_heal` blocks: at least 10 s, and never less than what the pacemaker
+/// needs in its worst case. Rounds that failed during the chaos period have grown the timer to
+/// its cap, so the round under way at the heal may run a full capped timer, and so may each
+/// of the `f` Byzantine leaders that come next in the round-robin order (they can be
+/// consecutive); once a certificate forms the timer is back at its base, and the next turn of
+/// the `f` Byzantine leaders costs a base timeout each. One second of margin covers the
+/// honest rounds themselves. With four validators (f = 1) that is 10 s; with seven (f = 2),
+/// 15 s: a 10 s window there failed 4 of 50,000 seeds, each one two Byzantine leaders in a
+/// row after the chaos period (docs/consensus.md, "Liveness after a heal").
+pub fn liveness_window_ms(byzantine: usize) -> u64 {
+    let f = byzantine as u64;
+    let worst = f
+        .saturating_add(1)
+        .saturating_mul(MAX_TIMEOUT_MS)
+        .saturating_add(f.saturating_mul(BASE_TIMEOUT_MS))
+        .saturating_add(1_000);
+    worst.max(10_000)
+}
+
 /// Parameters of one run.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -71,7 +95,8 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
-    /// The standard run: faults for 10 s, then 10 s healed, classic adversary.
+    /// The standard run: faults for 10 s, then healed for [`liveness_window_ms`] (10 s with one
+    /// Byzantine validator, 15 s with two), classic adversary.
     pub fn new(validators: usize, byzantine: usize, seed: u64) -> SimConfig {
         SimConfig {
             validators,
@@ -79,7 +104,7 @@ impl SimConfig {
             adversary: Adversary::Classic,
             seed,
             chaos_ms: 10_000,
-            healed_ms: 10_000,
+            healed_ms: liveness_window_ms(byzantine),
             loss: 0.05,
             duplication: 0.02,
             crashes: true,
@@ -273,8 +298,8 @@ pub fn run(cfg: &SimConfig) -> SimReport {
 impl Sim {
     fn config(&self) -> Config {
         Config {
-            base_timeout_ms: 1000,
-            max_timeout_ms: 4000,
+            base_timeout_ms: BASE_TIMEOUT_MS,
+            max_timeout_ms: MAX_TIMEOUT_MS,
             max_payload_digests: 8,
             max_message_bytes: 1 << 20,
             // Every simulated leader always has a batch to propose, so no round is quiet after
@@ -1211,6 +1236,25 @@ mod tests {
             10455, 11360, 12013, 12154, 13620, 15594, 5614, 7551, 8928, 12824, 13277, 15475, 20655,
         ] {
             safe_and_live(&config(4, 1, Adversary::All, seed));
+        }
+    }
+
+    /// Two Byzantine leaders in a row after the chaos period: a 10 s window after the heal was
+    /// too short for seven validators (see `liveness_window_ms`).
+    #[test]
+    fn seven_validators_recover_from_two_byzantine_leaders_in_a_row() {
+        for seed in [10949, 13433, 20550, 39507] {
+            let cfg = config(7, 2, Adversary::All, seed);
+            assert_eq!(cfg.healed_ms, 15_000);
+            safe_and_live(&cfg);
+            let mut short = cfg.clone();
+            short.healed_ms = 10_000;
+            let r = run(&short);
+            assert!(r.safety_violation.is_none(), "seed {seed}: {r:?}");
+            assert!(
+                r.liveness_failure.is_some(),
+                "seed {seed}: the 10 s window was enough"
+            );
         }
     }
 

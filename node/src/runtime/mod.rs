@@ -171,6 +171,7 @@ impl NodeOptions {
             verify_all_signatures: config.batching.verify_all_signatures,
             consensus: tally_consensus::Config {
                 base_timeout_ms: config.consensus.base_timeout_ms,
+                max_timeout_ms: config.consensus.max_timeout_ms,
                 max_payload_digests: config.consensus.max_batches_per_block,
                 heartbeat_ms: config.consensus.heartbeat_ms,
                 max_heartbeat_ms: config.consensus.max_heartbeat_ms,
