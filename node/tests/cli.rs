@@ -175,14 +175,26 @@ fn a_payment_signed_offline_is_dry_run_submitted_and_read_back_as_json() {
     let chain_id = status["chain_id"].as_str().expect("chain id").to_owned();
     let expiry = (status["height"].as_u64().expect("height") + 500).to_string();
     let (payer, payee) = (net.account(0), net.account(1));
+    let key = net.path("accounts/account-0.key");
+    // Reads about an account are signed: without a key the CLI cannot ask, and another
+    // account's key is told the account does not exist.
+    let out = tally(&["account", "--api", &net.api, &payer]);
+    assert!(!out.status.success());
+    let other = net.path("accounts/account-1.key");
+    let out = tally(&["account", "--api", &net.api, "--key", &other, &payer]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("account_not_found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let before = json(&tally_ok(&[
-        "--output", "json", "account", "--api", &net.api, &payer,
+        "--output", "json", "account", "--api", &net.api, "--key", &key, &payer,
     ]));
     let usd_before = before["balances"]["USD"].as_u64().expect("USD balance");
 
     // Offline: no --api anywhere; the node is not asked.
     let body = net.path("body.json");
-    let key = net.path("accounts/account-0.key");
     let sign = |extra: &[&str]| {
         let mut args = vec![
             "tx",
@@ -249,16 +261,16 @@ fn a_payment_signed_offline_is_dry_run_submitted_and_read_back_as_json() {
     assert_eq!(dry["status"], "would_apply", "{dry}");
     assert_eq!(dry["hash"], hash.as_str());
     let final_ = json(&tally_ok(&[
-        "--output", "json", "tx", "send", "--api", &net.api, "--wait", &body,
+        "--output", "json", "tx", "send", "--api", &net.api, "--wait", "--key", &key, &body,
     ]));
     assert_eq!(final_["status"], "committed", "{final_}");
     assert_eq!(final_["receipt"]["events"][0]["transferred"]["amount"], 25);
     let shown = json(&tally_ok(&[
-        "--output", "json", "tx", "show", "--api", &net.api, &hash,
+        "--output", "json", "tx", "show", "--api", &net.api, "--key", &key, &hash,
     ]));
     assert_eq!(shown["height"], final_["height"]);
     let after = json(&tally_ok(&[
-        "--output", "json", "account", "--api", &net.api, &payer,
+        "--output", "json", "account", "--api", &net.api, "--key", &key, &payer,
     ]));
     assert_eq!(after["balances"]["USD"].as_u64(), Some(usd_before - 25));
     assert_eq!(after["sequence"], 1);
@@ -278,10 +290,12 @@ fn a_payment_signed_offline_is_dry_run_submitted_and_read_back_as_json() {
         "the refused payment fails the command"
     );
     let refused = json(&String::from_utf8_lossy(&out.stdout));
+    // The payer reads its own receipt: compliance refused, the rule is not named to it.
     assert_eq!(
-        refused["receipt"]["code"], "compliance_rejected",
+        refused["receipt"]["code"], "compliance_refused",
         "{refused}"
     );
+    assert!(!refused.to_string().contains("travel_rule"), "{refused}");
 
     // The operator's log says what happened, as structured fields: the committed block with the
     // payment, and the refusal with its rule and version; never a name or an amount.
@@ -308,12 +322,12 @@ fn a_payment_signed_offline_is_dry_run_submitted_and_read_back_as_json() {
     assert!(!log.contains(&big), "no amount in the log");
 
     // The same reads for people.
-    let text = tally_ok(&["account", "--api", &net.api, &payer]);
+    let text = tally_ok(&["account", "--api", &net.api, "--key", &key, &payer]);
     assert!(
         text.contains(&format!("balance  {} USD", usd_before - 25)),
         "{text}"
     );
-    let text = tally_ok(&["tx", "show", "--api", &net.api, &hash]);
+    let text = tally_ok(&["tx", "show", "--api", &net.api, "--key", &key, &hash]);
     assert!(
         text.starts_with(&format!("{hash} committed at height")),
         "{text}"

@@ -16,6 +16,7 @@ import time
 
 import tally_client
 import tally_client.api
+from tally_auth import load_key, signed_headers
 from tally_client import Client
 
 BIN, API, NET = os.environ["TALLY_BIN"], os.environ["TALLY_API"], os.environ["TALLY_NET"]
@@ -48,9 +49,19 @@ def public_key(path):
 def main():
     client = Client(base_url=API, raise_on_unexpected_status=False, timeout=10.0)
     status = ok(operation("get_status").sync_detailed(client=client))
+    # Reads about accounts and payments are signed: here by the demo KYC provider, which
+    # registered both accounts' identities.
+    kyc = load_key(f"{NET}/keys/kyc.key")
+
+    def as_kyc(path):
+        return client.with_headers(signed_headers(kyc, status.chain_id, "GET", path))
+
+    # Unsigned, the same read is refused without a word about the account.
     payer, payee = public_key(f"{NET}/accounts/account-2.key"), public_key(f"{NET}/accounts/account-3.key")
-    before = ok(operation("get_account").sync_detailed(payer, client=client))
-    payee_before = ok(operation("get_account").sync_detailed(payee, client=client))
+    refused = operation("get_account").sync_detailed(payer, client=client)
+    assert refused.status_code == 401, refused
+    before = ok(operation("get_account").sync_detailed(payer, client=as_kyc(f"/v1/accounts/{payer}")))
+    payee_before = ok(operation("get_account").sync_detailed(payee, client=as_kyc(f"/v1/accounts/{payee}")))
     usd = before.balances["USD"]
 
     # Signed offline: chain id, sequence and expiry come from the typed reads above.
@@ -73,7 +84,8 @@ def main():
 
     deadline = time.time() + 60
     while True:
-        answer = ok(operation("get_transaction").sync_detailed(tx_hash, client=client))
+        answer = ok(operation("get_transaction").sync_detailed(
+            tx_hash, client=as_kyc(f"/v1/transactions/{tx_hash}")))
         if answer.to_dict()["status"] != "pending":
             break
         if time.time() > deadline:
@@ -86,8 +98,8 @@ def main():
     moved = receipt["events"][0]["transferred"]
     assert (moved["from"], moved["to"], moved["asset"], moved["amount"]) == (payer, payee, "USD", 1234), moved
 
-    after = ok(operation("get_account").sync_detailed(payer, client=client))
-    payee_after = ok(operation("get_account").sync_detailed(payee, client=client))
+    after = ok(operation("get_account").sync_detailed(payer, client=as_kyc(f"/v1/accounts/{payer}")))
+    payee_after = ok(operation("get_account").sync_detailed(payee, client=as_kyc(f"/v1/accounts/{payee}")))
     assert after.balances["USD"] == usd - 1234, (usd, after.balances["USD"])
     assert payee_after.balances["USD"] == payee_before.balances["USD"] + 1234
     assert after.sequence == before.sequence + 1

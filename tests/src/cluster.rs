@@ -265,15 +265,44 @@ impl Cluster {
     }
 
     /// GET a path of validator `i`; (status, JSON).
+    /// A signed read as the demo consortium's KYC provider, which registered every demo
+    /// account's identity and so sees their payments in full (public routes ignore the
+    /// signature).
     pub async fn get(&self, i: usize, path: &str) -> (u16, serde_json::Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.url(i)))
+        let r = crate::remote::signed_get(&self.http, &self.testnet, &self.url(i), path)
             .send()
             .await
             .expect("request");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or_default())
+    }
+
+    /// A read of `path` on validator `i` with the given headers (none: unsigned).
+    pub async fn get_with(
+        &self,
+        i: usize,
+        path: &str,
+        headers: &[(&str, String)],
+    ) -> (u16, serde_json::Value) {
+        let mut r = self.http.get(format!("{}{path}", self.url(i)));
+        for (name, value) in headers {
+            r = r.header(*name, value);
+        }
+        let r = r.send().await.expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or_default())
+    }
+
+    /// A read of `path` on validator `i` signed by `key`.
+    pub async fn get_as(&self, i: usize, path: &str, key: &SigningKey) -> (u16, serde_json::Value) {
+        let headers = tally_node::api::auth::sign_request(
+            key,
+            &self.testnet.genesis.chain_id,
+            "GET",
+            path,
+            b"",
+        );
+        self.get_with(i, path, &headers).await
     }
 
     /// Validator `i`'s metrics in the Prometheus text format.

@@ -51,10 +51,28 @@ pub async fn submit(http: &reqwest::Client, base: &str, tx: &SignedTransaction) 
     }
 }
 
+/// A signed read of `path` at the validator at `base`, as the demo consortium's KYC provider
+/// (it registered every demo account's identity, so it sees their payments in full).
+pub fn signed_get(
+    http: &reqwest::Client,
+    testnet: &Testnet,
+    base: &str,
+    path: &str,
+) -> reqwest::RequestBuilder {
+    let kyc = testnet
+        .named("kyc")
+        .expect("the demo network has a KYC provider key");
+    tally_node::api::auth::signed_get(http, base, path, kyc, &testnet.genesis.chain_id)
+}
+
 /// The status of transaction `hash` at the validator at `base`, if it answers.
-pub async fn tx_status(http: &reqwest::Client, base: &str, hash: &Hash) -> Option<String> {
-    let r = http
-        .get(format!("{base}/v1/transactions/{hash}"))
+pub async fn tx_status(
+    http: &reqwest::Client,
+    testnet: &Testnet,
+    base: &str,
+    hash: &Hash,
+) -> Option<String> {
+    let r = signed_get(http, testnet, base, &format!("/v1/transactions/{hash}"))
         .send()
         .await
         .ok()?;

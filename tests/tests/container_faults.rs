@@ -417,7 +417,7 @@ impl Clients {
                 let url = &urls[rng.gen_range(0..urls.len())];
                 let from = rng.gen_range(0..ACCOUNTS);
                 if let Some(tx) = &in_flight[from] {
-                    match tx_status(&http, url, &tx.hash()).await.as_deref() {
+                    match tx_status(&http, &testnet, url, &tx.hash()).await.as_deref() {
                         Some("pending") | None => {
                             let _ = submit(&http, url, tx).await;
                             continue;
@@ -466,7 +466,10 @@ impl Clients {
             let mut still = Vec::new();
             for h in pending {
                 let url = stack.url(rng.gen_range(0..VALIDATORS), "");
-                match tx_status(&stack.http, &url, &h).await.as_deref() {
+                match tx_status(&stack.http, &stack.testnet, &url, &h)
+                    .await
+                    .as_deref()
+                {
                     Some("committed") => {}
                     Some(other) if other != "pending" => {
                         panic!("payment {h} ended {other}")

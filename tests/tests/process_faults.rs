@@ -139,7 +139,10 @@ impl Net {
     }
 
     async fn get(&self, i: usize, path: &str) -> Option<serde_json::Value> {
-        let r = self.http.get(self.url(i, path)).send().await.ok()?;
+        let r = remote::signed_get(&self.http, &self.testnet, &self.url(i, ""), path)
+            .send()
+            .await
+            .ok()?;
         if !r.status().is_success() {
             return None;
         }
@@ -151,7 +154,7 @@ impl Net {
     }
 
     async fn status(&self, i: usize, hash: &Hash) -> Option<String> {
-        remote::tx_status(&self.http, &self.url(i, ""), hash).await
+        remote::tx_status(&self.http, &self.testnet, &self.url(i, ""), hash).await
     }
 
     fn transfer(&self, from: usize, to: usize, sequence: u64) -> SignedTransaction {

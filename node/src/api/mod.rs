@@ -2,10 +2,12 @@
 //! request bodies are size-limited; the routes are listed in docs/api/openapi.yaml, and a test
 //! checks that the router and the document agree.
 
+pub mod auth;
 mod error;
 pub mod node;
 mod views;
 
+use auth::{Access, Caller};
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
@@ -94,6 +96,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("route", "no such route") })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::Extension(auth::SharedNonces::default()))
         .layer(middleware::from_fn(error::envelope))
         .layer(middleware::from_fn_with_state(shared.clone(), observe))
         .with_state(shared)
@@ -423,7 +426,7 @@ fn dry_run(shared: &dyn Node, tx: VerifiedTransaction) -> Result<DryRun, ApiErro
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::internal("execution returned no receipt"))?;
-    Ok(DryRun::new(tx.hash, ctx.height, receipt))
+    Ok(DryRun::new(tx.hash, ctx.height, holder_receipt(receipt)))
 }
 
 fn count_rejection(shared: &dyn Node, code: &str) {
@@ -465,26 +468,41 @@ fn parse_account(s: &str, code: &'static str, what: &str) -> Result<AccountId, A
     })
 }
 
-fn storage(e: crate::storage::StorageError) -> ApiError {
+pub(crate) fn storage(e: crate::storage::StorageError) -> ApiError {
     tracing::error!(error = %e, "storage read failed");
     ApiError::internal("storage read failed")
 }
 
 async fn transaction(
     State(shared): State<Shared>,
+    caller: Result<Caller, ApiError>,
     hash: Result<Path<String>, PathRejection>,
 ) -> Result<Json<TxStatus>, ApiError> {
     let Path(hash) = hash.map_err(bad_path)?;
     let hash = parse_hash(&hash)?;
+    // The request's form first (it says nothing about what exists), then who asks.
+    let caller = caller?;
+    let not_found = || {
+        ApiError::not_found(
+            "tx_not_found",
+            format!("transaction {hash} is neither pending on this node nor committed"),
+        )
+    };
     let Some(loc) = shared.store().tx_location(&hash).map_err(storage)? else {
         if shared.is_pending(&hash) {
             return Ok(Json(TxStatus::pending(hash)));
         }
-        return Err(ApiError::not_found(
-            "tx_not_found",
-            format!("transaction {hash} is neither pending on this node nor committed"),
-        ));
+        return Err(not_found());
     };
+    let tx = crate::runtime::committed_transaction(shared.store(), loc.height, loc.index, &hash)
+        .ok_or_else(|| ApiError::internal("the committed transaction's batch is missing"))?;
+    let tx: tally_ledger::tx::Transaction =
+        tally_ledger::codec::decode(&tx.body, tally_ledger::tx::MAX_TX_BYTES)
+            .map_err(|_| ApiError::internal("a committed transaction does not decode"))?;
+    let access = transaction_access(&*shared, &caller, &tx)?;
+    if access == Access::None {
+        return Err(not_found());
+    }
     let block = shared
         .store()
         .block(loc.height)
@@ -500,6 +518,18 @@ async fn transaction(
         .get(index)
         .cloned()
         .ok_or_else(|| ApiError::internal("receipt index out of range"))?;
+    if access == Access::Holder {
+        // The tipping-off policy: the holder learns that a compliance rule refused, not which
+        // one, and no flag; the proof, which carries the whole receipt, is for the member and
+        // regulators in scope.
+        return Ok(Json(TxStatus::committed(
+            hash,
+            loc.height,
+            loc.index,
+            holder_receipt(receipt),
+            None,
+        )));
+    }
     let leaves: Vec<Hash> = receipts.iter().map(Receipt::leaf).collect();
     let path = merkle::prove(&leaves, index)
         .ok_or_else(|| ApiError::internal("no Merkle path for the receipt"))?;
@@ -514,24 +544,109 @@ async fn transaction(
     )))
 }
 
+/// The code a holder sees for any compliance refusal.
+pub const COMPLIANCE_REFUSED: &str = "compliance_refused";
+
+/// A receipt as its holder sees it: compliance refusals reduced to [`COMPLIANCE_REFUSED`],
+/// flags removed.
+fn holder_receipt(mut receipt: Receipt) -> Receipt {
+    if receipt.code == tally_ledger::RejectCode::ComplianceRejected.as_str() {
+        receipt.code = COMPLIANCE_REFUSED.into();
+        receipt.reason =
+            "refused by the network's compliance rules; your member can tell you more".into();
+    }
+    receipt.flags.clear();
+    receipt
+}
+
+/// The accounts a transaction touches and the identities it names.
+fn parties(tx: &tally_ledger::tx::Transaction) -> (Vec<AccountId>, Vec<String>) {
+    use tally_ledger::compliance::{FreezeOp, IdentityOp};
+    use tally_ledger::tx::Payload;
+    let mut accounts = vec![tx.sender];
+    let mut identities = Vec::new();
+    match &tx.payload {
+        Payload::Transfer(t) => accounts.push(t.to),
+        Payload::Issue { to, .. } => accounts.push(*to),
+        Payload::Identity(op) => match op {
+            IdentityOp::Register { id, .. }
+            | IdentityOp::Update { id, .. }
+            | IdentityOp::Revoke { id } => identities.push(id.clone()),
+            IdentityOp::Bind { id, account } => {
+                identities.push(id.clone());
+                accounts.push(*account);
+            }
+            IdentityOp::Unbind { account } => accounts.push(*account),
+        },
+        Payload::Freeze(op) => match op {
+            FreezeOp::Freeze { id, .. }
+            | FreezeOp::Unfreeze { id }
+            | FreezeOp::FreezeAsset { id, .. }
+            | FreezeOp::UnfreezeAsset { id, .. } => identities.push(id.clone()),
+        },
+        Payload::Redeem { .. } | Payload::Propose { .. } | Payload::Vote { .. } => {}
+    }
+    (accounts, identities)
+}
+
+/// What `caller` sees of `tx`: judged on the identities its accounts are bound to now and the
+/// identities it names.
+fn transaction_access(
+    shared: &dyn Node,
+    caller: &Caller,
+    tx: &tally_ledger::tx::Transaction,
+) -> Result<Access, ApiError> {
+    if matches!(
+        tx.payload,
+        tally_ledger::tx::Payload::Propose { .. } | tally_ledger::tx::Payload::Vote { .. }
+    ) {
+        // Governance is the consortium's business, not a person's: its proposals are public
+        // (`GET /v1/governance/proposals/{id}`), and so are the transactions that make them.
+        return Ok(Access::Full);
+    }
+    let (accounts, mut ids) = parties(tx);
+    for a in &accounts {
+        if let Some(state) = state_get::<AccountState>(shared, &account_key(a))? {
+            ids.extend(state.identity);
+        }
+    }
+    let mut identities = Vec::new();
+    for id in ids {
+        if let Some(i) = state_get::<tally_ledger::compliance::Identity>(
+            shared,
+            &tally_ledger::compliance::registry::identity_key(&id),
+        )? {
+            identities.push(i);
+        }
+    }
+    Ok(caller.access(&accounts, &identities))
+}
+
 async fn account(
     State(shared): State<Shared>,
+    caller: Result<Caller, ApiError>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<AccountView>, ApiError> {
     let Path(id) = id.map_err(bad_path)?;
     let id = parse_account(&id, "bad_account", "an account id")?;
-    let raw = shared
-        .store()
-        .state_value(&account_key(&id))
-        .map_err(storage)?
-        .ok_or_else(|| ApiError::not_found("account_not_found", format!("no account {id}")))?;
-    let state: AccountState = tally_ledger::codec::decode(&raw, 1 << 20)
-        .map_err(|_| ApiError::internal("stored account does not decode"))?;
+    let caller = caller?;
+    let not_found = || ApiError::not_found("account_not_found", format!("no account {id}"));
+    let state: AccountState = state_get(&*shared, &account_key(&id))?.ok_or_else(not_found)?;
+    let identity = match &state.identity {
+        Some(i) => state_get::<tally_ledger::compliance::Identity>(
+            &*shared,
+            &tally_ledger::compliance::registry::identity_key(i),
+        )?,
+        None => None,
+    };
+    if caller.access(&[id], identity.iter()) == Access::None {
+        return Err(not_found());
+    }
     Ok(Json(AccountView::new(id, state, shared.height())))
 }
 
 /// A committed state value, decoded.
-fn state_get<T: serde::de::DeserializeOwned>(
+pub(crate) fn state_get<T: serde::de::DeserializeOwned>(
     shared: &dyn Node,
     key: &[u8],
 ) -> Result<Option<T>, ApiError> {
@@ -545,6 +660,7 @@ fn state_get<T: serde::de::DeserializeOwned>(
 
 async fn identity(
     State(shared): State<Shared>,
+    caller: Result<Caller, ApiError>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<IdentityView>, ApiError> {
     let Path(id) = id.map_err(bad_path)?;
@@ -553,9 +669,14 @@ async fn identity(
     };
     use tally_ledger::compliance::window::{DAY, HOUR, THIRTY_DAYS};
     check_identity_id(&id).map_err(|m| ApiError::bad_request("bad_identity", m))?;
+    let caller = caller?;
     let height = shared.height();
-    let identity: tally_ledger::compliance::Identity = state_get(&*shared, &identity_key(&id))?
-        .ok_or_else(|| ApiError::not_found("identity_not_found", format!("no identity {id}")))?;
+    let not_found = || ApiError::not_found("identity_not_found", format!("no identity {id}"));
+    let identity: tally_ledger::compliance::Identity =
+        state_get(&*shared, &identity_key(&id))?.ok_or_else(not_found)?;
+    if caller.identity_access(&identity) == Access::None {
+        return Err(not_found());
+    }
     let mut usage: tally_ledger::compliance::Usage =
         state_get(&*shared, &usage_key(&id))?.unwrap_or_default();
     let now = shared

@@ -41,11 +41,15 @@ pub enum TxCommand {
     Send(SendBodyArgs),
     /// Propose a sanctions-list update loaded from a CSV file (`action,type,value`).
     Sanctions(SanctionsArgs),
-    /// Show a transaction's status, receipt and proof.
+    /// Show a transaction's status, receipt and proof (a signed read: the holder of an
+    /// account it touches sees it, the KYC provider of a party or a regulator in scope in full).
     Show {
         /// API base URL.
         #[arg(long, default_value = API)]
         api: String,
+        /// Key file the read is signed with.
+        #[arg(long)]
+        key: PathBuf,
         /// Transaction hash (hex).
         hash: String,
     },
@@ -219,9 +223,12 @@ pub struct SendBodyArgs {
     pub api: String,
     /// The body file `tally tx sign` wrote, or `-` for stdin.
     pub body: PathBuf,
-    /// Wait until the transaction is final and print its receipt.
-    #[arg(long, conflicts_with = "dry_run")]
+    /// Wait until the transaction is final and print its receipt (read with `--key`).
+    #[arg(long, conflicts_with = "dry_run", requires = "key")]
     pub wait: bool,
+    /// Key file the receipt is read with (the sender's, or its KYC provider's).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
     /// Ask the node what execution and compliance would decide now, without submitting.
     #[arg(long)]
     pub dry_run: bool,
@@ -251,6 +258,10 @@ pub struct AccountArgs {
     /// API base URL.
     #[arg(long, default_value = API)]
     pub api: String,
+    /// Key file the read is signed with: the account's own key, its KYC provider's, or a
+    /// regulator's in scope.
+    #[arg(long)]
+    pub key: PathBuf,
     /// Account id (hex public key).
     pub id: String,
 }
@@ -323,6 +334,25 @@ async fn get<T: serde::de::DeserializeOwned>(
     Ok(r.json().await?)
 }
 
+/// A signed read of `path` (docs/api/README.md, "Signed reads"), as `key`.
+async fn get_signed<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    api: &str,
+    path: &str,
+    key: &ed25519_dalek::SigningKey,
+    chain_id: &str,
+) -> anyhow::Result<T> {
+    let url = format!("{api}{path}");
+    let r = crate::api::auth::signed_get(client, api, path, key, chain_id)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    if !r.status().is_success() {
+        return Err(error_of(r).await);
+    }
+    Ok(r.json().await?)
+}
+
 /// Prints `value` as one line of JSON, or as text for people.
 fn print<T: Serialize>(output: Output, value: &T, text: impl FnOnce(&T) -> String) {
     match output {
@@ -380,7 +410,19 @@ pub fn tx(cmd: TxCommand, output: Output) -> anyhow::Result<()> {
                     .with_context(|| {
                         format!("{}: tx is not a signed transaction", args.body.display())
                     })?;
-                post(&client, &args.api, &signed, args.dry_run, args.wait, output).await
+                let reader = match (&args.key, args.wait) {
+                    (Some(path), true) => Some(keys::read_key_file(path)?),
+                    _ => None,
+                };
+                post(
+                    &client,
+                    &args.api,
+                    &signed,
+                    args.dry_run,
+                    reader.as_ref(),
+                    output,
+                )
+                .await
             }
             TxCommand::Sanctions(args) => {
                 let path = args.csv.display().to_string();
@@ -400,8 +442,11 @@ pub fn tx(cmd: TxCommand, output: Output) -> anyhow::Result<()> {
                 };
                 send(&client, &args.send, payload, output).await
             }
-            TxCommand::Show { api, hash } => {
-                let s: TxStatus = get(&client, &format!("{api}/v1/transactions/{hash}")).await?;
+            TxCommand::Show { api, key, hash } => {
+                let key = keys::read_key_file(&key)?;
+                let status: StatusView = get(&client, &format!("{api}/v1/status")).await?;
+                let path = format!("/v1/transactions/{hash}");
+                let s: TxStatus = get_signed(&client, &api, &path, &key, &status.chain_id).await?;
                 print(output, &s, tx_text);
                 Ok(())
             }
@@ -463,11 +508,12 @@ async fn send(
     let key = keys::read_key_file(&args.key)?;
     let me = keys::account_id(&key);
     let status: StatusView = get(client, &format!("{}/v1/status", args.api)).await?;
-    let sequence = match get::<AccountView>(client, &format!("{}/v1/accounts/{me}", args.api)).await
-    {
-        Ok(a) => a.sequence,
-        Err(_) => 0,
-    };
+    let path = format!("/v1/accounts/{me}");
+    let sequence =
+        match get_signed::<AccountView>(client, &args.api, &path, &key, &status.chain_id).await {
+            Ok(a) => a.sequence,
+            Err(_) => 0,
+        };
     let signed = Transaction {
         chain_id: status.chain_id,
         sender: me,
@@ -476,7 +522,8 @@ async fn send(
         payload,
     }
     .sign(&key);
-    post(client, &args.api, &signed, args.dry_run, args.wait, output).await
+    let reader = args.wait.then_some(&key);
+    post(client, &args.api, &signed, args.dry_run, reader, output).await
 }
 
 /// Submits (or dry-runs) a signed transaction and prints the answer.
@@ -485,7 +532,7 @@ async fn post(
     api: &str,
     signed: &SignedTransaction,
     dry_run: bool,
-    wait: bool,
+    wait: Option<&ed25519_dalek::SigningKey>,
     output: Output,
 ) -> anyhow::Result<()> {
     let query = if dry_run { "?dry_run=true" } else { "" };
@@ -513,14 +560,17 @@ async fn post(
         return Ok(());
     }
     let submitted: Submitted = r.json().await?;
-    if !wait {
+    let Some(reader) = wait else {
         print(output, &submitted, |s| format!("{}\n", s.hash));
         return Ok(());
-    }
-    let url = format!("{api}/v1/transactions/{}", submitted.hash);
+    };
+    let chain_id = get::<StatusView>(client, &format!("{api}/v1/status"))
+        .await?
+        .chain_id;
+    let path = format!("/v1/transactions/{}", submitted.hash);
     let started = Instant::now();
     loop {
-        let s: TxStatus = get(client, &url).await?;
+        let s: TxStatus = get_signed(client, api, &path, reader, &chain_id).await?;
         if s.status != "pending" {
             print(output, &s, tx_text);
             if s.status == "rejected" {
@@ -572,22 +622,20 @@ fn tx_text(s: &TxStatus) -> String {
 
 /// Runs `tally account`.
 pub fn account(args: AccountArgs, output: Output) -> anyhow::Result<()> {
-    read(
-        &format!("{}/v1/accounts/{}", args.api, args.id),
-        output,
-        |a: &AccountView| {
-            let mut out = format!("account  {}\nsequence {}\n", a.id, a.sequence);
-            out += &format!(
-                "identity {}\n",
-                a.identity.as_deref().unwrap_or("(unbound)")
-            );
-            for (asset, amount) in &a.balances {
-                out += &format!("balance  {amount} {asset}\n");
-            }
-            out += &format!("height   {}\n", a.height);
-            out
-        },
-    )
+    let key = keys::read_key_file(&args.key)?;
+    let path = format!("/v1/accounts/{}", args.id);
+    read_signed(&args.api, &path, &key, output, |a: &AccountView| {
+        let mut out = format!("account  {}\nsequence {}\n", a.id, a.sequence);
+        out += &format!(
+            "identity {}\n",
+            a.identity.as_deref().unwrap_or("(unbound)")
+        );
+        for (asset, amount) in &a.balances {
+            out += &format!("balance  {amount} {asset}\n");
+        }
+        out += &format!("height   {}\n", a.height);
+        out
+    })
 }
 
 /// Runs `tally block`.
@@ -666,6 +714,22 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<()> {
 }
 
 /// GETs one resource and prints it.
+fn read_signed<T: serde::de::DeserializeOwned + Serialize>(
+    api: &str,
+    path: &str,
+    key: &ed25519_dalek::SigningKey,
+    output: Output,
+    text: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
+    crate::process::runtime()?.block_on(async move {
+        let client = reqwest::Client::new();
+        let status: StatusView = get(&client, &format!("{api}/v1/status")).await?;
+        let value: T = get_signed(&client, api, path, key, &status.chain_id).await?;
+        print(output, &value, text);
+        Ok(())
+    })
+}
+
 fn read<T: serde::de::DeserializeOwned + Serialize>(
     url: &str,
     output: Output,

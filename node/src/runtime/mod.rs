@@ -269,6 +269,29 @@ pub(crate) fn stored_consensus_block(store: &Store, height: Height) -> Option<Bl
     stored_consensus_record(store, height).map(|(b, _)| b)
 }
 
+/// The committed transaction `hash`, which the block at `height` executed at position `index`:
+/// read from the block's stored batches. A block executes its batches' transactions in order,
+/// less the ones already committed, so the transaction is at `index` or after it.
+pub fn committed_transaction(
+    store: &Store,
+    height: Height,
+    index: u32,
+    hash: &Hash,
+) -> Option<tally_ledger::tx::SignedTransaction> {
+    let block = stored_consensus_block(store, height)?;
+    let mut position = 0usize;
+    for digest in &block.payload {
+        let bytes = store.batch(&batches::to_hash(digest)).ok().flatten()?;
+        let batch: batches::Batch = codec::decode(&bytes, 64 << 20).ok()?;
+        let skip = (index as usize).saturating_sub(position);
+        position = position.saturating_add(batch.txs.len());
+        if let Some(tx) = batch.txs.into_iter().skip(skip).find(|t| t.hash() == *hash) {
+            return Some(tx);
+        }
+    }
+    None
+}
+
 fn stored_consensus_record(store: &Store, height: Height) -> Option<(Block, QuorumCert)> {
     let stored = store.block(height).ok().flatten()?;
     codec::decode(&stored.consensus, 64 << 20).ok()

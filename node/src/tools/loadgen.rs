@@ -547,7 +547,16 @@ pub async fn config_for(
         };
         let id = crate::keys::account_id(key);
         let sequence = match urls.get(j % urls.len().max(1)) {
-            Some(base) => match client.get(format!("{base}/v1/accounts/{id}")).send().await {
+            Some(base) => match crate::api::auth::signed_get(
+                &client,
+                base,
+                &format!("/v1/accounts/{id}"),
+                key,
+                chain_id,
+            )
+            .send()
+            .await
+            {
                 Ok(r) => r
                     .json::<crate::api::AccountView>()
                     .await

@@ -84,6 +84,33 @@ impl<'a> Scenarios<'a> {
         Ok(r.json().await?)
     }
 
+    /// A signed read (docs/api/README.md, "Signed reads") as `key`.
+    async fn get_as<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        key: &SigningKey,
+    ) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.api);
+        let r = crate::api::auth::signed_get(&self.client, &self.api, path, key, &self.chain_id)
+            .send()
+            .await
+            .context(url.clone())?;
+        if !r.status().is_success() {
+            bail!("GET {url}: {}", r.status());
+        }
+        Ok(r.json().await?)
+    }
+
+    /// A transaction as the demo KYC provider sees it (in full: it registered the parties'
+    /// identities), or, when no party is its customer (governance), as its signer does.
+    async fn transaction(&self, hash: Hash, signer: &SigningKey) -> anyhow::Result<TxStatus> {
+        let path = format!("/v1/transactions/{hash}");
+        match self.get_as(&path, self.key("kyc")?).await {
+            Ok(s) => Ok(s),
+            Err(_) => self.get_as(&path, signer).await,
+        }
+    }
+
     fn key(&self, name: &str) -> anyhow::Result<&SigningKey> {
         self.net
             .named(name)
@@ -95,7 +122,7 @@ impl<'a> Scenarios<'a> {
         let me = keys::account_id(key);
         let status: StatusView = self.get("/v1/status").await?;
         let sequence = self
-            .get::<AccountView>(&format!("/v1/accounts/{me}"))
+            .get_as::<AccountView>(&format!("/v1/accounts/{me}"), key)
             .await
             .map_or(0, |a| a.sequence);
         self.submit_at(key, sequence, status.height, payload).await
@@ -131,10 +158,10 @@ impl<'a> Scenarios<'a> {
         Ok(s.hash)
     }
 
-    async fn wait(&self, hash: Hash) -> anyhow::Result<TxStatus> {
+    async fn wait(&self, hash: Hash, signer: &SigningKey) -> anyhow::Result<TxStatus> {
         let started = Instant::now();
         loop {
-            let s: TxStatus = self.get(&format!("/v1/transactions/{hash}")).await?;
+            let s = self.transaction(hash, signer).await?;
             if s.status != "pending" {
                 return Ok(s);
             }
@@ -155,7 +182,7 @@ impl<'a> Scenarios<'a> {
     ) -> anyhow::Result<()> {
         let key = self.key(signer)?.clone();
         let hash = self.submit(&key, payload).await?;
-        let status = self.wait(hash).await?;
+        let status = self.wait(hash, &key).await?;
         let receipt = status.receipt.context("final without a receipt")?;
         let flag = receipt.flags.first();
         let got = match flag {
@@ -222,7 +249,10 @@ impl<'a> Scenarios<'a> {
     pub async fn applicable(&self) -> anyhow::Result<bool> {
         let rules: RulesView = self.get("/v1/compliance/rules").await?;
         let sender = self.account("scenario-retail-de")?;
-        let acct: Option<AccountView> = self.get(&format!("/v1/accounts/{sender}")).await.ok();
+        let acct: Option<AccountView> = self
+            .get_as(&format!("/v1/accounts/{sender}"), self.key("kyc")?)
+            .await
+            .ok();
         Ok(rules.rules.version == 1 && acct.is_some_and(|a| a.sequence == 0))
     }
 
@@ -518,7 +548,7 @@ impl<'a> Scenarios<'a> {
             });
             last = self.submit_at(&key, seq, status.height, p).await?;
         }
-        let s = self.wait(last).await?;
+        let s = self.wait(last, &key).await?;
         if s.status != "committed" {
             bail!("velocity: the 20th transfer was {}", s.status);
         }
@@ -573,7 +603,7 @@ impl<'a> Scenarios<'a> {
             reason: "demo: issuer review".into(),
         });
         let hash = self.submit(&issuer, op).await?;
-        let s = self.wait(hash).await?;
+        let s = self.wait(hash, &issuer).await?;
         if s.status != "committed" {
             bail!("the SGD issuer's freeze was {}", s.status);
         }
@@ -626,7 +656,7 @@ impl<'a> Scenarios<'a> {
             .last()
             .map(|r| r.hash)
             .context("no proposal receipt")?;
-        let proposal_id = self.proposal_id(id).await?;
+        let proposal_id = self.proposal_id(id, &self.key("member-0")?.clone()).await?;
         let members = self.net.genesis.validators.len();
         let needed = members * 2 / 3 + 1;
         for m in 1..needed {
@@ -665,8 +695,8 @@ impl<'a> Scenarios<'a> {
         .await
     }
 
-    async fn proposal_id(&self, hash: Hash) -> anyhow::Result<u64> {
-        let s: TxStatus = self.get(&format!("/v1/transactions/{hash}")).await?;
+    async fn proposal_id(&self, hash: Hash, proposer: &SigningKey) -> anyhow::Result<u64> {
+        let s = self.transaction(hash, proposer).await?;
         let receipt = s.receipt.context("no receipt")?;
         receipt
             .events
