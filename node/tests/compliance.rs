@@ -83,6 +83,9 @@ const PEOPLE: &[(u8, &str, u8)] = &[
     (RETAIL_DE_2, "DE", 1),
 ];
 
+/// Where the first KYC provider may act: every jurisdiction of `PEOPLE`.
+const KYC_JURISDICTIONS: &[&str] = &["DE", "FR", "GB", "KP", "SG", "US"];
+
 /// The genesis validators (id 98 joins in a test).
 const VALIDATORS: [u8; 4] = [95, 96, 97, 99];
 
@@ -108,8 +111,8 @@ fn genesis() -> Genesis {
         max_tier: roles.contains(&Role::KycProvider).then_some(KYC_MAX_TIER),
     };
     let mut roles = vec![
-        role(KYC, &[Role::KycProvider], &[]),
-        role(KYC_2, &[Role::KycProvider], &[]),
+        role(KYC, &[Role::KycProvider], KYC_JURISDICTIONS),
+        role(KYC_2, &[Role::KycProvider], &["DE", "SG"]),
         role(REG_EU, &[Role::Regulator], &["DE", "FR"]),
         role(REG_SG, &[Role::Regulator], &["SG"]),
         role(ISSUER_USD, &[Role::Issuer], &[]),
@@ -1232,7 +1235,7 @@ fn kyc_providers_vouch_only_up_to_their_tier_and_only_while_in_office() {
         name: "key-1".into(),
         key: id(KYC),
         roles: roles.iter().copied().collect(),
-        jurisdictions: Default::default(),
+        jurisdictions: KYC_JURISDICTIONS.iter().map(|c| jur(c)).collect(),
         max_tier,
     };
     govern(
@@ -1601,4 +1604,104 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn kyc_providers_act_only_in_the_jurisdictions_governance_gave_them() {
+    let mut l = Ledger::new();
+    let register = |id: &str, j: &str| {
+        Payload::Identity(IdentityOp::Register {
+            id: id.into(),
+            jurisdiction: jur(j),
+            tier: 1,
+            expires_ms: T0 + 30 * DAY_MS,
+            commitment: Hash([7; 32]),
+        })
+    };
+    // The second provider covers DE and SG only.
+    let r = l.run(T0, KYC_2, register("gb-person", "GB"));
+    assert_eq!(r.code, "unauthorized", "{}", r.reason);
+    assert!(r.reason.contains("jurisdiction GB"), "{}", r.reason);
+    assert_eq!(l.run(T0, KYC_2, register("de-person", "DE")).code, "ok");
+    // Governance narrows the first provider to GB: it can no longer act on its DE customers.
+    let mut entry = RoleEntry {
+        name: "key-1".into(),
+        key: id(KYC),
+        roles: [Role::KycProvider].into_iter().collect(),
+        jurisdictions: [jur("GB")].into_iter().collect(),
+        max_tier: Some(KYC_MAX_TIER),
+    };
+    govern(&mut l, GovAction::SetRole(entry.clone()));
+    let update = Payload::Identity(IdentityOp::Update {
+        id: ident(PAYER_DE),
+        tier: 1,
+        expires_ms: T0 + 30 * DAY_MS,
+        commitment: Hash([9; 32]),
+    });
+    let r = l.run(T0, KYC, update.clone());
+    assert_eq!(r.code, "unauthorized", "{}", r.reason);
+    let unbind = Payload::Identity(IdentityOp::Unbind {
+        account: id(PAYER_DE),
+    });
+    assert_eq!(l.run(T0, KYC, unbind).code, "unauthorized");
+    assert_eq!(l.run(T0, KYC, register("gb-person", "GB")).code, "ok");
+    // A KYC provider with no jurisdictions is not a valid registry entry: a proposal naming
+    // one is refused before it reaches a block.
+    entry.jurisdictions.clear();
+    let proposal = Transaction {
+        chain_id: CHAIN.into(),
+        sender: id(MEMBERS[0]),
+        sequence: 0,
+        expiry_height: u64::MAX,
+        payload: Payload::Propose {
+            action: GovAction::SetRole(entry),
+            effective_height: 100,
+        },
+    }
+    .sign(&key(MEMBERS[0]));
+    let e = proposal.verify(CHAIN).unwrap_err();
+    assert!(e.to_string().contains("role.jurisdictions"), "{e}");
+}
+
+#[test]
+fn a_frozen_or_listed_person_cannot_walk_away_from_their_account() {
+    let mut l = Ledger::new();
+    let unbind = |k: u8| Payload::Identity(IdentityOp::Unbind { account: id(k) });
+    // A regulator's freeze: the provider cannot unbind the account to bind it to a fresh
+    // identity (which would leave the freeze, the listing and the rolling limits behind).
+    let freeze = Payload::Freeze(FreezeOp::Freeze {
+        id: ident(RETAIL_DE),
+        reason: "court order 18/2026".into(),
+    });
+    assert_eq!(l.run(T0, REG_EU, freeze).code, "ok");
+    let r = l.run(T0, KYC, unbind(RETAIL_DE));
+    assert_eq!(r.code, "invalid_request", "{}", r.reason);
+    assert!(r.reason.contains("frozen"), "{}", r.reason);
+    // Nor after the provider revokes the identity.
+    let revoke = Payload::Identity(IdentityOp::Revoke {
+        id: ident(RETAIL_DE),
+    });
+    assert_eq!(l.run(T0, KYC, revoke).code, "ok");
+    assert_eq!(l.run(T0, KYC, unbind(RETAIL_DE)).code, "invalid_request");
+    // A sanctions listing holds the same way.
+    let r = l.run(T0, KYC, unbind(LISTED));
+    assert_eq!(r.code, "invalid_request", "{}", r.reason);
+    assert!(r.reason.contains("sanctions"), "{}", r.reason);
+    // An issuer's freeze for an asset the account holds.
+    let asset_freeze = Payload::Freeze(FreezeOp::FreezeAsset {
+        asset: usd(),
+        id: ident(PAYER_DE),
+        reason: "issuer review".into(),
+    });
+    assert_eq!(l.run(T0, ISSUER_USD, asset_freeze).code, "ok");
+    let r = l.run(T0, KYC, unbind(PAYER_DE));
+    assert_eq!(r.code, "invalid_request", "{}", r.reason);
+    assert!(r.reason.contains("frozen for USD"), "{}", r.reason);
+    // Once the freeze is lifted, the provider may unbind as before.
+    let lift = Payload::Freeze(FreezeOp::UnfreezeAsset {
+        asset: usd(),
+        id: ident(PAYER_DE),
+    });
+    assert_eq!(l.run(T0, ISSUER_USD, lift).code, "ok");
+    assert_eq!(l.run(T0, KYC, unbind(PAYER_DE)).code, "ok");
 }

@@ -18,13 +18,15 @@ use tally_node::tools::testnet::{ReusedKeys, Testnet, TestnetSpec};
 /// asset for the compliance limits rounds up, against the sender, so the rolling usage recorded
 /// for payments whose conversion is not exact moved; and when KYC providers gained a maximum
 /// tier, kept with a table of providers in the state, and the demo genesis a tier-4 limit, a
-/// GBP asset without a rate and two scenario accounts.)
-const STATE_ROOT: &str = "3ea3ed356bddc1e9cd67fa8174cdee75623b27001e62c08df34c685daf4ccaa1";
+/// GBP asset without a rate and two scenario accounts; and when KYC providers gained the
+/// jurisdictions they may act in, which the demo provider's registry entry lists.)
+const STATE_ROOT: &str = "fbb4a0539a84a570ae83aa0deda69f02639926c8d18a15ed9240097b139b885a";
 /// The hash of the last header. (Changed on purpose: block 1 names the genesis header, the
 /// block of height 0, as its parent instead of the zero hash; with the state root above; and
 /// when receipts began to carry the rule-set version they were decided under, which changes the
-/// receipt root; and with the state root of the provider table above.)
-const HEADER_HASH: &str = "8ccb45ce083e54470e12541a890b393e8f6364abdb6e195f68c86ccc8b301b68";
+/// receipt root; and with the state roots of the provider table and the providers'
+/// jurisdictions above.)
+const HEADER_HASH: &str = "686b370a7f0e7541334c116296685d6c730fb0fddc11c80652fc51f58ef6331d";
 
 fn key(label: &str) -> SigningKey {
     SigningKey::from_bytes(&Sha256::digest(format!("tally/golden/{label}")).into())

@@ -249,6 +249,15 @@ impl Genesis {
                     "identities[{i}].provider: not a key with the kyc_provider role"
                 ));
             };
+            let in_scope = roles
+                .get(&g.provider)
+                .is_some_and(|r| r.jurisdictions.contains(&g.jurisdiction));
+            if !in_scope {
+                return invalid(format!(
+                    "identities[{i}].jurisdiction: {} is not one of its provider's jurisdictions",
+                    g.jurisdiction
+                ));
+            }
             if g.tier > max_tier {
                 return invalid(format!(
                     "identities[{i}].tier: {} is above its provider's max_tier {max_tier}",

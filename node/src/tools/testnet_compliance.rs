@@ -18,6 +18,10 @@ pub const UNIT: u64 = 1_000_000;
 /// Jurisdictions of the demo load accounts, assigned round-robin.
 pub const LOAD_JURISDICTIONS: &[&str] = &["DE", "FR", "GB", "SG"];
 
+/// Where the demo KYC provider may register identities: every jurisdiction of the demo's
+/// customers (KP for the sanctioned-corridor scenario).
+pub const DEMO_KYC_JURISDICTIONS: &[&str] = &["DE", "FR", "GB", "KP", "SG", "US"];
+
 /// A demo asset listed without a reference rate: payments in it are refused (`rates.missing`)
 /// until governance sets one.
 pub const UNRATED_ASSET: &str = "GBP";
@@ -238,7 +242,13 @@ impl DemoCompliance {
             add_role(&mut named, name, k, &[Role::Member], &[]);
         }
         let k = key("kyc".into());
-        add_role(&mut named, "kyc".into(), k, &[Role::KycProvider], &[]);
+        add_role(
+            &mut named,
+            "kyc".into(),
+            k,
+            &[Role::KycProvider],
+            DEMO_KYC_JURISDICTIONS,
+        );
         for (name, js) in [
             ("regulator-eu", &["DE", "FR"][..]),
             ("regulator-uk", &["GB"][..]),
@@ -378,7 +388,7 @@ impl SimpleCompliance {
             name: "kyc".into(),
             key: provider,
             roles: [Role::KycProvider].into(),
-            jurisdictions: BTreeSet::new(),
+            jurisdictions: [j("DE")].into_iter().collect(),
             max_tier: Some(3),
         }];
         let identities = accounts

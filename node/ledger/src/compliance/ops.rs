@@ -4,7 +4,8 @@
 
 use super::governance::{self, params, role_entry};
 use super::registry::{
-    asset_freeze_key, check_identity_id, identity_key, Freeze, Identity, Role, MAX_TEXT,
+    asset_freeze_key, check_identity_id, identity_key, sanction_key, Freeze, Identity, Role,
+    MAX_TEXT,
 };
 use super::rules::Tier;
 use crate::primitives::TimestampMs;
@@ -146,11 +147,22 @@ pub fn identity_op(
     now: TimestampMs,
     op: &IdentityOp,
 ) -> Outcome {
-    let Some(max_tier) = role_entry(o, sender)?.and_then(|e| e.provider_max_tier()) else {
+    let Some((entry, max_tier)) =
+        role_entry(o, sender)?.and_then(|e| e.provider_max_tier().map(|t| (e, t)))
+    else {
         return refuse(
             RejectCode::Unauthorized,
             format!("{sender} is not a registered KYC provider"),
         );
+    };
+    // A provider acts only in the jurisdictions governance gave it.
+    let check_jurisdiction = |j: &Jurisdiction| {
+        (!entry.jurisdictions.contains(j)).then(|| {
+            Rejection::new(
+                RejectCode::Unauthorized,
+                format!("jurisdiction {j} is not one this KYC provider may act in"),
+            )
+        })
     };
     let check_tier = |tier: Tier| {
         (tier > max_tier).then(|| {
@@ -178,13 +190,15 @@ pub fn identity_op(
     // The identity the operation is about, which the sender must have registered.
     let own = |o: &Overlay<'_>, id: &str| -> Result<Result<Identity, Rejection>, StateError> {
         Ok(load_identity(o, id)?.and_then(|i| {
-            if i.provider == *sender {
-                Ok(i)
-            } else {
-                Err(Rejection::new(
+            if i.provider != *sender {
+                return Err(Rejection::new(
                     RejectCode::Unauthorized,
                     format!("identity {id} was registered by another KYC provider"),
-                ))
+                ));
+            }
+            match check_jurisdiction(&i.jurisdiction) {
+                Some(r) => Err(r),
+                None => Ok(i),
             }
         }))
     };
@@ -214,7 +228,10 @@ pub fn identity_op(
                     );
                 }
             }
-            if let Some(r) = check_tier(*tier).or_else(|| check_expiry(*expires_ms)) {
+            if let Some(r) = check_jurisdiction(jurisdiction)
+                .or_else(|| check_tier(*tier))
+                .or_else(|| check_expiry(*expires_ms))
+            {
                 return Ok(Err(r));
             }
             let identity = Identity {
@@ -290,8 +307,18 @@ pub fn identity_op(
                     format!("account {account} is not bound"),
                 );
             };
-            if let Err(r) = own(o, &current)? {
-                return Ok(Err(r));
+            let identity = match own(o, &current)? {
+                Ok(i) => i,
+                Err(r) => return Ok(Err(r)),
+            };
+            // An account stays with a frozen or listed person: unbinding it and binding it to a
+            // fresh identity would walk out of the freeze, the listing and the person's
+            // rolling limits.
+            if let Some(why) = held(o, &identity, &acct)? {
+                return refuse(
+                    RejectCode::InvalidRequest,
+                    format!("account {account} stays bound to identity {current}: {why}"),
+                );
             }
             acct.identity = None;
             o.put(account_key(account), &acct);
@@ -301,6 +328,29 @@ pub fn identity_op(
             }]))
         }
     }
+}
+
+/// Why an identity's accounts must stay bound to it, if they must: a regulator's freeze, a
+/// sanctions listing, or an issuer's freeze of an asset the account holds.
+fn held(
+    o: &Overlay<'_>,
+    identity: &Identity,
+    account: &AccountState,
+) -> Result<Option<String>, StateError> {
+    if identity.frozen.is_some() {
+        return Ok(Some("the identity is frozen".into()));
+    }
+    if o.get::<String>(&sanction_key(&identity.id))?.is_some() {
+        return Ok(Some("a sanctions list names the identity".into()));
+    }
+    for asset in account.balances.keys() {
+        if o.get::<Freeze>(&asset_freeze_key(asset, &identity.id))?
+            .is_some()
+        {
+            return Ok(Some(format!("the identity is frozen for {asset}")));
+        }
+    }
+    Ok(None)
 }
 
 /// Runs a regulator's or issuer's freeze operation.

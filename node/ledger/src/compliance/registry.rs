@@ -56,7 +56,8 @@ pub struct RoleEntry {
     pub key: AccountId,
     /// Its roles.
     pub roles: BTreeSet<Role>,
-    /// For a regulator: the jurisdictions it covers.
+    /// For a regulator, the jurisdictions it supervises; for a KYC provider (required), the
+    /// jurisdictions it may register identities in and act on.
     #[serde(default)]
     pub jurisdictions: BTreeSet<Jurisdiction>,
     /// For a KYC provider (required): the highest tier it may register or raise an identity
@@ -82,8 +83,17 @@ impl RoleEntry {
         if self.name.is_empty() || self.name.len() > MAX_TEXT {
             return Err(format!("role.name: 1 to {MAX_TEXT} characters"));
         }
-        if !self.jurisdictions.is_empty() && !self.has(Role::Regulator) {
-            return Err("role.jurisdictions: only regulators cover jurisdictions".into());
+        let covers = self.has(Role::Regulator) || self.has(Role::KycProvider);
+        if !self.jurisdictions.is_empty() && !covers {
+            return Err(
+                "role.jurisdictions: only regulators and KYC providers cover jurisdictions".into(),
+            );
+        }
+        if self.has(Role::KycProvider) && self.jurisdictions.is_empty() {
+            return Err(
+                "role.jurisdictions: a KYC provider needs the jurisdictions it may register identities in"
+                    .into(),
+            );
         }
         match (self.has(Role::KycProvider), self.max_tier) {
             (true, None) => {
