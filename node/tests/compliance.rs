@@ -1268,6 +1268,17 @@ fn kyc_providers_vouch_only_up_to_their_tier_and_only_while_in_office() {
         r.code, "unauthorized",
         "a former provider registers nothing"
     );
+    // Taking an identity over keeps its jurisdiction (its regulator, corridors, listings).
+    let elsewhere = Payload::Identity(IdentityOp::Register {
+        id: ident(RETAIL_DE),
+        jurisdiction: jur("SG"),
+        tier: 1,
+        expires_ms: T0 + 30 * DAY_MS,
+        commitment: Hash([7; 32]),
+    });
+    let r = l.run(T0, KYC_2, elsewhere);
+    assert_eq!(r.code, "invalid_request", "{}", r.reason);
+    assert!(r.reason.contains("keeps its jurisdiction"), "{}", r.reason);
     for k in [RETAIL_DE, RETAIL_DE_2] {
         assert_eq!(l.run(T0, KYC_2, register(&ident(k), 1)).code, "ok");
     }

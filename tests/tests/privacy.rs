@@ -6,6 +6,7 @@
 
 use ed25519_dalek::SigningKey;
 use std::time::Duration;
+use tally_ledger::compliance::{GovAction, SanctionsUpdate};
 use tally_ledger::primitives::{AccountId, AssetCode};
 use tally_ledger::tx::{Payload, Transaction, Transfer};
 use tally_node::api::auth::{request_message, sign_request};
@@ -168,5 +169,43 @@ async fn reads_about_people_and_money_need_a_signature_and_a_right_to_see() {
     assert_eq!((s, code(&v)), (404, "tx_not_found"), "{v}");
     let (s, v) = c.get_as(0, &path, &apac).await;
     assert_eq!((s, code(&v)), (404, "tx_not_found"), "{v}");
+
+    // Which persons a sanctions proposal names is for the consortium's institutions.
+    let listing = Transaction {
+        chain_id: c.testnet.genesis.chain_id.clone(),
+        sender: keys::account_id(&named(&c, "member-0")),
+        sequence: 0,
+        expiry_height: 1_000_000,
+        payload: Payload::Propose {
+            action: GovAction::UpdateSanctions(SanctionsUpdate {
+                list: "test list".into(),
+                add_identities: ["business-1".to_owned()].into(),
+                remove_identities: Default::default(),
+                add_jurisdictions: Default::default(),
+                remove_jurisdictions: Default::default(),
+            }),
+            effective_height: 1_000_000,
+        },
+    }
+    .sign(&named(&c, "member-0"));
+    assert_eq!(c.submit(0, &listing).await.0, 202);
+    c.wait_final(0, &listing.hash(), Duration::from_secs(60))
+        .await;
+    let proposal = "/v1/governance/proposals/1";
+    let (s, public) = c.get_with(0, proposal, &[]).await;
+    assert_eq!(s, 200, "{public}");
+    assert_eq!(public["identities_withheld"], 1, "{public}");
+    assert!(!public.to_string().contains("business-1"), "{public}");
+    let (_, as_holder) = c.get_as(0, proposal, &holder).await;
+    assert!(!as_holder.to_string().contains("business-1"), "{as_holder}");
+    let (_, as_regulator) = c.get_as(0, proposal, &eu).await;
+    assert!(
+        as_regulator.to_string().contains("business-1"),
+        "{as_regulator}"
+    );
+    // Its transaction likewise: institutions read it, a customer does not.
+    let path = format!("/v1/transactions/{}", listing.hash());
+    assert_eq!(c.get_as(0, &path, &apac).await.0, 200);
+    assert_eq!(code(&c.get_as(0, &path, &holder).await.1), "tx_not_found");
     c.shutdown().await;
 }

@@ -39,10 +39,11 @@ pub const SIGNATURE_HEADER: &str = "tally-signature";
 
 /// How far a request's timestamp may be from the node's clock, either way.
 pub const MAX_SKEW_MS: u64 = 30_000;
-/// Nonces remembered at once (each until its request would be stale anyway).
-const MAX_NONCES: usize = 200_000;
+/// Nonces remembered at once (each until its request would be stale anyway): about 120 MB at
+/// most, and filling it takes 250 keys at their limit.
+const MAX_NONCES: usize = 1_000_000;
 /// Nonces one key may have remembered at once: one key cannot crowd out the others.
-const MAX_NONCES_PER_KEY: usize = 10_000;
+const MAX_NONCES_PER_KEY: usize = 4_096;
 
 /// Domain tag of the signed request.
 const REQUEST_DOMAIN: &str = "tally-request/v1";
@@ -203,10 +204,17 @@ impl Caller {
             .is_some_and(|r| r.has(Role::Regulator) && r.jurisdictions.contains(jurisdiction))
     }
 
-    /// What the caller sees of `identity`: in full if it registered it or supervises its
-    /// jurisdiction.
+    /// Whether the caller is an institution of the consortium (holds a role in the registry).
+    pub fn institution(&self) -> bool {
+        self.role.as_ref().is_some_and(|r| !r.roles.is_empty())
+    }
+
+    /// What the caller sees of `identity`: in full if it registered it and is a KYC provider
+    /// still, or supervises its jurisdiction.
     pub fn identity_access(&self, identity: &Identity) -> Access {
-        if identity.provider == self.key || self.supervises(&identity.jurisdiction) {
+        let provider = identity.provider == self.key
+            && self.role.as_ref().is_some_and(|r| r.has(Role::KycProvider));
+        if provider || self.supervises(&identity.jurisdiction) {
             Access::Full
         } else {
             Access::None
@@ -377,6 +385,52 @@ mod tests {
         assert!(n.record(b, "still-fine", 100, 50).unwrap());
         // Once the window has passed, the key's nonces are forgotten.
         assert!(n.record(a, "later", 3_000, 2_000).unwrap());
+    }
+
+    #[test]
+    fn providers_see_their_customers_only_while_in_office_and_regulators_their_jurisdictions() {
+        use tally_ledger::compliance::rules::Tier;
+        let j = |c: &str| Jurisdiction::new(c).unwrap();
+        let provider = AccountId([1; 32]);
+        let identity = Identity {
+            id: "p".into(),
+            provider,
+            jurisdiction: j("DE"),
+            tier: 1 as Tier,
+            expires_ms: 0,
+            commitment: tally_ledger::primitives::Hash([0; 32]),
+            revoked: false,
+            frozen: None,
+        };
+        let caller = |key: AccountId, roles: &[Role], js: &[&str]| Caller {
+            key,
+            role: Some(RoleEntry {
+                name: "x".into(),
+                key,
+                roles: roles.iter().copied().collect(),
+                jurisdictions: js.iter().map(|c| j(c)).collect(),
+                max_tier: None,
+            }),
+        };
+        let in_office = caller(provider, &[Role::KycProvider], &["DE"]);
+        assert_eq!(in_office.identity_access(&identity), Access::Full);
+        // The same key after governance took its role away: an account holder like any other.
+        let former = caller(provider, &[], &[]);
+        assert_eq!(former.identity_access(&identity), Access::None);
+        let de = caller(AccountId([2; 32]), &[Role::Regulator], &["DE", "FR"]);
+        let sg = caller(AccountId([3; 32]), &[Role::Regulator], &["SG"]);
+        assert_eq!(de.identity_access(&identity), Access::Full);
+        assert_eq!(sg.identity_access(&identity), Access::None);
+        let holder = Caller {
+            key: AccountId([4; 32]),
+            role: None,
+        };
+        assert_eq!(
+            holder.access(&[AccountId([4; 32])], [&identity]),
+            Access::Holder
+        );
+        assert_eq!(sg.access(&[AccountId([4; 32])], [&identity]), Access::None);
+        assert_eq!(de.access(&[AccountId([4; 32])], [&identity]), Access::Full);
     }
 
     #[test]

@@ -521,13 +521,15 @@ async fn transaction(
     if access == Access::Holder {
         // The tipping-off policy: the holder learns that a compliance rule refused, not which
         // one, and no flag; the proof, which carries the whole receipt, is for the member and
-        // regulators in scope.
+        // regulators in scope. A party that did not sign (the payee, the account a provider
+        // operated on) learns that the transaction was refused, not why: the reason can name
+        // the sender's balance or a listing.
+        let mut receipt = holder_receipt(receipt);
+        if tx.sender != caller.key && receipt.outcome == tally_ledger::Outcome::Rejected {
+            receipt.reason = "refused; its sender can tell you more".into();
+        }
         return Ok(Json(TxStatus::committed(
-            hash,
-            loc.height,
-            loc.index,
-            holder_receipt(receipt),
-            None,
+            hash, loc.height, loc.index, receipt, None,
         )));
     }
     let leaves: Vec<Hash> = receipts.iter().map(Receipt::leaf).collect();
@@ -596,12 +598,12 @@ fn transaction_access(
     caller: &Caller,
     tx: &tally_ledger::tx::Transaction,
 ) -> Result<Access, ApiError> {
-    if matches!(
+    let governance = matches!(
         tx.payload,
         tally_ledger::tx::Payload::Propose { .. } | tally_ledger::tx::Payload::Vote { .. }
-    ) {
-        // Governance is the consortium's business, not a person's: its proposals are public
-        // (`GET /v1/governance/proposals/{id}`), and so are the transactions that make them.
+    );
+    if governance && caller.institution() {
+        // Governance is the consortium's business: its institutions read its transactions.
         return Ok(Access::Full);
     }
     let (accounts, mut ids) = parties(tx);
@@ -758,6 +760,7 @@ fn rule_changes(
 
 async fn proposal(
     State(shared): State<Shared>,
+    caller: Result<Caller, ApiError>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ProposalView>, ApiError> {
     let Path(id) = id.map_err(bad_path)?;
@@ -782,9 +785,20 @@ async fn proposal(
         }
         _ => None,
     };
+    // Which persons a sanctions list names is for the consortium's institutions (a signed
+    // read by a key with a role): anyone else sees how many, not who (the tipping-off policy).
+    let mut identities_withheld = None;
+    if let tally_ledger::compliance::GovAction::UpdateSanctions(u) = &mut p.action {
+        if !caller.is_ok_and(|c| c.institution()) {
+            identities_withheld = Some(u.add_identities.len() + u.remove_identities.len());
+            u.add_identities.clear();
+            u.remove_identities.clear();
+        }
+    }
     Ok(Json(ProposalView {
         proposal: p,
         changes,
+        identities_withheld,
     }))
 }
 

@@ -178,6 +178,10 @@ pub struct ProposalView {
     /// actions.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub changes: Option<BTreeMap<String, RuleChange>>,
+    /// For `update_sanctions` read by anyone but a consortium institution: how many identities
+    /// it lists or delists; their ids are left out (docs/privacy.md).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub identities_withheld: Option<usize>,
 }
 
 /// One field of a rule-set change.

@@ -227,6 +227,17 @@ pub fn identity_op(
                         format!("identity {id} is revoked"),
                     );
                 }
+                // A take-over keeps the person where they are: their regulator's scope, their
+                // corridors and any sanctioned jurisdiction stay in force.
+                if p.jurisdiction != *jurisdiction {
+                    return refuse(
+                        RejectCode::InvalidRequest,
+                        format!(
+                            "identity {id} is registered in {}; taking it over keeps its jurisdiction",
+                            p.jurisdiction
+                        ),
+                    );
+                }
             }
             if let Some(r) = check_jurisdiction(jurisdiction)
                 .or_else(|| check_tier(*tier))
