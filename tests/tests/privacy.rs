@@ -207,5 +207,52 @@ async fn reads_about_people_and_money_need_a_signature_and_a_right_to_see() {
     let path = format!("/v1/transactions/{}", listing.hash());
     assert_eq!(c.get_as(0, &path, &apac).await.0, 200);
     assert_eq!(code(&c.get_as(0, &path, &holder).await.1), "tx_not_found");
+
+    // A regulator that governance removed is refused as a key the network does not know.
+    let us = named(&c, "regulator-us");
+    let (s, v) = c.get_as(0, &account, &us).await;
+    assert_eq!((s, code(&v)), (404, "account_not_found"), "{v}");
+    let effective = c.height(0) + 12;
+    let member = |m: usize| named(&c, &format!("member-{m}"));
+    let governance = |m: usize, sequence: u64, payload: Payload| {
+        Transaction {
+            chain_id: c.testnet.genesis.chain_id.clone(),
+            sender: keys::account_id(&member(m)),
+            sequence,
+            expiry_height: 1_000_000,
+            payload,
+        }
+        .sign(&member(m))
+    };
+    let removal = governance(
+        0,
+        1,
+        Payload::Propose {
+            action: GovAction::RemoveRole {
+                key: keys::account_id(&us),
+            },
+            effective_height: effective,
+        },
+    );
+    let votes: Vec<_> = (1..3)
+        .map(|m| {
+            governance(
+                m,
+                0,
+                Payload::Vote {
+                    proposal: 2,
+                    approve: true,
+                },
+            )
+        })
+        .collect();
+    for tx in std::iter::once(&removal).chain(&votes) {
+        assert_eq!(c.submit(0, tx).await.0, 202);
+        let s = c.wait_final(0, &tx.hash(), Duration::from_secs(60)).await;
+        assert_eq!(s.status, "committed", "{s:?}");
+    }
+    c.wait_height(effective, Duration::from_secs(120)).await;
+    let (s, v) = c.get_as(0, &account, &us).await;
+    assert_eq!((s, code(&v)), (401, "unknown_key"), "{v}");
     c.shutdown().await;
 }
