@@ -112,6 +112,8 @@ pub struct Store {
     /// Consensus block id → height, so that a peer's sync request for an older committed
     /// block is answered with one lookup.
     block_ids: sled::Tree,
+    /// Sequence number → entry of the API's access log (`api::access_log`).
+    access_log: sled::Tree,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StorageError> {
@@ -138,6 +140,7 @@ impl Store {
             batches: db.open_tree("batches")?,
             meta: db.open_tree("meta")?,
             block_ids: db.open_tree("block_ids")?,
+            access_log: db.open_tree("access_log")?,
             db,
             dir: dir.to_owned(),
         };
@@ -409,6 +412,38 @@ impl Store {
         }
         self.meta.insert(format!("{prefix}{round}"), bytes)?;
         Ok(true)
+    }
+
+    /// The last entry of the access log: its sequence number and bytes.
+    pub fn last_access_entry(&self) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
+        let Some((k, v)) = self.access_log.last()? else {
+            return Ok(None);
+        };
+        let seq =
+            k.as_ref()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| StorageError::Corrupt {
+                    what: "access log key".into(),
+                    source: codec::CodecError::Malformed("not 8 bytes".into()),
+                })?;
+        Ok(Some((seq, v.to_vec())))
+    }
+
+    /// Appends entry `seq` of the access log.
+    pub fn put_access_entry(&self, seq: u64, bytes: &[u8]) -> Result<(), StorageError> {
+        self.access_log.insert(seq.to_be_bytes(), bytes)?;
+        Ok(())
+    }
+
+    /// Up to `limit` access-log entries after sequence number `after`, in order.
+    pub fn access_entries(&self, after: u64, limit: usize) -> Result<Vec<Vec<u8>>, StorageError> {
+        let from = after.saturating_add(1).to_be_bytes();
+        let mut out = Vec::new();
+        for item in self.access_log.range(from..).take(limit) {
+            out.push(item?.1.to_vec());
+        }
+        Ok(out)
     }
 
     /// A committed value of the ledger state.

@@ -2,6 +2,7 @@
 //! request bodies are size-limited; the routes are listed in docs/api/openapi.yaml, and a test
 //! checks that the router and the document agree.
 
+pub mod access_log;
 pub mod auth;
 mod error;
 pub mod node;
@@ -44,6 +45,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/governance/proposals/{id}"),
     ("get", "/v1/blocks/{height}"),
     ("get", "/v1/status"),
+    ("get", "/v1/audit/access-log"),
     ("get", "/health"),
     ("get", "/ready"),
     ("get", "/metrics"),
@@ -77,10 +79,11 @@ pub fn documented_routes(openapi_yaml: &str) -> Vec<(String, String)> {
     out
 }
 
-/// The router over a node's shared state.
-pub fn router(shared: Shared) -> Router {
+/// The router over a node's shared state; fails if the access log in the store is unreadable.
+pub fn router(shared: Shared) -> Result<Router, crate::storage::StorageError> {
     let limit = shared.limits().max_body_bytes;
-    Router::new()
+    let log: access_log::SharedLog = Arc::new(access_log::AccessLog::open(shared.store())?);
+    Ok(Router::new()
         .route("/v1/transactions", post(submit))
         .route("/v1/transactions/batch", post(submit_batch))
         .route("/v1/transactions/{hash}", get(transaction))
@@ -91,15 +94,21 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/governance/proposals/{id}", get(proposal))
         .route("/v1/blocks/{height}", get(block))
         .route("/v1/status", get(status))
+        .route("/v1/audit/access-log", get(access_log::read))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("route", "no such route") })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::Extension(auth::SharedNonces::default()))
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            access_log::record,
+        ))
+        .layer(axum::Extension(log))
         .layer(middleware::from_fn(error::envelope))
         .layer(middleware::from_fn_with_state(shared.clone(), observe))
-        .with_state(shared)
+        .with_state(shared))
 }
 
 /// Serves the API on `listener` until `stop` flips.
@@ -108,7 +117,13 @@ pub async fn serve(
     shared: Shared,
     mut stop: watch::Receiver<bool>,
 ) {
-    let app = router(shared);
+    let app = match router(shared) {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!(error = %e, "the API cannot start: its access log is unreadable");
+            return;
+        }
+    };
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
@@ -204,7 +219,7 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// A query string that does not parse into the route's parameters.
-fn bad_query(e: QueryRejection) -> ApiError {
+pub(crate) fn bad_query(e: QueryRejection) -> ApiError {
     ApiError::bad_request("bad_query", e.body_text())
 }
 

@@ -1,5 +1,6 @@
 //! The `tally` command line. One file per command family; `main.rs` only dispatches.
 
+mod audit;
 pub(crate) mod client;
 mod keys;
 mod proof;
@@ -52,6 +53,9 @@ pub enum Command {
     Block(client::BlockArgs),
     /// Show a node's view of the network through the HTTP API.
     Status(client::StatusArgs),
+    /// Regulators' tools: read a node's access log, and check it offline.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Exit 0 if a node is alive (`/health`) or ready (`--ready`): the container health check.
     Probe(client::ProbeArgs),
     /// Print a shell completion script: `tally completions bash > /etc/bash_completion.d/tally`.
@@ -77,6 +81,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Block(args) => client::block(args, cli.output),
         Command::Status(args) => client::status(args, cli.output),
         Command::Probe(args) => client::probe(args),
+        Command::Audit(cmd) => audit::run(cmd),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "tally", &mut script);

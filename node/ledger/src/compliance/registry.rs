@@ -30,6 +30,8 @@ pub enum Role {
     LiquidityProvider,
     /// Supervises the jurisdictions listed in its entry: freezes and unfreezes identities there.
     Regulator,
+    /// Oversees the regulators: reads every node's access log in full (who asked what).
+    Oversight,
 }
 
 impl Role {
@@ -42,6 +44,7 @@ impl Role {
             Role::Issuer => "issuer",
             Role::LiquidityProvider => "liquidity_provider",
             Role::Regulator => "regulator",
+            Role::Oversight => "oversight",
         }
     }
 }
