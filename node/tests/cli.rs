@@ -334,6 +334,31 @@ fn a_payment_signed_offline_is_dry_run_submitted_and_read_back_as_json() {
     );
     let text = tally_ok(&["status", "--api", &net.api]);
     assert!(text.contains(&format!("chain    {chain_id}")), "{text}");
+
+    // A regulator of DE reads the payer's account, then the node's access log, and checks the
+    // chain offline; one changed byte fails the check.
+    let eu = net.path("keys/regulator-eu.key");
+    tally_ok(&["account", "--api", &net.api, "--key", &eu, &payer]);
+    let log = tally_ok(&["audit", "access-log", "--api", &net.api, "--key", &eu]);
+    let file = net.path("access-log.json");
+    std::fs::write(&file, &log).expect("write log");
+    let text = tally_ok(&["audit", "verify-access-log", &file]);
+    assert!(text.contains("entries chain from the start"), "{text}");
+    let page = json(&log);
+    let lines = page["lines"].as_array().expect("lines");
+    assert!(
+        lines.len() >= 8,
+        "the holder's reads and the regulator's: {page}"
+    );
+    let mine = lines
+        .iter()
+        .filter(|l| l["entry"]["target"] == format!("/v1/accounts/{payer}").as_str())
+        .count();
+    assert!(mine >= 1, "{page}");
+    let tampered = log.replacen("/v1/accounts/", "/v1/accounts/0", 1);
+    std::fs::write(&file, tampered).expect("write log");
+    let out = tally(&["audit", "verify-access-log", &file]);
+    assert!(!out.status.success(), "a changed entry verifies");
 }
 
 /// Travel-rule data goes with a transfer from the flags; half of it is refused naming the
