@@ -102,7 +102,8 @@ impl<'a> Scenarios<'a> {
     }
 
     /// A transaction as the demo KYC provider sees it (in full: it registered the parties'
-    /// identities), or, when no party is its customer (governance), as its signer does.
+    /// identities, and as an institution it reads governance), or, when no party is its
+    /// customer, as its signer does.
     async fn transaction(&self, hash: Hash, signer: &SigningKey) -> anyhow::Result<TxStatus> {
         let path = format!("/v1/transactions/{hash}");
         match self.get_as(&path, self.key("kyc")?).await {
