@@ -39,8 +39,9 @@ pub const SIGNATURE_HEADER: &str = "tally-signature";
 
 /// How far a request's timestamp may be from the node's clock, either way.
 pub const MAX_SKEW_MS: u64 = 30_000;
-/// Nonces remembered at once (each until its request would be stale anyway): about 120 MB at
-/// most, and filling it takes 250 keys at their limit.
+/// Nonces remembered at once (each until its request would be stale anyway): an estimated
+/// 120 MB at most (about 120 bytes an entry, not measured), and filling it takes 250 keys at
+/// their limit.
 const MAX_NONCES: usize = 1_000_000;
 /// Nonces one key may have remembered at once: one key cannot crowd out the others.
 const MAX_NONCES_PER_KEY: usize = 4_096;

@@ -323,15 +323,7 @@ async fn get<T: serde::de::DeserializeOwned>(
     client: &reqwest::Client,
     url: &str,
 ) -> anyhow::Result<T> {
-    let r = client
-        .get(url)
-        .send()
-        .await
-        .with_context(|| format!("GET {url}"))?;
-    if !r.status().is_success() {
-        return Err(error_of(r).await);
-    }
-    Ok(r.json().await?)
+    answer(client.get(url), url).await
 }
 
 /// A signed read of `path` (docs/api/README.md, "Signed reads"), as `key`.
@@ -342,11 +334,16 @@ async fn get_signed<T: serde::de::DeserializeOwned>(
     key: &ed25519_dalek::SigningKey,
     chain_id: &str,
 ) -> anyhow::Result<T> {
-    let url = format!("{api}{path}");
-    let r = crate::api::auth::signed_get(client, api, path, key, chain_id)
-        .send()
-        .await
-        .with_context(|| format!("GET {url}"))?;
+    let request = crate::api::auth::signed_get(client, api, path, key, chain_id);
+    answer(request, &format!("{api}{path}")).await
+}
+
+/// Sends a read; its JSON answer, or the API's error.
+async fn answer<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    url: &str,
+) -> anyhow::Result<T> {
+    let r = request.send().await.with_context(|| format!("GET {url}"))?;
     if !r.status().is_success() {
         return Err(error_of(r).await);
     }
